@@ -1,0 +1,188 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// JetStream names (DESIGN.md §3).
+const (
+	StreamTenants       = "TENANTS"
+	StreamStoreCommands = "STORE_COMMANDS"
+	StreamStoreEvents   = "STORE_EVENTS"
+	StreamAudit         = "AUDIT"
+	StreamDeadLetters   = "DEAD_LETTERS"
+	KVTenants           = "tenants"
+	ObjectStoreSecrets  = "tenant-secrets"
+
+	ConsumerOrchestratorRequests = "orchestrator-requests"
+	ConsumerOrchestratorResults  = "orchestrator-results"
+	ConsumerAuditSink            = "audit-sink"
+
+	// SubjectAllDeadLetters captures messages a consumer could not accept
+	// (they fail validation); kept for inspection, never redelivered.
+	SubjectAllDeadLetters = "deadletter.>"
+)
+
+// AgentConsumer is the durable name of the pull consumer that every replica
+// of one store's agent shares: agent-<store>.
+func AgentConsumer(s Store) string { return "agent-" + string(s) }
+
+// DeadLetterSubject is deadletter.<source>, e.g. deadletter.audit.
+func DeadLetterSubject(source string) string { return "deadletter." + source }
+
+// DuplicateWindow is how long JetStream remembers a Nats-Msg-Id. It is
+// longer than any saga (deadline plus compensation backoff) so a publish
+// retried by a restarted process is still recognised.
+const DuplicateWindow = time.Hour
+
+// Topology holds the knobs of the JetStream topology that differ between a
+// laptop and production.
+type Topology struct {
+	// Replicas for every stream, KV bucket and object store: 1 on a single
+	// server, 3 on a production cluster.
+	Replicas int
+	// AuditMaxAge bounds how long audit events stay in the AUDIT stream
+	// after the sink has stored them (0: one year).
+	AuditMaxAge time.Duration
+}
+
+func (t Topology) replicas() int {
+	if t.Replicas <= 0 {
+		return 1
+	}
+	return t.Replicas
+}
+
+// Streams returns the configuration of every stream.
+func (t Topology) Streams() []jetstream.StreamConfig {
+	auditAge := t.AuditMaxAge
+	if auditAge == 0 {
+		auditAge = 365 * 24 * time.Hour
+	}
+	base := func(name, desc string, subjects []string) jetstream.StreamConfig {
+		return jetstream.StreamConfig{
+			Name:        name,
+			Description: desc,
+			Subjects:    subjects,
+			Storage:     jetstream.FileStorage,
+			Replicas:    t.replicas(),
+			Duplicates:  DuplicateWindow,
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxMsgSize:  1 << 20,
+		}
+	}
+	tenants := base(StreamTenants, "tenant requests and saga outcomes", []string{SubjectAllTenants})
+	tenants.MaxAge = 30 * 24 * time.Hour
+	commands := base(StreamStoreCommands, "commands to store agents (work queue, one consumer per store)", []string{SubjectAllCommands})
+	commands.Retention = jetstream.WorkQueuePolicy
+	commands.MaxAge = 7 * 24 * time.Hour
+	results := base(StreamStoreEvents, "store agents' results", []string{SubjectAllStoreEvents})
+	results.MaxAge = 7 * 24 * time.Hour
+	audit := base(StreamAudit, "audit events until the audit sink stores them, then kept for replay", []string{SubjectAllAudit})
+	audit.MaxAge = auditAge
+	dead := base(StreamDeadLetters, "messages a consumer rejected, with the reason", []string{SubjectAllDeadLetters})
+	dead.MaxAge = 30 * 24 * time.Hour
+	return []jetstream.StreamConfig{tenants, commands, results, audit, dead}
+}
+
+// KeyValue returns the configuration of the tenants registry.
+func (t Topology) KeyValue() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:       KVTenants,
+		Description:  "tenant registry: one record per tenant, compare-and-set writes",
+		History:      16,
+		MaxValueSize: MaxPayloadBytes,
+		Storage:      jetstream.FileStorage,
+		Replicas:     t.replicas(),
+	}
+}
+
+// ObjectStore returns the configuration of the sealed-secrets store.
+func (t Topology) ObjectStore() jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      ObjectStoreSecrets,
+		Description: "SOPS-encrypted tenant secrets, <id>.sops.yaml",
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.replicas(),
+	}
+}
+
+// Ensure creates or updates every stream, the KV bucket and the object
+// store. It is idempotent: every service calls it at start, and any number
+// of replicas may call it at once.
+func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
+	var errs []error
+	for _, cfg := range t.Streams() {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			errs = append(errs, fmt.Errorf("ensure stream %s: %w", cfg.Name, err))
+		}
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, t.KeyValue()); err != nil {
+		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVTenants, err))
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, t.ObjectStore()); err != nil {
+		errs = append(errs, fmt.Errorf("ensure object store %s: %w", ObjectStoreSecrets, err))
+	}
+	return errors.Join(errs...)
+}
+
+// AgentConsumerConfig is the durable pull consumer shared by every replica
+// of one store's agent. ackWait must exceed the longest a command can take
+// between InProgress signals; maxAckPending bounds in-flight commands across
+// all replicas.
+func AgentConsumerConfig(s Store, ackWait time.Duration, maxAckPending int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       AgentConsumer(s),
+		Description:   "commands for the " + string(s) + " agent, shared by all its replicas",
+		FilterSubject: CommandFilter(s),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxAckPending: maxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// OrchestratorRequestsConfig is the durable consumer of tenant.requested and
+// tenant.deprovision.requested, shared by orchestrator replicas.
+func OrchestratorRequestsConfig(ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        ConsumerOrchestratorRequests,
+		Description:    "tenant requests for the orchestrator",
+		FilterSubjects: []string{SubjectTenantRequested, SubjectTenantDeprovisionRequested},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        ackWait,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+	}
+}
+
+// OrchestratorResultsConfig is the durable consumer of every store agent's
+// results, shared by orchestrator replicas.
+func OrchestratorResultsConfig(ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerOrchestratorResults,
+		Description:   "store agents' results for the orchestrator",
+		FilterSubject: SubjectAllStoreEvents,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// AuditSinkConfig is the durable consumer of the AUDIT stream shared by
+// audit-sink replicas.
+func AuditSinkConfig(ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerAuditSink,
+		Description:   "audit events for the audit sink",
+		FilterSubject: SubjectAllAudit,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
