@@ -54,6 +54,15 @@ type StoreStatus struct {
 	Reason        string            `json:"reason,omitempty"`
 	Error         string            `json:"error,omitempty"`
 	Warnings      []string          `json:"warnings,omitempty"`
+	// CommandSentAt is when the last command to this store was published;
+	// with Attempt it drives the compensation backoff after a restart.
+	CommandSentAt *time.Time `json:"command_sent_at,omitempty"`
+	// CredentialID and ResultSeq identify the provisioned result whose
+	// (age-encrypted) credential is sealed: the orchestrator reads it back
+	// from the STORE_EVENTS stream at that sequence, so the registry never
+	// holds a credential in any form.
+	CredentialID string `json:"credential_id,omitempty"`
+	ResultSeq    uint64 `json:"result_seq,omitempty"`
 }
 
 // SecretsRef points at a tenant's sealed secrets in the tenant-secrets
@@ -82,9 +91,14 @@ type TenantRecord struct {
 	// Deadline is when the running provisioning saga gives up and rolls
 	// back. It lives here, not in a timer, so any replica recomputes it
 	// after a restart.
-	Deadline  *time.Time `json:"deadline,omitempty"`
-	CreatedAt time.Time  `json:"created_at"`
-	UpdatedAt time.Time  `json:"updated_at"`
+	Deadline *time.Time `json:"deadline,omitempty"`
+	// Announced is the last settled state (active, failed, deprovisioned)
+	// whose audit event and tenant.<outcome> were published: an outbox
+	// marker, so a process that died between the state change and the
+	// announcement completes it after restart.
+	Announced TenantState `json:"announced,omitempty"`
+	CreatedAt time.Time   `json:"created_at"`
+	UpdatedAt time.Time   `json:"updated_at"`
 }
 
 // Validate checks the identity fields and every state value.
