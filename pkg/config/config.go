@@ -69,7 +69,7 @@ func envTags(t reflect.Type) map[string]string {
 	}
 	for i := range t.NumField() {
 		f := t.Field(i)
-		if f.Type.Kind() == reflect.Struct && f.Anonymous {
+		if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
 			for k, v := range envTags(f.Type) {
 				tags[k] = v
 			}

@@ -1,11 +1,16 @@
-// Command orchestrator runs the provisioning saga (DESIGN.md §4).
+// Command orchestrator runs the provisioning saga (DESIGN.md §4): it turns
+// tenant.requested and tenant.deprovision.requested into store commands,
+// collects the agents' results, seals the credentials with SOPS, and rolls
+// every store back on failure.
 //
-// Configuration comes from the environment; see Config. The service serves
-// /healthz, /readyz and /metrics on HTTP_ADDR and stops cleanly on SIGTERM.
+// Configuration comes from the environment; see Config, service.Config and
+// saga.Config. The service serves /healthz, /readyz and /metrics on
+// HTTP_ADDR and stops cleanly on SIGTERM.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,17 +18,19 @@ import (
 
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/service"
+	"github.com/tenantprov/tenantprov/services/orchestrator/saga"
 )
 
 const name = "orchestrator"
 
-// Config is the service's configuration.
+// Config is the orchestrator's configuration.
 type Config struct {
 	service.Config
+	Saga saga.Config
 }
 
 // Validate reports every configuration problem at once.
-func (c *Config) Validate() error { return c.Config.Validate() }
+func (c *Config) Validate() error { return errors.Join(c.Config.Validate(), c.Saga.Validate()) }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -39,12 +46,11 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return service.Run(ctx, name, cfg.Config, work)
-}
-
-// work is the service's own logic; it arrives with a later issue. Until
-// then the service only keeps the topology and its endpoints up.
-func work(ctx context.Context, s *service.Service) error {
-	<-ctx.Done()
-	return nil
+	return service.Run(ctx, name, cfg.Config, func(ctx context.Context, svc *service.Service) error {
+		s, err := saga.New(ctx, cfg.Saga, svc.JS, svc.Log, saga.NewMetrics(svc.Metrics))
+		if err != nil {
+			return err
+		}
+		return s.Run(ctx)
+	})
 }

@@ -1,0 +1,71 @@
+package saga
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is the saga's configuration (environment variables in tags).
+type Config struct {
+	// SagaTimeout is how long provisioning may take before it is rolled
+	// back. The deadline is stored in the registry, so a restarted
+	// orchestrator keeps it.
+	SagaTimeout time.Duration `env:"SAGA_TIMEOUT" envDefault:"60s"`
+	// ReconcileInterval is how often every replica re-drives in-flight
+	// sagas from the registry: deadlines, compensation retries, work a
+	// crashed replica left half done.
+	ReconcileInterval time.Duration `env:"RECONCILE_INTERVAL" envDefault:"2s"`
+	// RetryMin and RetryMax bound the exponential backoff between
+	// compensation attempts for one store.
+	RetryMin time.Duration `env:"COMPENSATION_BACKOFF_MIN" envDefault:"5s"`
+	RetryMax time.Duration `env:"COMPENSATION_BACKOFF_MAX" envDefault:"2m"`
+	// StuckAfter is how long a record may sit with all stores provisioned
+	// (or deprovisioned) before the reconciler finishes the step for a
+	// replica that died doing it.
+	StuckAfter time.Duration `env:"SAGA_STUCK_AFTER" envDefault:"15s"`
+	// IdentityFile holds the control-plane age identity
+	// (AGE-SECRET-KEY-1…) that opens the agents' credentials.
+	IdentityFile string `env:"CONTROL_PLANE_IDENTITY_FILE"`
+	// OperatorRecipients are age recipients (comma-separated) that can also
+	// decrypt every tenant's secrets file.
+	OperatorRecipients string `env:"OPERATOR_RECIPIENTS"`
+	// Workers bounds concurrently handled messages per consumer.
+	Workers int `env:"ORCHESTRATOR_WORKERS" envDefault:"16"`
+	// AckWait is the redelivery timeout of the orchestrator's consumers.
+	AckWait time.Duration `env:"ORCHESTRATOR_ACK_WAIT" envDefault:"30s"`
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	positive := map[string]time.Duration{
+		"SAGA_TIMEOUT": c.SagaTimeout, "RECONCILE_INTERVAL": c.ReconcileInterval,
+		"COMPENSATION_BACKOFF_MIN": c.RetryMin, "COMPENSATION_BACKOFF_MAX": c.RetryMax,
+		"SAGA_STUCK_AFTER": c.StuckAfter, "ORCHESTRATOR_ACK_WAIT": c.AckWait,
+	}
+	for _, name := range []string{"SAGA_TIMEOUT", "RECONCILE_INTERVAL", "COMPENSATION_BACKOFF_MIN", "COMPENSATION_BACKOFF_MAX", "SAGA_STUCK_AFTER", "ORCHESTRATOR_ACK_WAIT"} {
+		if positive[name] <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive", name))
+		}
+	}
+	if c.RetryMax < c.RetryMin {
+		errs = append(errs, errors.New("COMPENSATION_BACKOFF_MAX: must be >= COMPENSATION_BACKOFF_MIN"))
+	}
+	if c.IdentityFile == "" {
+		errs = append(errs, errors.New("CONTROL_PLANE_IDENTITY_FILE: required (create one with `tenantctl keys init`)"))
+	}
+	if c.Workers < 1 {
+		errs = append(errs, errors.New("ORCHESTRATOR_WORKERS: must be >= 1"))
+	}
+	return errors.Join(errs...)
+}
+
+// backoff is the wait before compensation attempt n+1 after attempt n.
+func (c *Config) backoff(attempt int) time.Duration {
+	d := c.RetryMin
+	for i := 0; i < attempt && d < c.RetryMax; i++ {
+		d *= 2
+	}
+	return min(d, c.RetryMax)
+}
