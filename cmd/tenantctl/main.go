@@ -1,36 +1,64 @@
-// Command tenantctl is the operator CLI of tenantprov: provision and
-// deprovision tenants, inspect their records, read their sealed secrets and
-// the audit trail. Its commands arrive with the operator-experience issue.
+// Command tenantctl is the operator CLI of tenantprov: create the age keys,
+// provision and deprovision tenants and watch them settle, read tenant
+// records, decrypt a tenant's sealed secrets, and list and verify the audit
+// trail. Run `tenantctl --help` for the tour.
+//
+// Exit codes: 0 success; 1 the operation failed (e.g. the tenant was rolled
+// back); 2 bad usage or invalid input; 3 timed out waiting; 4 not found;
+// 5 a dependency (NATS, PostgreSQL) could not be reached.
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 )
 
-const usage = `tenantctl — operate tenantprov
+// Exit codes.
+const (
+	exitOK          = 0
+	exitFailed      = 1
+	exitUsage       = 2
+	exitTimeout     = 3
+	exitNotFound    = 4
+	exitUnavailable = 5
+)
 
-Usage:
-  tenantctl <command> [flags]
+// exitError carries an exit code through cobra.
+type exitError struct {
+	code int
+	err  error
+}
 
-Commands (arriving with the operator-experience issue):
-  keys init            create the control-plane and an operator age key
-  provision <id>       request a tenant
-  deprovision <id>     remove a tenant
-  status <id>          show a tenant's record
-  list                 list tenants
-  secrets get <id>     decrypt a tenant's sealed secrets
-  audit                list and verify the audit trail
-`
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
-func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+func fail(code int, format string, args ...any) error {
+	return &exitError{code: code, err: fmt.Errorf(format, args...)}
+}
 
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stdout, usage)
-		return 0
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
 	}
-	fmt.Fprintf(stderr, "tenantctl: %q is not implemented yet\n\n%s", args[0], usage)
-	return 2
+	fmt.Fprintf(stderr, "tenantctl: %v\n", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	return exitUsage // cobra's own errors are usage errors
 }
