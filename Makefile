@@ -44,11 +44,11 @@ deps: ## install Debian packages the tests need (postgresql, redis-server)
 bench: ## run benchmarks
 	go test -run '^$$' -bench . -benchmem $(PKGS)
 
-up: ## start the whole system locally (not built yet)
-	@echo "make up: not built yet — the operator-experience issue (#7) builds it." >&2; exit 2
+up: ## start the whole system locally under .dev/ (stores, NATS, six services); prints how to provision a demo tenant
+	scripts/dev-up.sh
 
-down: ## stop what `make up` started (not built yet)
-	@echo "make down: not built yet — the operator-experience issue (#7) builds it." >&2; exit 2
+down: ## stop exactly what `make up` started
+	scripts/dev-down.sh
 
 clean: ## remove build output (keeps the tool cache)
 	rm -rf $(BIN)/orchestrator $(BIN)/*-agent $(BIN)/audit-sink $(BIN)/tenantctl

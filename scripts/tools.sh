@@ -14,6 +14,7 @@ mkdir -p "$bin" "$cache"
 # name  package@version
 tools=(
 	"minio github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
+	"nats-server github.com/nats-io/nats-server/v2@v2.15.2"
 	"nats github.com/nats-io/natscli/nats@v0.5.0"
 	"sops github.com/getsops/sops/v3/cmd/sops@v3.13.3"
 )

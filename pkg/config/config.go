@@ -82,11 +82,29 @@ func envTags(t reflect.Type) map[string]string {
 	return tags
 }
 
+// environ returns the process environment, with the <NAME>_FILE convention
+// (as the postgres image and compose secrets use it) applied: when NAME is
+// unset and NAME_FILE names a file, NAME is that file's content without the
+// trailing newline. Secrets then never have to sit in an environment
+// variable.
 func environ() map[string]string {
 	m := map[string]string{}
 	for _, kv := range os.Environ() {
 		k, v, _ := strings.Cut(kv, "=")
 		m[k] = v
+	}
+	return withFiles(m, os.ReadFile)
+}
+
+func withFiles(m map[string]string, read func(string) ([]byte, error)) map[string]string {
+	for k, path := range m {
+		name, ok := strings.CutSuffix(k, "_FILE")
+		if !ok || name == "" || path == "" || m[name] != "" {
+			continue
+		}
+		if data, err := read(path); err == nil {
+			m[name] = strings.TrimRight(string(data), "\r\n")
+		}
 	}
 	return m
 }

@@ -47,3 +47,23 @@ func TestLoadReportsEveryProblemAtOnce(t *testing.T) {
 		}
 	}
 }
+
+func TestFileConvention(t *testing.T) {
+	files := map[string]string{"/run/secrets/pw": "s3cret\n"}
+	read := func(p string) ([]byte, error) {
+		if v, ok := files[p]; ok {
+			return []byte(v), nil
+		}
+		return nil, errors.New("no such file")
+	}
+	m := withFiles(map[string]string{"PASSWORD_FILE": "/run/secrets/pw", "URL": "x", "URL_FILE": "/run/secrets/pw", "OTHER_FILE": "/missing"}, read)
+	if m["PASSWORD"] != "s3cret" {
+		t.Fatalf("PASSWORD = %q", m["PASSWORD"])
+	}
+	if m["URL"] != "x" {
+		t.Fatalf("an explicit variable must win over its _FILE: %q", m["URL"])
+	}
+	if _, ok := m["OTHER"]; ok {
+		t.Fatal("a missing file set a variable")
+	}
+}

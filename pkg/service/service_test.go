@@ -67,9 +67,16 @@ func TestRunServesEndpointsEnsuresTopologyAndStops(t *testing.T) {
 	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "store: store unreachable") {
 		t.Fatalf("/readyz with a failing check = %d %q, want 503 naming the check", code, body)
 	}
+	t.Setenv("HTTP_ADDR", s.HTTPAddr())
+	if code := service.Healthcheck("test", io.Discard); code != 1 {
+		t.Fatalf("healthcheck exit %d while not ready, want 1", code)
+	}
 	storeErr = nil
 	if code, body := get(t, base+"/readyz"); code != 200 {
 		t.Fatalf("/readyz = %d %q", code, body)
+	}
+	if code := service.Healthcheck("test", io.Discard); code != 0 {
+		t.Fatalf("healthcheck exit %d while ready, want 0", code)
 	}
 	if code, body := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") {
 		t.Fatalf("/metrics = %d, missing go_goroutines", code)
