@@ -1,18 +1,25 @@
-// Command minio-agent provisions one store's slice per tenant (DESIGN.md §5).
+// Command minio-agent provisions each tenant's MinIO slice (DESIGN.md §5):
+// a bucket tagged as tenantprov's, an IAM user with the generated secret
+// and a canned policy reaching that bucket only — verified with the
+// tenant's own credential, removed on deprovision.
 //
-// Configuration comes from the environment; see Config. The service serves
-// /healthz, /readyz and /metrics on HTTP_ADDR and stops cleanly on SIGTERM.
+// Configuration comes from the environment; see Config (service.Config,
+// agent.Config and miniostore.Config). The service serves /healthz, /readyz
+// and /metrics on HTTP_ADDR and stops cleanly on SIGTERM.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/service"
+	"github.com/tenantprov/tenantprov/services/minio-agent/miniostore"
 )
 
 const name = "minio-agent"
@@ -20,10 +27,19 @@ const name = "minio-agent"
 // Config is the service's configuration.
 type Config struct {
 	service.Config
+	Agent agent.Config
+	MinIO miniostore.Config
+}
+
+// defaults is Config before the environment is applied.
+func defaults() Config {
+	return Config{Config: service.Defaults(name), Agent: agent.DefaultConfig()}
 }
 
 // Validate reports every configuration problem at once.
-func (c *Config) Validate() error { return c.Config.Validate() }
+func (c *Config) Validate() error {
+	return errors.Join(c.Config.Validate(), c.Agent.Validate(), c.MinIO.Validate())
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -35,16 +51,24 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	cfg, err := config.Load(Config{Config: service.Defaults(name)})
+	cfg, err := config.Load(defaults())
 	if err != nil {
 		return err
 	}
-	return service.Run(ctx, name, cfg.Config, work)
+	return service.Run(ctx, name, cfg.Config, work(cfg))
 }
 
-// work is the service's own logic; it arrives with a later issue. Until
-// then the service only keeps the topology and its endpoints up.
-func work(ctx context.Context, s *service.Service) error {
-	<-ctx.Done()
-	return nil
+// work builds the store and serves the agent's commands until ctx ends.
+func work(cfg Config) service.Work {
+	return func(ctx context.Context, svc *service.Service) error {
+		observe, err := miniostore.NewCallMetrics(svc.Metrics)
+		if err != nil {
+			return err
+		}
+		store, err := miniostore.New(cfg.MinIO, miniostore.WithCallObserver(observe))
+		if err != nil {
+			return err
+		}
+		return agent.Run(ctx, svc, store, cfg.Agent)
+	}
 }

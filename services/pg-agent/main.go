@@ -1,18 +1,24 @@
-// Command pg-agent provisions one store's slice per tenant (DESIGN.md §5).
+// Command pg-agent provisions each tenant's PostgreSQL slice (DESIGN.md §5):
+// a SCRAM login role and a database owned by it, locked down and verified,
+// removed on deprovision.
 //
-// Configuration comes from the environment; see Config. The service serves
-// /healthz, /readyz and /metrics on HTTP_ADDR and stops cleanly on SIGTERM.
+// Configuration comes from the environment; see Config (service.Config,
+// agent.Config and pgstore.Config). The service serves /healthz, /readyz and
+// /metrics on HTTP_ADDR and stops cleanly on SIGTERM.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/service"
+	"github.com/tenantprov/tenantprov/services/pg-agent/pgstore"
 )
 
 const name = "pg-agent"
@@ -20,10 +26,19 @@ const name = "pg-agent"
 // Config is the service's configuration.
 type Config struct {
 	service.Config
+	Agent    agent.Config
+	Postgres pgstore.Config
+}
+
+// defaults is Config before the environment is applied.
+func defaults() Config {
+	return Config{Config: service.Defaults(name), Agent: agent.DefaultConfig(), Postgres: pgstore.Defaults()}
 }
 
 // Validate reports every configuration problem at once.
-func (c *Config) Validate() error { return c.Config.Validate() }
+func (c *Config) Validate() error {
+	return errors.Join(c.Config.Validate(), c.Agent.Validate(), c.Postgres.Validate())
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -35,16 +50,21 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	cfg, err := config.Load(Config{Config: service.Defaults(name)})
+	cfg, err := config.Load(defaults())
 	if err != nil {
 		return err
 	}
-	return service.Run(ctx, name, cfg.Config, work)
+	return service.Run(ctx, name, cfg.Config, work(cfg))
 }
 
-// work is the service's own logic; it arrives with a later issue. Until
-// then the service only keeps the topology and its endpoints up.
-func work(ctx context.Context, s *service.Service) error {
-	<-ctx.Done()
-	return nil
+// work builds the store and serves the agent's commands until ctx ends.
+func work(cfg Config) service.Work {
+	return func(ctx context.Context, svc *service.Service) error {
+		store, err := pgstore.New(cfg.Postgres)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		return agent.Run(ctx, svc, store, cfg.Agent)
+	}
 }

@@ -1,18 +1,27 @@
-// Command redis-agent provisions one store's slice per tenant (DESIGN.md §5).
+// Command redis-agent provisions each tenant's Redis key space (DESIGN.md
+// §5): an ACL user confined to tenant:<id>: for keys and channels, verified
+// and persisted, removed with its keys on deprovision.
 //
-// Configuration comes from the environment; see Config. The service serves
-// /healthz, /readyz and /metrics on HTTP_ADDR and stops cleanly on SIGTERM.
+// Configuration comes from the environment; see Config (service.Config,
+// agent.Config and redisstore.Config). The service serves /healthz, /readyz
+// and /metrics on HTTP_ADDR and stops cleanly on SIGTERM.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/service"
+	"github.com/tenantprov/tenantprov/services/redis-agent/redisstore"
 )
 
 const name = "redis-agent"
@@ -20,10 +29,14 @@ const name = "redis-agent"
 // Config is the service's configuration.
 type Config struct {
 	service.Config
+	Agent agent.Config
+	Redis redisstore.Config
 }
 
 // Validate reports every configuration problem at once.
-func (c *Config) Validate() error { return c.Config.Validate() }
+func (c *Config) Validate() error {
+	return errors.Join(c.Config.Validate(), c.Agent.Validate(), c.Redis.Validate())
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -35,16 +48,26 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	cfg, err := config.Load(Config{Config: service.Defaults(name)})
+	cfg, err := config.Load(Config{Config: service.Defaults(name), Agent: agent.DefaultConfig()})
 	if err != nil {
 		return err
 	}
-	return service.Run(ctx, name, cfg.Config, work)
+	store, err := redisstore.New(cfg.Redis)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	return service.Run(ctx, name, cfg.Config, func(ctx context.Context, svc *service.Service) error {
+		redis.SetLogger(driverLog{svc.Log.Named("go-redis")})
+		return agent.Run(ctx, svc, store, cfg.Agent)
+	})
 }
 
-// work is the service's own logic; it arrives with a later issue. Until
-// then the service only keeps the topology and its endpoints up.
-func work(ctx context.Context, s *service.Service) error {
-	<-ctx.Done()
-	return nil
+// driverLog sends go-redis's own messages (dial failures, pool trouble),
+// which it otherwise prints unstructured to stderr, to the service's JSON
+// log, sanitised like every other error text.
+type driverLog struct{ log *zap.Logger }
+
+func (d driverLog) Printf(_ context.Context, format string, v ...any) {
+	d.log.Warn(agent.SanitizeText(fmt.Sprintf(format, v...)))
 }

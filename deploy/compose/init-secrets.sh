@@ -1,0 +1,23 @@
+#!/usr/bin/env sh
+# Creates ./secrets for compose.yaml: random store passwords and the age keys.
+# Existing files are kept.
+set -eu
+cd "$(dirname "$0")"
+mkdir -p secrets
+umask 077
+rand() { head -c 32 /dev/urandom | base64 | tr -d '/+=\n' | cut -c1-32; }
+for f in pg_admin_password redis_admin_password minio_root_password qdrant_api_key audit_writer_password; do
+	[ -s "secrets/$f" ] || rand >"secrets/$f"
+done
+if [ ! -s secrets/control-plane.agekey ]; then
+	go run ../../cmd/tenantctl keys init --dir secrets >/dev/null
+fi
+grep -o 'age1[0-9a-z]*' secrets/control-plane.agekey | head -1 >secrets/control_plane_recipient
+grep -o 'age1[0-9a-z]*' secrets/operator.agekey | head -1 >secrets/operator_recipients
+printf 'user default off\nuser tpadmin on #%s ~* &* +@all\n' "$(tr -d '\n' <secrets/redis_admin_password | sha256sum | cut -d' ' -f1)" >secrets/redis_users.acl
+pg=$(tr -d '\n' <secrets/pg_admin_password)
+aw=$(tr -d '\n' <secrets/audit_writer_password)
+printf 'postgres://tpadmin:%s@postgres:5432/postgres?sslmode=disable' "$pg" >secrets/pg_admin_url
+printf 'postgres://tpadmin:%s@postgres:5432/tenantprov_audit?sslmode=disable' "$pg" >secrets/audit_pg_admin_url
+printf 'postgres://tenantprov_audit:%s@postgres:5432/tenantprov_audit?sslmode=disable' "$aw" >secrets/audit_pg_url
+echo "secrets written to $(pwd)/secrets"

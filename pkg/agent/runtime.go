@@ -1,0 +1,758 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"filippo.io/age"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/pkg/secret"
+	"github.com/tenantprov/tenantprov/pkg/service"
+)
+
+const (
+	// publishTimeout bounds one reply publish (including its PubAck) and
+	// one DoubleAck.
+	publishTimeout = 10 * time.Second
+	// maxErrorText keeps a result's Error field inside the contract's
+	// limit (events: 1024 bytes).
+	maxErrorText = 1000
+	// maxFetchWait bounds one pull request, and so how long a stopping
+	// agent waits before it stops fetching.
+	maxFetchWait = 2 * time.Second
+)
+
+// Run is a store agent's work: it serves store's commands from the
+// store's durable consumer on STORE_COMMANDS until ctx is cancelled, then
+// stops fetching, finishes the commands in flight (their replies are
+// published and they are acked) and returns nil. It returns an error only
+// if it cannot start (invalid configuration, svc incomplete) or the NATS
+// connection is closed under it.
+//
+// Guarantees, per command delivery:
+//   - at most cfg.MaxInFlight commands run at once in this replica; all
+//     replicas share the consumer events.AgentConsumer(store.Kind()), which
+//     Run creates or updates;
+//   - a command is acked only after its reply's publish is acknowledged by
+//     JetStream; replies carry the deterministic Nats-Msg-Id
+//     events.ResultMsgID and the tenant, generation, saga and source
+//     headers;
+//   - a provision that arrives after its deadline is answered
+//     provision_failed (reason "expired") without touching the store;
+//   - a provision generates a fresh credential (secret.Generate), calls
+//     Provision then Verify, and answers provisioned only if every check,
+//     including all of RequiredChecks, passed; the credential leaves the
+//     process only sealed with age to cfg.ControlPlaneRecipient;
+//   - permanent errors (Classify) are answered *_failed and terminated;
+//     transient ones are redelivered with exponential, jittered backoff,
+//     except that a provision past its deadline, or any command on its
+//     cfg.MaxDeliver-th delivery, is answered *_failed (reason
+//     store_error) instead: every command is eventually answered;
+//   - a command that cannot be decoded, or does not belong to this store,
+//     is terminated (never retried), and answered *_failed (reason
+//     "invalid") when its tenant, generation and saga can be read;
+//   - every error text in a reply or a log line has been through
+//     SanitizeText; no credential is ever logged.
+//
+// Run registers readiness checks (the store's Ping and the consumer) and
+// the metrics of NewMetrics on svc.
+func Run(ctx context.Context, svc *service.Service, store Store, cfg Config) error {
+	if svc == nil || svc.JS == nil || svc.Log == nil || svc.Metrics == nil {
+		return errors.New("agent: service is missing its JetStream context, logger or metrics registry")
+	}
+	if store == nil {
+		return errors.New("agent: no store")
+	}
+	kind := store.Kind()
+	if !kind.Valid() {
+		return fmt.Errorf("agent: store kind %q is not one of %v", kind, events.Stores())
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("agent configuration: %w", err)
+	}
+	recipients, err := cfg.Recipients()
+	if err != nil {
+		return err
+	}
+	metrics, err := NewMetrics(svc.Metrics)
+	if err != nil {
+		return err
+	}
+	r := newRuntime(svc, Sanitize(Instrument(recovering(store), metrics)), cfg, recipients, metrics)
+
+	var consumerReady atomic.Bool
+	svc.AddReadiness(string(kind), r.store.Ping)
+	svc.AddReadiness("agent consumer", func(context.Context) error {
+		if !consumerReady.Load() {
+			return errors.New("consumer " + events.AgentConsumer(kind) + " not created yet")
+		}
+		return nil
+	})
+
+	cons, err := r.ensureConsumer(ctx)
+	if err != nil {
+		return err
+	}
+	consumerReady.Store(true)
+	r.log.Info("agent started",
+		zap.String("consumer", events.AgentConsumer(kind)),
+		zap.Int("max_in_flight", cfg.MaxInFlight),
+		zap.Duration("ack_wait", cfg.AckWait),
+		zap.Duration("command_timeout", cfg.CommandTimeout),
+		zap.Int("max_deliver", cfg.MaxDeliver))
+	err = r.loop(ctx, cons)
+	r.log.Info("agent stopped")
+	return err
+}
+
+// runtime is one replica's command loop.
+type runtime struct {
+	store      Store // decorated: sanitised, instrumented, panic-safe
+	kind       events.Store
+	cfg        Config
+	recipients []age.Recipient
+	js         jetstream.JetStream
+	log        *zap.Logger
+	metrics    *Metrics
+	source     string
+
+	fetchWait     time.Duration
+	progressEvery time.Duration
+	now           func() time.Time
+}
+
+func newRuntime(svc *service.Service, store Store, cfg Config, recipients []age.Recipient, m *Metrics) *runtime {
+	source := svc.Name
+	if source == "" {
+		source = string(store.Kind()) + "-agent"
+	}
+	return &runtime{
+		store:         store,
+		kind:          store.Kind(),
+		cfg:           cfg,
+		recipients:    recipients,
+		js:            svc.JS,
+		log:           svc.Log.With(zap.String("store", string(store.Kind()))),
+		metrics:       m,
+		source:        source,
+		fetchWait:     min(maxFetchWait, cfg.AckWait/2),
+		progressEvery: cfg.AckWait / 4,
+		now:           time.Now,
+	}
+}
+
+// ensureConsumer creates or updates the shared consumer, retrying until ctx
+// is done: NATS may still be electing a stream leader.
+func (r *runtime) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cc := events.AgentConsumerConfig(r.kind, r.cfg.AckWait, ConsumerMaxAckPending)
+	backoff := 250 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cons, err := r.js.CreateOrUpdateConsumer(cctx, events.StreamStoreCommands, cc)
+		cancel()
+		if err == nil {
+			return cons, nil
+		}
+		r.log.Warn("cannot create the agent consumer; retrying",
+			zap.String("consumer", cc.Durable), zap.String("error", SanitizeText(err.Error())), zap.Duration("in", backoff))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("create consumer %s: %w", cc.Durable, errors.Join(ctx.Err(), err))
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// loop fetches one command per free slot and handles each on its own
+// goroutine. Commands run on a context detached from ctx, so cancelling ctx
+// stops fetching but lets them finish.
+func (r *runtime) loop(ctx context.Context, cons jetstream.Consumer) error {
+	slots := make(chan struct{}, r.cfg.MaxInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	work := context.WithoutCancel(ctx)
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			r.log.Info("stopping: fetching no more commands, finishing those in flight", zap.Int("in_flight", len(slots)))
+			return nil
+		case slots <- struct{}{}:
+		}
+		msg, err := cons.Next(jetstream.FetchMaxWait(r.fetchWait))
+		if err != nil {
+			<-slots
+			switch {
+			case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages):
+				backoff = 100 * time.Millisecond
+				continue
+			case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, jetstream.ErrConnectionClosed):
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("fetch commands: %w", err)
+			case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound):
+				r.log.Warn("agent consumer is gone; creating it again")
+				c, cerr := r.ensureConsumer(ctx)
+				if cerr != nil {
+					return nil // ctx is done
+				}
+				cons = c
+				continue
+			}
+			r.log.Warn("fetch failed; retrying", zap.String("error", SanitizeText(err.Error())), zap.Duration("in", backoff))
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		if ctx.Err() != nil {
+			// Delivered while stopping: hand it straight back so another
+			// replica (or this one, restarted) takes it without waiting
+			// out AckWait.
+			_ = msg.Nak()
+			<-slots
+			r.metrics.commandDone(r.kind, actionLabel(subjectAction(msg.Subject())), OutcomeInterrupted, 0)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			r.handle(work, msg)
+		}()
+	}
+}
+
+// ident is what the log and the reply say about a command.
+type ident struct {
+	tenant     string // empty unless valid
+	generation uint64
+	saga       string
+	action     events.Action // empty if unknown
+	attempt    int
+}
+
+type settlement int
+
+const (
+	settleAck  settlement = iota // reply published: ack (DoubleAck)
+	settleTerm                   // never redeliver
+	settleNak                    // redeliver after delay
+)
+
+// verdict is what one delivery comes to.
+type verdict struct {
+	reply  *events.StoreResult // published before the command is settled; nil for none
+	settle settlement
+	delay  time.Duration // settleNak only
+	reason string        // failure reason code, "" on success
+	err    string        // sanitised error text, for the log
+}
+
+// handle works on one delivery from start to settlement.
+func (r *runtime) handle(ctx context.Context, msg jetstream.Msg) {
+	start := r.now()
+	r.metrics.inFlightAdd(r.kind, 1)
+	defer r.metrics.inFlightAdd(r.kind, -1)
+	delivery := uint64(1)
+	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 0 {
+		delivery = md.NumDelivered
+	}
+	stopProgress := r.keepAlive(msg)
+	id, v := r.decide(ctx, msg, delivery)
+	label := r.settle(ctx, msg, id, &v, delivery, start, stopProgress)
+	d := r.now().Sub(start)
+	r.metrics.commandDone(r.kind, actionLabel(id.action), label, d)
+	r.logOutcome(id, v, label, delivery, d)
+}
+
+func (r *runtime) logOutcome(id ident, v verdict, label string, delivery uint64, d time.Duration) {
+	fields := []zap.Field{
+		zap.String("tenant", id.tenant),
+		zap.Uint64("generation", id.generation),
+		zap.String("saga", id.saga),
+		zap.String("action", actionLabel(id.action)),
+		zap.String("outcome", label),
+		zap.Uint64("delivery", delivery),
+		zap.Duration("duration", d),
+	}
+	if v.reason != "" {
+		fields = append(fields, zap.String("reason", v.reason))
+	}
+	if v.err != "" {
+		fields = append(fields, zap.String("error", v.err))
+	}
+	if v.reply != nil && v.reply.CredentialID != "" {
+		fields = append(fields, zap.String("credential_id", v.reply.CredentialID))
+	}
+	switch label {
+	case string(events.OutcomeProvisioned), string(events.OutcomeDeprovisioned):
+		r.log.Info("command done", fields...)
+	case OutcomeRetried:
+		r.log.Warn("command failed; will be redelivered", append(fields, zap.Duration("retry_in", v.delay))...)
+	case OutcomePublishFailed:
+		r.log.Error("reply not published; command will be redelivered", fields...)
+	default:
+		r.log.Warn("command failed", fields...)
+	}
+}
+
+// keepAlive signals InProgress every progressEvery until the returned stop
+// is called; stop waits for the signalling goroutine to end.
+func (r *runtime) keepAlive(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(r.progressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if err := msg.InProgress(); err != nil {
+					r.log.Debug("in-progress signal failed", zap.String("error", SanitizeText(err.Error())))
+				}
+			}
+		}
+	})
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
+
+// partialCommand is read from a command that failed validation, to answer
+// it if possible.
+type partialCommand struct {
+	TenantID   string        `json:"tenant_id"`
+	Generation uint64        `json:"generation"`
+	SagaID     string        `json:"saga_id"`
+	Action     events.Action `json:"action"`
+	Attempt    int           `json:"attempt"`
+}
+
+// decide decodes the command and runs it.
+func (r *runtime) decide(ctx context.Context, msg jetstream.Msg, delivery uint64) (ident, verdict) {
+	cmd, err := events.DecodeStoreCommand(msg.Data())
+	if err == nil {
+		err = r.checkRoute(cmd, msg.Subject())
+	}
+	if err != nil {
+		return r.invalid(msg, err)
+	}
+	id := ident{tenant: cmd.TenantID, generation: cmd.Generation, saga: cmd.SagaID, action: cmd.Action, attempt: cmd.Attempt}
+	return id, r.execute(ctx, cmd, delivery)
+}
+
+// checkRoute rejects a valid command that does not belong here.
+func (r *runtime) checkRoute(cmd *events.StoreCommand, subject string) error {
+	if cmd.Store != r.kind {
+		return &events.PayloadError{Type: "StoreCommand", Field: "store",
+			Reason: fmt.Sprintf("command for store %q delivered to the %s agent", cmd.Store, r.kind)}
+	}
+	if want := events.CommandSubject(r.kind, cmd.Action); subject != want {
+		return &events.PayloadError{Type: "StoreCommand", Field: "action",
+			Reason: fmt.Sprintf("action %q does not match subject %q", cmd.Action, truncate(subject, 128))}
+	}
+	return nil
+}
+
+// invalid answers a command that failed decoding or routing, if it can,
+// and terminates it.
+func (r *runtime) invalid(msg jetstream.Msg, cause error) (ident, verdict) {
+	text := errorText(cause)
+	v := verdict{settle: settleTerm, reason: events.ReasonInvalid, err: text}
+	var p partialCommand
+	if data := msg.Data(); len(data) <= events.MaxPayloadBytes {
+		_ = json.Unmarshal(data, &p)
+	}
+	id := ident{action: subjectAction(msg.Subject())}
+	if !id.action.Valid() && p.Action.Valid() {
+		id.action = p.Action
+	}
+	if _, err := events.ParseTenantID(p.TenantID); err != nil {
+		return id, v
+	}
+	id.tenant, id.generation, id.attempt = p.TenantID, p.Generation, max(p.Attempt, 0)
+	if len(p.SagaID) <= 128 && utf8.ValidString(p.SagaID) && !strings.ContainsFunc(p.SagaID, unicode.IsControl) {
+		id.saga = p.SagaID
+	}
+	if id.generation == 0 || id.saga == "" || !id.action.Valid() {
+		return id, v
+	}
+	res := r.newResult(id, failedOutcome(id.action))
+	res.Reason = events.ReasonInvalid
+	res.Error = text
+	v.reply = res
+	return id, v
+}
+
+// execute runs one valid command of this store.
+func (r *runtime) execute(ctx context.Context, cmd *events.StoreCommand, delivery uint64) verdict {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
+	defer cancel()
+	id := ident{tenant: cmd.TenantID, generation: cmd.Generation, saga: cmd.SagaID, action: cmd.Action, attempt: cmd.Attempt}
+	if delivery > uint64(r.cfg.MaxDeliver) {
+		return r.fail(id, events.ReasonStoreError, fmt.Sprintf(
+			"gave up: delivered %d times, more than AGENT_MAX_DELIVER=%d, without an answer (an agent may have crashed or stalled on it); the store was not called on this delivery",
+			delivery, r.cfg.MaxDeliver))
+	}
+	tenant, err := events.ParseTenantID(cmd.TenantID)
+	if err != nil { // DecodeStoreCommand validated it; kept for safety
+		return r.fail(id, events.ReasonInvalid, errorText(err))
+	}
+	switch cmd.Action {
+	case events.ActionProvision:
+		if now := r.now(); now.After(cmd.Deadline) {
+			if delivery == 1 {
+				return r.fail(id, events.ReasonExpired, fmt.Sprintf(
+					"command arrived after its deadline %s; the store was not touched", cmd.Deadline.UTC().Format(time.RFC3339)))
+			}
+			return r.fail(id, events.ReasonStoreError, fmt.Sprintf(
+				"deadline %s passed while retrying (delivery %d); the store was not called on this delivery", cmd.Deadline.UTC().Format(time.RFC3339), delivery))
+		}
+		return r.provision(ctx, id, tenant, cmd, delivery)
+	case events.ActionDeprovision:
+		return r.deprovision(ctx, id, tenant, cmd, delivery)
+	}
+	return r.fail(id, events.ReasonInvalid, fmt.Sprintf("unknown action %q", cmd.Action))
+}
+
+func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantID, cmd *events.StoreCommand, delivery uint64) verdict {
+	password, err := secret.Generate()
+	if err != nil {
+		return r.storeFailure(id, cmd, delivery, err)
+	}
+	presp, err := r.store.Provision(ctx, ProvisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID, Password: password})
+	if err != nil {
+		return r.storeFailure(id, cmd, delivery, err, password)
+	}
+	if len(presp.Credential) == 0 {
+		return r.fail(id, events.ReasonStoreError, "the store provisioned the tenant but returned no credential")
+	}
+	vresp, err := r.store.Verify(ctx, VerifyRequest{Tenant: tenant, Generation: cmd.Generation, Credential: presp.Credential})
+	secrets := append([]secret.String{password}, credentialSecrets(presp.Credential)...)
+	if err != nil {
+		return r.storeFailure(id, cmd, delivery, err, secrets...)
+	}
+	checks := completeChecks(vresp.Checks)
+	ver := &events.Verification{Passed: VerifyResponse{Checks: checks}.Passed(), Checks: checks}
+
+	res := r.newResult(id, events.OutcomeProvisioned)
+	res.Resources = presp.Resources
+	res.Verification = ver
+	res.IsolationMode = presp.IsolationMode
+	res.Warnings = presp.Warnings
+	if !ver.Passed {
+		var failed []string
+		for _, c := range checks {
+			if !c.Passed {
+				failed = append(failed, c.Name)
+			}
+		}
+		res.Outcome = events.OutcomeProvisionFailed
+		res.Reason = events.ReasonVerifyFailed
+		res.Error = errorText(errors.New("isolation checks failed: " + strings.Join(failed, ", ")))
+		return verdict{reply: res, settle: settleTerm, reason: res.Reason, err: res.Error}
+	}
+
+	plain, err := json.Marshal(presp.Credential.Plain())
+	if err != nil {
+		return r.fail(id, events.ReasonStoreError, errorText(fmt.Errorf("encode credential: %w", err), secrets...))
+	}
+	armored, err := secret.Seal(plain, r.recipients...)
+	clear(plain)
+	if err != nil {
+		return r.fail(id, events.ReasonStoreError, errorText(fmt.Errorf("seal credential: %w", err), secrets...))
+	}
+	res.Credential = armored
+	res.CredentialID = newCredentialID()
+	return verdict{reply: res, settle: settleAck}
+}
+
+func (r *runtime) deprovision(ctx context.Context, id ident, tenant events.TenantID, cmd *events.StoreCommand, delivery uint64) verdict {
+	dresp, err := r.store.Deprovision(ctx, DeprovisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID})
+	if err != nil {
+		return r.storeFailure(id, cmd, delivery, err)
+	}
+	res := r.newResult(id, events.OutcomeDeprovisioned)
+	for _, s := range dresp.Skipped {
+		res.Warnings = append(res.Warnings, "left alone (not created by tenantprov): "+s)
+	}
+	res.Warnings = append(res.Warnings, dresp.Warnings...)
+	return verdict{reply: res, settle: settleAck}
+}
+
+// storeFailure decides between retrying and answering *_failed.
+func (r *runtime) storeFailure(id ident, cmd *events.StoreCommand, delivery uint64, err error, secrets ...secret.String) verdict {
+	text := errorText(err, secrets...)
+	permanent, reason := Classify(err)
+	if permanent {
+		return r.fail(id, knownReason(reason), text)
+	}
+	if delivery >= uint64(r.cfg.MaxDeliver) {
+		return r.fail(id, events.ReasonStoreError, truncate(fmt.Sprintf("%s (gave up after %d deliveries, AGENT_MAX_DELIVER=%d)", text, delivery, r.cfg.MaxDeliver), maxErrorText))
+	}
+	delay := r.retryDelay(delivery)
+	if cmd.Action == events.ActionProvision {
+		left := cmd.Deadline.Sub(r.now())
+		if left <= 0 {
+			return r.fail(id, events.ReasonStoreError, truncate(text+" (deadline passed; not retried)", maxErrorText))
+		}
+		// Come back right after the deadline rather than long after it,
+		// so the orchestrator hears of the failure promptly.
+		delay = min(delay, left+10*time.Millisecond)
+	}
+	return verdict{settle: settleNak, delay: delay, reason: events.ReasonStoreError, err: text}
+}
+
+// fail answers the command *_failed and terminates it.
+func (r *runtime) fail(id ident, reason, text string) verdict {
+	res := r.newResult(id, failedOutcome(id.action))
+	res.Reason = reason
+	res.Error = truncate(text, maxErrorText)
+	return verdict{reply: res, settle: settleTerm, reason: reason, err: res.Error}
+}
+
+func (r *runtime) newResult(id ident, o events.Outcome) *events.StoreResult {
+	return &events.StoreResult{
+		TenantID:   id.tenant,
+		Generation: id.generation,
+		SagaID:     id.saga,
+		Store:      r.kind,
+		Outcome:    o,
+		Attempt:    id.attempt,
+	}
+}
+
+// settle publishes the reply (if any) and then acks, terminates or naks
+// the command. It returns the metrics outcome label.
+func (r *runtime) settle(ctx context.Context, msg jetstream.Msg, id ident, v *verdict, delivery uint64, start time.Time, stopProgress func()) string {
+	defer stopProgress()
+	label := OutcomeDropped
+	if v.reply != nil {
+		v.reply.DurationMS = r.now().Sub(start).Milliseconds()
+		v.reply.CompletedAt = r.now().UTC()
+		sent, err := r.publish(ctx, v.reply)
+		if err != nil {
+			stopProgress()
+			v.err = errorText(fmt.Errorf("publish reply: %w", err))
+			v.delay = r.retryDelay(delivery)
+			if nerr := msg.NakWithDelay(v.delay); nerr != nil {
+				r.log.Warn("could not hand the command back; JetStream redelivers it after AckWait",
+					zap.String("tenant", id.tenant), zap.String("error", SanitizeText(nerr.Error())))
+			}
+			return OutcomePublishFailed
+		}
+		if sent != v.reply { // the reply could not be encoded; a failure was sent instead
+			v.reply, v.settle, v.reason, v.err = sent, settleTerm, sent.Reason, sent.Error
+		}
+		label = string(v.reply.Outcome)
+	}
+	stopProgress()
+	var err error
+	switch v.settle {
+	case settleAck:
+		actx, cancel := context.WithTimeout(ctx, publishTimeout)
+		err = msg.DoubleAck(actx)
+		cancel()
+	case settleTerm:
+		err = msg.TermWithReason(v.reason)
+	case settleNak:
+		err = msg.NakWithDelay(v.delay)
+		label = OutcomeRetried
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		r.log.Warn("could not settle the command; JetStream redelivers it after AckWait",
+			zap.String("tenant", id.tenant), zap.Uint64("generation", id.generation),
+			zap.String("error", SanitizeText(err.Error())))
+	}
+	return label
+}
+
+// publish sends res to store.evt.<store>.<outcome> and waits for the
+// PubAck. A result that fails the contract's validation is replaced by a
+// *_failed result saying so (and that one is returned), so that a bug
+// never turns into silence.
+func (r *runtime) publish(ctx context.Context, res *events.StoreResult) (*events.StoreResult, error) {
+	data, err := events.Encode(res)
+	if err != nil {
+		fb := &events.StoreResult{
+			TenantID: res.TenantID, Generation: res.Generation, SagaID: res.SagaID, Store: res.Store,
+			Outcome: failedOutcome(res.Outcome.Action()), Attempt: res.Attempt,
+			Reason:     events.ReasonStoreError,
+			Error:      errorText(fmt.Errorf("the agent's reply could not be encoded: %w", err)),
+			DurationMS: res.DurationMS, CompletedAt: res.CompletedAt,
+		}
+		if data, err = events.Encode(fb); err != nil {
+			return nil, fmt.Errorf("encode result: %w", err)
+		}
+		res = fb
+	}
+	m := nats.NewMsg(events.EventSubject(r.kind, res.Outcome))
+	m.Data = data
+	m.Header.Set(events.HeaderTenantID, res.TenantID)
+	m.Header.Set(events.HeaderGeneration, strconv.FormatUint(res.Generation, 10))
+	m.Header.Set(events.HeaderSagaID, res.SagaID)
+	m.Header.Set(events.HeaderSource, r.source)
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	if _, err := r.js.PublishMsg(pctx, m, jetstream.WithMsgID(events.ResultMsgID(res))); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// retryDelay is RetryBaseDelay·2^(n-1), capped at RetryMaxDelay, with
+// "equal jitter" (uniform in [d/2, d]) so that replicas retrying the same
+// failure spread out.
+func (r *runtime) retryDelay(n uint64) time.Duration {
+	return backoff(n, r.cfg.RetryBaseDelay, r.cfg.RetryMaxDelay)
+}
+
+func backoff(n uint64, base, ceiling time.Duration) time.Duration {
+	d := ceiling
+	if n >= 1 && n <= 32 {
+		if exp := base << (n - 1); exp > 0 && exp < ceiling {
+			d = exp
+		}
+	}
+	half := d / 2
+	return half + mrand.N(d-half+1)
+}
+
+// completeChecks appends a failed check for every required check the
+// store did not report, so that a store that skips one never passes the
+// gate.
+func completeChecks(checks []events.Check) []events.Check {
+	out := append([]events.Check(nil), checks...)
+	for _, name := range MissingChecks(checks) {
+		out = append(out, events.Check{Name: name, Passed: false, Detail: "not reported by the store"})
+	}
+	return out
+}
+
+func failedOutcome(a events.Action) events.Outcome {
+	if a == events.ActionDeprovision {
+		return events.OutcomeDeprovisionFailed
+	}
+	return events.OutcomeProvisionFailed
+}
+
+func knownReason(reason string) string {
+	switch reason {
+	case events.ReasonExpired, events.ReasonConflict, events.ReasonInvalid, events.ReasonStoreError,
+		events.ReasonVerifyFailed, events.ReasonUnsupported:
+		return reason
+	}
+	return events.ReasonStoreError
+}
+
+// subjectAction is the action token of store.cmd.<store>.<action>, or ""
+// when the subject has another shape.
+func subjectAction(subject string) events.Action {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 {
+		return ""
+	}
+	if a := events.Action(parts[3]); a.Valid() {
+		return a
+	}
+	return ""
+}
+
+func actionLabel(a events.Action) string {
+	if a.Valid() {
+		return string(a)
+	}
+	return "unknown"
+}
+
+// errorText is the sanitised, single-line, bounded text of err: what a
+// reply's Error field and a log line carry.
+func errorText(err error, secrets ...secret.String) string {
+	s := SanitizeText(err.Error(), secrets...)
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	return truncate(s, maxErrorText)
+}
+
+// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// newCredentialID returns 16 random hex characters.
+func newCredentialID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
+	return hex.EncodeToString(b[:])
+}
+
+// recovering turns a panic in a store call into a permanent error, so that
+// one bad command cannot take the replica (and every command in flight on
+// it) down.
+func recovering(next Store) Store { return recoveringStore{next: next} }
+
+type recoveringStore struct{ next Store }
+
+var _ Store = recoveringStore{}
+
+func recoverInto(call string, err *error) {
+	if v := recover(); v != nil {
+		*err = Permanent(events.ReasonStoreError, fmt.Errorf("store %s panicked: %v", call, v))
+	}
+}
+
+func (s recoveringStore) Kind() events.Store { return s.next.Kind() }
+
+func (s recoveringStore) Provision(ctx context.Context, req ProvisionRequest) (resp ProvisionResponse, err error) {
+	defer recoverInto("provision", &err)
+	return s.next.Provision(ctx, req)
+}
+
+func (s recoveringStore) Verify(ctx context.Context, req VerifyRequest) (resp VerifyResponse, err error) {
+	defer recoverInto("verify", &err)
+	return s.next.Verify(ctx, req)
+}
+
+func (s recoveringStore) Deprovision(ctx context.Context, req DeprovisionRequest) (resp DeprovisionResponse, err error) {
+	defer recoverInto("deprovision", &err)
+	return s.next.Deprovision(ctx, req)
+}
+
+func (s recoveringStore) Ping(ctx context.Context) (err error) {
+	defer recoverInto("ping", &err)
+	return s.next.Ping(ctx)
+}

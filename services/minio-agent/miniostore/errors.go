@@ -1,0 +1,64 @@
+package miniostore
+
+import (
+	"errors"
+
+	"github.com/minio/madmin-go/v3"
+	"github.com/minio/minio-go/v7"
+)
+
+// ErrNotConfigured is returned by New for a configuration that does not
+// pass Validate.
+var ErrNotConfigured = errors.New("miniostore: invalid configuration")
+
+// S3 and admin API error codes the store acts on.
+const (
+	codeAccessDenied          = "AccessDenied"
+	codeNoSuchBucket          = "NoSuchBucket"
+	codeNoSuchKey             = "NoSuchKey"
+	codeNoSuchTagSet          = "NoSuchTagSet"
+	codeNoSuchUpload          = "NoSuchUpload"
+	codeBucketOwnedByYou      = "BucketAlreadyOwnedByYou"
+	codeBucketExists          = "BucketAlreadyExists"
+	codeSignatureDoesNotMatch = "SignatureDoesNotMatch"
+	codeInvalidAccessKeyID    = "InvalidAccessKeyId"
+	codeAdminNoSuchUser       = "XMinioAdminNoSuchUser"
+	codeAdminNoSuchPolicy     = "XMinioAdminNoSuchPolicy"
+	codeAdminPolicyApplied    = "XMinioAdminPolicyChangeAlreadyApplied"
+	codeAdminConfigBadJSON    = "XMinioAdminConfigBadJSON"
+)
+
+// s3Code is the S3 error code of err ("" if it is not an S3 error
+// response).
+func s3Code(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e minio.ErrorResponse
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// adminCode is the admin API error code of err ("" if it is not an admin
+// error response).
+func adminCode(err error) string {
+	if err == nil {
+		return ""
+	}
+	var e madmin.ErrorResponse
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// answered reports whether err is an error response from MinIO (S3 or
+// admin API) rather than a transport failure: only then does it say
+// anything about what the credential may do.
+func answered(err error) bool {
+	var s3e minio.ErrorResponse
+	var adme madmin.ErrorResponse
+	return errors.As(err, &s3e) || errors.As(err, &adme)
+}
