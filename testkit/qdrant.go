@@ -56,6 +56,31 @@ type Qdrant struct {
 	APIKey string
 	// Kind says which Qdrant this is: QdrantKindDocker or QdrantKindStandin.
 	Kind string
+
+	standin *qdrantstandin.Server
+}
+
+// Stop makes the server unavailable, for failure tests. The stand-in answers
+// every call with codes.Unavailable (its state is kept, as across a restart
+// of a persistent server); a Docker Qdrant is not supported yet and fails
+// the test.
+func (q *Qdrant) Stop(t testing.TB) {
+	t.Helper()
+	if q.standin == nil {
+		t.Fatalf("testkit: Qdrant.Stop is implemented for the stand-in only (this is %s)", q.Kind)
+	}
+	q.standin.SetDown(true)
+	t.Logf("Qdrant %s: stopped (answers Unavailable)", q.Kind)
+}
+
+// Start undoes Stop.
+func (q *Qdrant) Start(t testing.TB) {
+	t.Helper()
+	if q.standin == nil {
+		t.Fatalf("testkit: Qdrant.Start is implemented for the stand-in only (this is %s)", q.Kind)
+	}
+	q.standin.SetDown(false)
+	t.Logf("Qdrant %s: started", q.Kind)
 }
 
 // Standin reports whether q is the stand-in rather than real Qdrant.
@@ -131,7 +156,7 @@ func startQdrantStandin(t testing.TB, apiKey string) *Qdrant {
 		}
 	})
 	addr := lis.Addr().(*net.TCPAddr)
-	return &Qdrant{Host: "127.0.0.1", GRPCPort: addr.Port, APIKey: apiKey, Kind: QdrantKindStandin}
+	return &Qdrant{Host: "127.0.0.1", GRPCPort: addr.Port, APIKey: apiKey, Kind: QdrantKindStandin, standin: srv}
 }
 
 func startQdrantDocker(t testing.TB, apiKey string) *Qdrant {

@@ -4,10 +4,12 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/qdrant/go-client/qdrant"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -61,7 +63,13 @@ type Server struct {
 	state *state
 
 	stopOnce sync.Once
+	down     atomic.Bool
 }
+
+// SetDown makes every call fail with codes.Unavailable — what a client sees
+// while a server is stopped — or serve again. State is kept, as it would be
+// across a restart of a persistent server. For failure tests.
+func (s *Server) SetDown(down bool) { s.down.Store(down) }
 
 // state is the in-memory store shared by the services.
 type state struct {
@@ -185,6 +193,9 @@ type namedRequest interface{ GetCollectionName() string }
 // the method's access before the handler looks anything up, as Qdrant's
 // middleware and dispatcher do.
 func (s *Server) intercept(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if s.down.Load() {
+		return nil, status.Error(codes.Unavailable, "qdrant-standin: server is down (failure injection)")
+	}
 	r := methodRules[info.FullMethod]
 	if r == ruleNone {
 		return handler(ctx, req)
