@@ -11,10 +11,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/service"
@@ -32,14 +28,7 @@ type Config struct {
 // Validate reports every configuration problem at once.
 func (c *Config) Validate() error { return errors.Join(c.Config.Validate(), c.Saga.Validate()) }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main(name, run) }
 
 func run(ctx context.Context) error {
 	cfg, err := config.Load(Config{Config: service.Defaults(name)})

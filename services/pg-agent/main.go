@@ -10,10 +10,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/config"
@@ -40,14 +36,7 @@ func (c *Config) Validate() error {
 	return errors.Join(c.Config.Validate(), c.Agent.Validate(), c.Postgres.Validate())
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main(name, run) }
 
 func run(ctx context.Context) error {
 	cfg, err := config.Load(defaults())

@@ -12,11 +12,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"go.uber.org/zap"
 
@@ -46,14 +42,7 @@ func defaults() Config {
 	return Config{Config: service.Defaults(name), Agent: agent.DefaultConfig(), Qdrant: qdrantstore.DefaultConfig()}
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main(name, run) }
 
 func run(ctx context.Context) error {
 	cfg, err := config.Load(defaults())

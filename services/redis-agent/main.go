@@ -11,9 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -38,14 +35,7 @@ func (c *Config) Validate() error {
 	return errors.Join(c.Config.Validate(), c.Agent.Validate(), c.Redis.Validate())
 }
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx); err != nil {
-		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
-		os.Exit(1)
-	}
-}
+func main() { service.Main(name, run) }
 
 func run(ctx context.Context) error {
 	cfg, err := config.Load(Config{Config: service.Defaults(name), Agent: agent.DefaultConfig()})
