@@ -116,8 +116,7 @@ wait_for redis 20 redis-cli -p "$REDIS_PORT" --user tpadmin --pass "$redis_admin
 say "MinIO on 127.0.0.1:$MINIO_PORT"
 minio_root_pw=$(secret_of minio-root)
 mkdir -p "$dev/minio"
-MINIO_ROOT_USER=tpadmin MINIO_ROOT_PASSWORD="$minio_root_pw" MINIO_BROWSER=off \
-	start_bg minio "$bin/minio" server "$dev/minio/data" --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT"
+start_bg minio env MINIO_ROOT_USER=tpadmin MINIO_ROOT_PASSWORD="$minio_root_pw" MINIO_BROWSER=off "$bin/minio" server "$dev/minio/data" --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT"
 wait_for minio 60 curl -fsS "http://127.0.0.1:$MINIO_PORT/minio/health/cluster"
 
 say "NATS with JetStream on 127.0.0.1:$NATS_PORT"
@@ -144,30 +143,36 @@ elif docker info >/dev/null 2>&1; then
 else
 	warn "No QDRANT_URL and no Docker engine: starting the Qdrant STAND-IN (an in-memory imitation for"
 	warn "development and tests, NOT Qdrant). Tenant records will say so. Set QDRANT_URL for a real one."
-	QDRANT__SERVICE__API_KEY="$qdrant_api_key" start_bg qdrant-standin "$bin/qdrant-standin" -listen "127.0.0.1:$QDRANT_STANDIN_PORT" -jwt-rbac
+	start_bg qdrant-standin env QDRANT__SERVICE__API_KEY="$qdrant_api_key" "$bin/qdrant-standin" -listen "127.0.0.1:$QDRANT_STANDIN_PORT" -jwt-rbac
 	qdrant_host=127.0.0.1; qdrant_port=$QDRANT_STANDIN_PORT
 	qdrant_kind="Qdrant STAND-IN (no QDRANT_URL, no Docker)"
 fi
 echo "$qdrant_kind" >"$dev/run/qdrant-kind"
 
-say "audit database"
+say "audit database (owner runs migrations; the sink's writer role may only INSERT and SELECT)"
+audit_owner_pw=$(secret_of audit-owner)
 audit_pw=$(secret_of audit-writer)
-audit_url="postgres://tenantprov_audit:$audit_pw@127.0.0.1:$PG_PORT/tenantprov_audit?sslmode=disable"
-audit_admin_url="postgres://tpadmin:$pg_admin_pw@127.0.0.1:$PG_PORT/tenantprov_audit?sslmode=disable"
-PGPASSWORD="$pg_admin_pw" psql -h 127.0.0.1 -p "$PG_PORT" -U tpadmin -d postgres -v ON_ERROR_STOP=1 -qtA \
-	-c "SELECT 1 FROM pg_database WHERE datname='tenantprov_audit'" | grep -q 1 ||
-	PGPASSWORD="$pg_admin_pw" psql -h 127.0.0.1 -p "$PG_PORT" -U tpadmin -d postgres -v ON_ERROR_STOP=1 -q -c "CREATE DATABASE tenantprov_audit"
+audit_url="postgres://tenantprov_audit_sink:$audit_pw@127.0.0.1:$PG_PORT/tenantprov_audit?sslmode=disable"
+audit_admin_url="postgres://tenantprov_audit_owner:$audit_owner_pw@127.0.0.1:$PG_PORT/tenantprov_audit?sslmode=disable"
+psql_admin() { PGPASSWORD="$pg_admin_pw" psql -h 127.0.0.1 -p "$PG_PORT" -U tpadmin -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+psql_admin -v owner_pw="$audit_owner_pw" -v sink_pw="$audit_pw" >/dev/null <<'SQL'
+SELECT 'CREATE ROLE tenantprov_audit_owner LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantprov_audit_owner') \gexec
+SELECT 'CREATE ROLE tenantprov_audit_sink LOGIN CONNECTION LIMIT 20' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantprov_audit_sink') \gexec
+ALTER ROLE tenantprov_audit_owner PASSWORD :'owner_pw';
+ALTER ROLE tenantprov_audit_sink PASSWORD :'sink_pw';
+SELECT 'CREATE DATABASE tenantprov_audit OWNER tenantprov_audit_owner' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'tenantprov_audit') \gexec
+REVOKE ALL ON DATABASE tenantprov_audit FROM PUBLIC;
+GRANT CONNECT ON DATABASE tenantprov_audit TO tenantprov_audit_sink;
+SQL
 
 say "services"
 common=(NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL="${LOG_LEVEL:-info}" CONTROL_PLANE_RECIPIENT="$cp_recipient")
 svc() { # svc NAME PORT_OFFSET ENV...
 	local name=$1 off=$2; shift 2
-	env "${common[@]}" HTTP_ADDR="127.0.0.1:$((HEALTH_PORT_BASE + off))" "$@" start_bg "$name" "$bin/$name"
+	start_bg "$name" env "${common[@]}" HTTP_ADDR="127.0.0.1:$((HEALTH_PORT_BASE + off))" "$@" "$bin/$name"
 }
-export -f start_bg running
-export dev
-svc audit-sink 5 AUDIT_PG_URL="$audit_url" AUDIT_PG_ADMIN_URL="$audit_admin_url" AUDIT_PG_WRITER_PASSWORD="$audit_pw"
-svc pg-agent 2 PG_ADMIN_URL="$pg_admin_url"
+svc audit-sink 5 AUDIT_PG_URL="$audit_url" AUDIT_PG_ADMIN_URL="$audit_admin_url"
+svc pg-agent 2 PG_ADMIN_URL="$pg_admin_url" PG_SSLMODE=disable PG_TENANT_CIDR=127.0.0.1/32
 svc redis-agent 4 REDIS_ADDR="127.0.0.1:$REDIS_PORT" REDIS_ADMIN_USER=tpadmin REDIS_ADMIN_PASSWORD="$redis_admin_pw"
 svc minio-agent 1 MINIO_ENDPOINT="127.0.0.1:$MINIO_PORT" MINIO_ROOT_USER=tpadmin MINIO_ROOT_PASSWORD="$minio_root_pw"
 svc qdrant-agent 3 QDRANT_HOST="$qdrant_host" QDRANT_GRPC_PORT="$qdrant_port" QDRANT_API_KEY="$qdrant_api_key"
