@@ -252,7 +252,7 @@ func (g *globals) progress(rec *events.TenantRecord, seen map[string]bool, start
 			continue
 		}
 		text := fmt.Sprintf("  %-8s %s", store, st.State)
-		if st.DurationMS > 0 {
+		if st.DurationMS > 0 && (st.State == events.StoreProvisioned || st.State == events.StoreDeprovisioned || st.State == events.StoreFailed) {
 			text += fmt.Sprintf(" in %dms", st.DurationMS)
 		}
 		if st.Reason != "" {

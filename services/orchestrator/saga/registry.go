@@ -1,7 +1,9 @@
 package saga
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -58,6 +60,11 @@ func (r *Registry) Update(ctx context.Context, id string, mutate func(rec *event
 		data, err := events.Encode(next)
 		if err != nil {
 			return cur, false, fmt.Errorf("registry encode %s: %w", id, err)
+		}
+		// Indented, so that `nats kv get tenants <id> --raw` reads well.
+		var pretty bytes.Buffer
+		if err := json.Indent(&pretty, data, "", "  "); err == nil {
+			data = pretty.Bytes()
 		}
 		if cur == nil {
 			_, err = r.kv.Create(ctx, id, data)
