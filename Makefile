@@ -19,7 +19,7 @@ build: ## build the six services and tenantctl into bin/
 	@mkdir -p $(BIN)
 	go build -o $(BIN)/ $(addprefix ./,$(MAINS))
 
-test: ## run every test against real servers (needs `make tools` and PostgreSQL/Redis; see README)
+test: deps tools ## run every test against real servers (installs what is missing first)
 	scripts/test.sh $(PKGS)
 
 lint: ## gofmt, go vet, staticcheck, and no test-only dependency in a binary
