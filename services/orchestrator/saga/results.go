@@ -331,8 +331,21 @@ func storeSummary(rec *events.TenantRecord) map[string]any {
 // audit publishes an audit event for rec with a deterministic ID.
 func (s *Saga) audit(ctx context.Context, rec *events.TenantRecord, t events.AuditType, store events.Store, disc string, details map[string]any) error {
 	for k, v := range details {
-		if v == nil || v == "" {
+		switch v := v.(type) {
+		case nil:
 			delete(details, k)
+		case string:
+			if v == "" {
+				delete(details, k)
+			}
+		case []string:
+			if len(v) == 0 {
+				delete(details, k)
+			}
+		case map[string]string:
+			if len(v) == 0 {
+				delete(details, k)
+			}
 		}
 	}
 	raw, err := json.Marshal(details)
