@@ -23,7 +23,9 @@ const defectEnv = "STORETEST_DEFECT"
 func TestSuiteWithDefect(t *testing.T) {
 	defect := os.Getenv(defectEnv)
 	if defect == "" {
-		t.Skip("runs only as a child of TestSuiteCatchesDefects")
+		// Not a child: nothing to do. (Not t.Skip: CI treats any skipped
+		// test as a missing dependency.)
+		return
 	}
 	if defect == "missing-probe" {
 		storetest.Run(t, func(t *testing.T) *storetest.Harness {

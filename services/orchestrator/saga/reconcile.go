@@ -2,8 +2,12 @@ package saga
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"go.uber.org/zap"
 
@@ -12,8 +16,20 @@ import (
 
 // reconcileLoop re-drives the registry every ReconcileInterval until ctx is
 // cancelled. It is what makes the saga's timers survive restarts: deadlines
-// and retry times are in the records, and every replica looks at them.
+// and retry times are in the records, and every replica looks at them. A
+// watch on the registry keeps the set of records worth a look, so a pass
+// costs reads only for tenants that are in flight or unsettled, not for
+// every tenant ever provisioned.
 func (s *Saga) reconcileLoop(ctx context.Context) {
+	watch := newRegistryWatch()
+	go func() {
+		for ctx.Err() == nil {
+			if err := watch.run(ctx, s.reg, unsettled); err != nil && ctx.Err() == nil {
+				s.log.Warn("registry watch stopped; restarting", zap.Error(err))
+				time.Sleep(time.Second)
+			}
+		}
+	}()
 	t := time.NewTicker(s.cfg.ReconcileInterval)
 	defer t.Stop()
 	for {
@@ -22,23 +38,27 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := s.Reconcile(ctx); err != nil && ctx.Err() == nil {
+		if err := s.reconcile(ctx, watch.candidates()); err != nil && ctx.Err() == nil {
 			s.log.Warn("reconcile pass incomplete", zap.Error(err))
 		}
 	}
 }
 
-// Reconcile makes one pass over the registry: rolls back provisioning sagas
-// past their deadline, retries compensation whose backoff has elapsed, and
-// finishes steps (sealing, deleting sealed secrets, announcing) that a
-// replica died in the middle of.
+// Reconcile makes one pass over every tenant in the registry: rolls back
+// provisioning sagas past their deadline, retries compensation whose backoff
+// has elapsed, and finishes steps (sealing, deleting sealed secrets,
+// announcing) that a replica died in the middle of.
 func (s *Saga) Reconcile(ctx context.Context) error {
 	keys, err := s.reg.Keys(ctx)
 	if err != nil {
 		return err
 	}
+	return s.reconcile(ctx, keys)
+}
+
+func (s *Saga) reconcile(ctx context.Context, ids []string) error {
 	var firstErr error
-	for _, k := range keys {
+	for _, k := range ids {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -52,12 +72,60 @@ func (s *Saga) Reconcile(ctx context.Context) error {
 	return firstErr
 }
 
+// registryWatch follows the tenants bucket and keeps the IDs of records
+// that may need the reconciler. It is a cache of the registry, rebuilt from
+// the bucket by every replica; decisions are always taken on a fresh read.
+type registryWatch struct {
+	mu  sync.Mutex
+	ids map[string]bool
+}
+
+func newRegistryWatch() *registryWatch { return &registryWatch{ids: map[string]bool{}} }
+
+func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*events.TenantRecord) bool) error {
+	kw, err := reg.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch registry: %w", err)
+	}
+	defer func() { _ = kw.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-kw.Updates():
+			if !ok {
+				return errors.New("registry watch closed")
+			}
+			if e == nil {
+				continue // initial values delivered
+			}
+			w.mu.Lock()
+			if rec, err := events.DecodeTenantRecord(e.Value()); err == nil && e.Operation() == jetstream.KeyValuePut && attention(rec) {
+				w.ids[e.Key()] = true
+			} else if err == nil || e.Operation() != jetstream.KeyValuePut {
+				delete(w.ids, e.Key()) // settled, or deleted
+			}
+			w.mu.Unlock()
+		}
+	}
+}
+
+func (w *registryWatch) candidates() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.ids))
+	for id := range w.ids {
+		out = append(out, id)
+	}
+	return out
+}
+
 func (s *Saga) reconcileOne(ctx context.Context, id string) error {
 	cur, _, err := s.reg.Get(ctx, id)
 	if err != nil || cur == nil {
 		return err
 	}
-	if !s.needsAttention(cur) {
+	if !unsettled(cur) {
 		return nil
 	}
 	now := s.now()
@@ -100,20 +168,22 @@ func (s *Saga) reconcileOne(ctx context.Context, id string) error {
 	return s.drive(ctx, rec)
 }
 
-// needsAttention is the cheap filter in front of a reconcile write: in
+// unsettled reports whether a record may need the reconciler: a saga in
 // flight, stores still being compensated, a settled state not yet
-// announced, or a step that has been sitting longer than StuckAfter.
-func (s *Saga) needsAttention(rec *events.TenantRecord) bool {
-	if rec.State.InFlight() {
+// announced, or an active tenant without its sealed secrets. It does not
+// depend on the clock, so the registry watch can keep the set current;
+// reconcileOne decides on timing.
+func unsettled(rec *events.TenantRecord) bool {
+	if rec.State.InFlight() || rec.Announced != rec.State {
+		return true
+	}
+	if rec.State == events.TenantActive && rec.Secrets == nil {
 		return true
 	}
 	for _, st := range rec.Stores {
 		if st.State == events.StoreDeprovisioning {
 			return true
 		}
-	}
-	if rec.Announced != rec.State {
-		return s.now().Sub(rec.UpdatedAt) > s.cfg.StuckAfter || rec.State == events.TenantActive && rec.Secrets == nil
 	}
 	return false
 }
