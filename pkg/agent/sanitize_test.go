@@ -110,7 +110,7 @@ func TestSanitizeErrorKeepsTheChain(t *testing.T) {
 }
 
 // leakyStore puts its password into every text it returns.
-type leakyStore struct{ pw secret.String }
+type leakyStore struct{}
 
 func (s leakyStore) Kind() events.Store { return events.StorePostgres }
 func (s leakyStore) Provision(_ context.Context, req ProvisionRequest) (ProvisionResponse, error) {

@@ -230,12 +230,15 @@ func denseFromVector(v *qdrant.Vector) ([]float32, error) {
 		if v == nil {
 			return nil, errBadInput("Vector with name `` is required")
 		}
+		//lint:ignore SA1019 clients still send the deprecated flat encoding; the stand-in must accept what Qdrant accepts
 		if v.GetIndices() != nil {
 			return nil, errUnsupported("sparse vectors")
 		}
+		//lint:ignore SA1019 as above
 		if v.VectorsCount != nil {
 			return nil, errUnsupported("multi-vectors")
 		}
+		//lint:ignore SA1019 as above
 		return v.GetData(), nil
 	default:
 		return nil, errUnsupported("vector input of type %T (only dense vectors)", o)

@@ -54,10 +54,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *zap.Logge
 	if err != nil {
 		return nil, err
 	}
-	recipients := []string{id.Recipient().String()}
-	for _, r := range strings.FieldsFunc(cfg.OperatorRecipients, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' }) {
-		recipients = append(recipients, r)
-	}
+	recipients := append([]string{id.Recipient().String()}, strings.FieldsFunc(cfg.OperatorRecipients, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' })...)
 	sl, err := sealer.New(recipients...)
 	if err != nil {
 		return nil, fmt.Errorf("OPERATOR_RECIPIENTS: %w", err)
