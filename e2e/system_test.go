@@ -21,7 +21,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/qdrant/go-client/qdrant"
 	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc/metadata"
 	"gopkg.in/yaml.v3"
@@ -35,6 +34,7 @@ import (
 	"github.com/tenantprov/tenantprov/services/qdrant-agent/qdrantstore"
 	"github.com/tenantprov/tenantprov/services/redis-agent/redisstore"
 	"github.com/tenantprov/tenantprov/testkit"
+	"github.com/tenantprov/tenantprov/testkit/capture"
 	"github.com/tenantprov/tenantprov/testkit/storetest"
 )
 
@@ -57,21 +57,8 @@ type system struct {
 
 	mu     sync.Mutex
 	agents map[events.Store]*storetest.Agent
-	logs   []*syncBuffer // every orchestrator replica's log
+	logs   []*capture.Log // every orchestrator replica's log
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) Sync() error    { return nil }
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func startSystem(t *testing.T, sagaTimeout time.Duration) *system {
 	t.Helper()
@@ -184,9 +171,7 @@ func (s *system) agent(kind events.Store) *storetest.Agent {
 // crash would, without waiting for in-flight work).
 func (s *system) startOrchestrator() (stop func()) {
 	s.t.Helper()
-	buf := &syncBuffer{}
-	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
-	log := zap.New(zapcore.NewCore(enc, buf, zapcore.DebugLevel))
+	log, buf := capture.NewLogger(zapcore.DebugLevel)
 	s.mu.Lock()
 	s.logs = append(s.logs, buf)
 	s.mu.Unlock()

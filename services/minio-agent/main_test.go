@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,60 +14,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/pkg/secret"
 	"github.com/tenantprov/tenantprov/pkg/service"
 	"github.com/tenantprov/tenantprov/testkit"
+	"github.com/tenantprov/tenantprov/testkit/capture"
 )
-
-// syncBuffer collects log output from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Sync() error { return nil }
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// wire records every message on the NATS server.
-type wire struct {
-	mu   sync.Mutex
-	msgs []*nats.Msg
-	got  chan *nats.Msg
-}
-
-func (w *wire) add(m *nats.Msg) {
-	w.mu.Lock()
-	w.msgs = append(w.msgs, m)
-	w.mu.Unlock()
-	if strings.HasPrefix(m.Subject, "store.evt.") {
-		w.got <- m
-	}
-}
-
-func (w *wire) text() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	var b strings.Builder
-	for _, m := range w.msgs {
-		fmt.Fprintf(&b, "%s %v %s\n", m.Subject, m.Header, m.Data)
-	}
-	return b.String()
-}
 
 // TestServiceEndToEnd runs minio-agent as a service against real NATS and
 // MinIO: a provision command yields a provisioned reply whose sealed
@@ -100,16 +52,9 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	logs := &syncBuffer{}
-	log := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), logs, zap.DebugLevel))
+	log, logs := capture.NewLogger(zap.DebugLevel)
 	nc := ns.Connect(t)
-	w := &wire{got: make(chan *nats.Msg, 64)}
-	if _, err := nc.Subscribe(">", w.add); err != nil {
-		t.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	w := capture.Bus(t, nc)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -158,22 +103,21 @@ func TestServiceEndToEnd(t *testing.T) {
 	await := func(tenant string, want events.Outcome) *events.StoreResult {
 		t.Helper()
 		for {
-			select {
-			case m := <-w.got:
-				res, err := events.DecodeStoreResult(m.Data)
-				if err != nil {
-					t.Fatalf("reply on %s does not decode: %v", m.Subject, err)
-				}
-				if res.TenantID != tenant {
-					continue
-				}
-				if res.Outcome != want || m.Subject != events.EventSubject(events.StoreMinIO, want) {
-					t.Fatalf("reply %s on %s: %s %s, want %s", res.Outcome, m.Subject, res.Reason, res.Error, want)
-				}
-				return res
-			case <-ctx.Done():
+			m, err := w.Next(ctx, "store.evt.")
+			if err != nil {
 				t.Fatalf("no %s reply for %s:\n%s", want, tenant, logs.String())
 			}
+			res, err := events.DecodeStoreResult(m.Data)
+			if err != nil {
+				t.Fatalf("reply on %s does not decode: %v", m.Subject, err)
+			}
+			if res.TenantID != tenant {
+				continue
+			}
+			if res.Outcome != want || m.Subject != events.EventSubject(events.StoreMinIO, want) {
+				t.Fatalf("reply %s on %s: %s %s, want %s", res.Outcome, m.Subject, res.Reason, res.Error, want)
+			}
+			return res
 		}
 	}
 
@@ -241,7 +185,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Errorf("service: %v", err)
 	}
 	done <- nil // for the deferred wait
-	logText, wireText := logs.String(), w.text()
+	logText, wireText := logs.String(), w.Text()
 	if !strings.Contains(logText, "e2e-acme") || !strings.Contains(wireText, "store.evt.minio.provisioned") {
 		t.Fatalf("the capture is empty: %d bytes of logs, %d bytes of messages", len(logText), len(wireText))
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/tenantprov/tenantprov/pkg/secret"
 	"github.com/tenantprov/tenantprov/pkg/service"
 	"github.com/tenantprov/tenantprov/testkit"
+	"github.com/tenantprov/tenantprov/testkit/capture"
 )
 
 // Agent is a Store served end to end by the real agent runtime —
@@ -49,8 +50,8 @@ type Agent struct {
 	attempts   map[string]int // commands sent by Provision/Deprovision, per tenant, generation and action
 
 	svc     atomic.Pointer[service.Service]
-	logText *syncBuffer
-	capture *capture
+	logText *capture.Log
+	wire    *capture.Wire
 	cancel  context.CancelFunc
 	done    chan error
 	stop    sync.Once
@@ -124,16 +125,11 @@ func RunAgent(t testing.TB, n *testkit.NATS, store agent.Store, opts ...AgentOpt
 	if err != nil {
 		t.Fatalf("storetest: jetstream: %v", err)
 	}
-	a := &Agent{Kind: store.Kind(), Identity: o.identity, Config: cfg, JS: js, logText: &syncBuffer{}, done: make(chan error, 1)}
-	a.capture, err = startCapture(nc)
-	if err != nil {
-		t.Fatalf("storetest: capture messages: %v", err)
-	}
+	a := &Agent{Kind: store.Kind(), Identity: o.identity, Config: cfg, JS: js, logText: &capture.Log{}, done: make(chan error, 1)}
+	a.wire = capture.Bus(t, nc)
 
 	obsCore, logs := observer.New(zapcore.DebugLevel)
-	encCfg := zap.NewProductionEncoderConfig()
-	textCore := zapcore.NewCore(zapcore.NewJSONEncoder(encCfg), zapcore.AddSync(a.logText), zapcore.DebugLevel)
-	log := zap.New(zapcore.NewTee(obsCore, textCore), zap.Fields(zap.String("service", o.name)))
+	log := zap.New(zapcore.NewTee(obsCore, a.logText.Core(zapcore.DebugLevel)), zap.Fields(zap.String("service", o.name)))
 	a.Logs = logs
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -223,16 +219,13 @@ func (a *Agent) StopAsync() <-chan error {
 // logger would write.
 func (a *Agent) LogText() string { return a.logText.String() }
 
-// Captured is one message seen on the NATS server.
-type Captured struct {
-	Subject string      // the subject it was published on
-	Header  nats.Header // its headers (nil when it had none)
-	Data    []byte      // its payload
-}
+// Captured is one message seen on the NATS server: its subject, headers
+// (nil when it had none) and payload.
+type Captured = capture.Message
 
 // Published returns every message published on the server (subject ">")
 // since RunAgent started, by anyone, JetStream API traffic included.
-func (a *Agent) Published() []Captured { return a.capture.all() }
+func (a *Agent) Published() []Captured { return a.wire.Messages() }
 
 // NewCommand returns a valid command for this agent's store, issued now
 // with a deadline two minutes away.
@@ -577,67 +570,3 @@ func (r *secretRecorder) Deprovision(ctx context.Context, req agent.DeprovisionR
 }
 
 func (r *secretRecorder) Ping(ctx context.Context) error { return r.next.Ping(ctx) }
-
-// capture records every message on the server. It reads its subscription
-// synchronously, so that after a flush it holds every message the server
-// had routed to it.
-type capture struct {
-	nc   *nats.Conn
-	sub  *nats.Subscription
-	mu   sync.Mutex
-	msgs []Captured
-}
-
-func startCapture(nc *nats.Conn) (*capture, error) {
-	sub, err := nc.SubscribeSync(">")
-	if err != nil {
-		return nil, err
-	}
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		return nil, err
-	}
-	return &capture{nc: nc, sub: sub}, nc.Flush()
-}
-
-func (c *capture) all() []Captured {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.nc.IsConnected() {
-		_ = c.nc.FlushTimeout(5 * time.Second) // best effort: makes the capture current
-	}
-	for {
-		m, err := c.sub.NextMsg(10 * time.Millisecond)
-		if err != nil {
-			break
-		}
-		cp := Captured{Subject: m.Subject, Data: append([]byte(nil), m.Data...)}
-		if m.Header != nil {
-			cp.Header = nats.Header{}
-			for k, v := range m.Header {
-				cp.Header[k] = append([]string(nil), v...)
-			}
-		}
-		c.msgs = append(c.msgs, cp)
-	}
-	return append([]Captured(nil), c.msgs...)
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Sync() error { return nil }
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
