@@ -165,7 +165,7 @@ func (s *Saga) reconcileOne(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	return s.drive(ctx, rec)
+	return s.drive(ctx, rec, true)
 }
 
 // unsettled reports whether a record may need the reconciler: a saga in

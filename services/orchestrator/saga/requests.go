@@ -84,7 +84,7 @@ func (s *Saga) startProvisioning(ctx context.Context, req *events.TenantRequeste
 	} else {
 		s.log.Info("request for a tenant that is active or in flight: nothing to do", zap.String("tenant", rec.TenantID), zap.String("state", string(rec.State)), zap.String("request_id", req.RequestID))
 	}
-	return s.drive(ctx, rec)
+	return s.drive(ctx, rec, true)
 }
 
 // startDeprovisioning moves an active tenant to deprovisioning.
@@ -103,6 +103,9 @@ func (s *Saga) startDeprovisioning(ctx context.Context, req *events.DeprovisionR
 		}
 		rec.State = events.TenantDeprovisioning
 		rec.Announced = ""
+		// The record names the request behind its current saga: audit
+		// events of the deprovisioning carry its requester as actor.
+		rec.RequestID, rec.RequestedBy = req.RequestID, req.RequestedBy
 		for _, st := range rec.Stores {
 			st.State = events.StoreDeprovisioning
 			st.CommandSentAt = &now
@@ -120,7 +123,7 @@ func (s *Saga) startDeprovisioning(ctx context.Context, req *events.DeprovisionR
 			return err
 		}
 	}
-	return s.drive(ctx, rec)
+	return s.drive(ctx, rec, true)
 }
 
 // reject answers a request that cannot be served: tenant.rejected plus a

@@ -29,8 +29,10 @@ func (s *Saga) handleResult(ctx context.Context, msg jetstream.Msg) error {
 	seq := meta.Sequence.Stream
 	now := s.now()
 	var auditType events.AuditType
+	var newCommands bool // applying the result calls for commands not sent before
+	var rollback bool    // applying the result started the rollback
 	rec, changed, err := s.reg.Update(ctx, res.TenantID, func(rec *events.TenantRecord) (*events.TenantRecord, error) {
-		auditType = ""
+		auditType, newCommands, rollback = "", false, false
 		if rec == nil || rec.Generation != res.Generation {
 			return nil, errNoChange // a result for a generation that is not current
 		}
@@ -47,6 +49,7 @@ func (s *Saga) handleResult(ctx context.Context, msg jetstream.Msg) error {
 				auditType = events.AuditStoreProvisioned
 				if !res.Verification.Passed {
 					s.startRollback(rec, fmt.Sprintf("%s: isolation checks did not pass", res.Store), now)
+					newCommands, rollback = true, true
 				}
 			case rec.State == events.TenantProvisioning || rec.State == events.TenantActive:
 				if st.State != events.StoreProvisioned || st.CredentialID == res.CredentialID {
@@ -70,6 +73,7 @@ func (s *Saga) handleResult(ctx context.Context, msg jetstream.Msg) error {
 				st.Attempt++
 				st.CommandSentAt = &now
 				auditType = events.AuditStoreProvisioned
+				newCommands = true
 			}
 		case events.OutcomeProvisionFailed:
 			if rec.State != events.TenantProvisioning || st.State != events.StorePending {
@@ -83,6 +87,7 @@ func (s *Saga) handleResult(ctx context.Context, msg jetstream.Msg) error {
 				reason += ": " + res.Error
 			}
 			s.startRollback(rec, reason, now)
+			newCommands, rollback = true, true
 		case events.OutcomeDeprovisioned:
 			if st.State != events.StoreDeprovisioning || res.Attempt != st.Attempt {
 				return nil, errNoChange // stale: a later attempt is outstanding
@@ -135,11 +140,20 @@ func (s *Saga) handleResult(ctx context.Context, msg jetstream.Msg) error {
 			}
 		}
 	}
+	if rollback {
+		s.log.Warn("rolling back", zap.String("tenant", rec.TenantID), zap.Uint64("generation", rec.Generation), zap.String("reason", rec.Reason))
+		if err := s.audit(ctx, rec, events.AuditTenantRollbackStarted, "", "", map[string]any{"reason": rec.Reason}); err != nil {
+			return err
+		}
+	}
 	if changed {
 		s.log.Info("store result applied", zap.String("tenant", res.TenantID), zap.Uint64("generation", res.Generation),
 			zap.String("store", string(res.Store)), zap.String("outcome", string(res.Outcome)), zap.String("state", string(rec.State)))
 	}
-	return s.drive(ctx, rec)
+	// A result that changed nothing may be a redelivery after a crash that
+	// came between the registry write and the publishes: send everything
+	// the record implies again (duplicates are dropped by their IDs).
+	return s.drive(ctx, rec, newCommands || !changed)
 }
 
 func applyProvisioned(st *events.StoreStatus, res *events.StoreResult, seq uint64, completed *time.Time) {
@@ -204,9 +218,13 @@ func allStores(rec *events.TenantRecord, state events.StoreState) bool {
 // sealed secrets once every store is provisioned, the deletion of the
 // sealed secrets once a deprovisioning tenant's stores are clean, and the
 // announcement of a settled state. Every publish has a deterministic ID, so
-// driving twice sends nothing twice.
-func (s *Saga) drive(ctx context.Context, rec *events.TenantRecord) error {
+// driving twice sends nothing twice. commands=false skips re-publishing the
+// store commands, for a result whose applying sent no new one.
+func (s *Saga) drive(ctx context.Context, rec *events.TenantRecord, commands bool) error {
 	for _, store := range events.Stores() {
+		if !commands {
+			break
+		}
 		st := rec.Stores[store]
 		if st == nil {
 			continue

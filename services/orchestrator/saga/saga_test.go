@@ -368,6 +368,9 @@ func TestStoreFailureRollsBackEveryStore(t *testing.T) {
 	if n := h.auditCount(events.AuditTenantRolledBack, "boom"); n != 1 {
 		t.Fatalf("TENANT_ROLLED_BACK = %d", n)
 	}
+	if n := h.auditCount(events.AuditTenantRollbackStarted, "boom"); n != 1 {
+		t.Fatalf("TENANT_ROLLBACK_STARTED = %d, want 1 (a store failure starts the rollback)", n)
+	}
 	if n := h.auditCount(events.AuditTenantProvisioned, "boom"); n != 0 {
 		t.Fatalf("TENANT_PROVISIONED emitted for a failed tenant")
 	}
