@@ -54,6 +54,15 @@ type Config struct {
 
 	// ConnectTimeout bounds each connection attempt (admin and tenant).
 	ConnectTimeout time.Duration `env:"PG_CONNECT_TIMEOUT" envDefault:"10s"`
+
+	// SharedDatabases are the server's own databases from which the agent
+	// revokes PUBLIC's CONNECT and TEMPORARY (once, at the canary setup), so
+	// that a tenant role reaches its own database and nothing else; Verify
+	// then proves each is refused. PostgreSQL grants PUBLIC CONNECT on
+	// every database by default, postgres and template1 included. Empty
+	// leaves them as they are (and unchecked) — for a server shared with
+	// roles that rely on PUBLIC's grants.
+	SharedDatabases []string `env:"PG_REVOKE_PUBLIC_CONNECT" envDefault:"postgres,template1" envSeparator:","`
 }
 
 // Defaults returns the configuration the environment tags default to, with
@@ -66,6 +75,7 @@ func Defaults() Config {
 		AdminMaxConns:   4,
 		Timeout:         30 * time.Second,
 		ConnectTimeout:  10 * time.Second,
+		SharedDatabases: []string{"postgres", "template1"},
 	}
 }
 

@@ -2,6 +2,7 @@ package pgstore
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -21,7 +22,7 @@ func TestDefaultsMatchEnvTags(t *testing.T) {
 	}
 	want := Defaults()
 	want.AdminURL = testAdminURL
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("from the environment: %+v\nDefaults(): %+v", got, want)
 	}
 }

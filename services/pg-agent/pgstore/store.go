@@ -32,6 +32,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -475,8 +476,18 @@ func (s *Store) ensureCanary(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, "COMMENT ON DATABASE "+ident(db)+" IS "+comment); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, "REVOKE ALL ON DATABASE "+ident(db)+" FROM PUBLIC")
-		return err
+		if _, err := tx.Exec(ctx, "REVOKE ALL ON DATABASE "+ident(db)+" FROM PUBLIC"); err != nil {
+			return err
+		}
+		for _, shared := range s.cfg.SharedDatabases {
+			if shared = strings.TrimSpace(shared); shared == "" {
+				continue
+			}
+			if _, err := tx.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+ident(shared)+" FROM PUBLIC"); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return wrap("mark canary database "+db, err)

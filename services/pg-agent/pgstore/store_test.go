@@ -187,6 +187,11 @@ func TestPostgresStore(t *testing.T) {
 		if _, err := ts.admin.Exec(ctx, "CREATE ROLE "+ident("verifier-check")+" LOGIN PASSWORD "+lit); err != nil {
 			t.Fatal(err)
 		}
+		// PUBLIC's CONNECT on postgres is revoked by the agent
+		// (PG_REVOKE_PUBLIC_CONNECT); this role is not a tenant.
+		if _, err := ts.admin.Exec(ctx, "GRANT CONNECT ON DATABASE postgres TO "+ident("verifier-check")); err != nil {
+			t.Fatal(err)
+		}
 		var stored string
 		if err := ts.admin.QueryRow(ctx, "SELECT rolpassword FROM pg_authid WHERE rolname = 'verifier-check'").Scan(&stored); err != nil {
 			t.Fatal(err)
@@ -393,13 +398,14 @@ func TestPostgresStore(t *testing.T) {
 		ctx := testCtx(t)
 		tenant := events.MustTenantID("busy")
 		_, pw := ts.provision(t, ctx, tenant, 1)
-		// One session in its own database, one in postgres.
+		// Two sessions in its own database (postgres itself is closed to
+		// tenants: PG_REVOKE_PUBLIC_CONNECT).
 		own, err := ts.connect(ctx, tenant.PostgresRole(), pw, tenant.PostgresDatabase())
 		if err != nil {
 			t.Fatal(scrubConnectError(err))
 		}
 		defer own.Close(context.Background())
-		other, err := ts.connect(ctx, tenant.PostgresRole(), pw, "postgres")
+		other, err := ts.connect(ctx, tenant.PostgresRole(), pw, tenant.PostgresDatabase())
 		if err != nil {
 			t.Fatal(scrubConnectError(err))
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -70,6 +71,22 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 		return agent.VerifyResponse{}, err
 	}
 	resp.Checks = append(resp.Checks, canary)
+	for _, shared := range s.cfg.SharedDatabases {
+		if shared = strings.TrimSpace(shared); shared == "" {
+			continue
+		}
+		c, err := s.checkRefused(ctx, CheckSharedDatabaseDenied, user, password, shared, sqlstateInsufficientPrivilege,
+			"the tenant credential connected to the shared database "+shared)
+		if err != nil {
+			return agent.VerifyResponse{}, err
+		}
+		if c.Detail == "" {
+			c.Detail = "refused: " + shared
+		} else {
+			c.Detail = shared + ": " + c.Detail
+		}
+		resp.Checks = append(resp.Checks, c)
+	}
 	wrong, err := secret.Generate()
 	if err != nil {
 		return agent.VerifyResponse{}, err
@@ -82,6 +99,11 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 	resp.Checks = append(resp.Checks, wrongPw)
 	return resp, nil
 }
+
+// CheckSharedDatabaseDenied is pg-agent's own check, beyond the four every
+// store runs: the tenant cannot connect to the server's shared databases
+// (Config.SharedDatabases).
+const CheckSharedDatabaseDenied = "shared_database_denied"
 
 // checkOwnAndAdmin runs own_access and admin_denied on one tenant session.
 func (s *Store) checkOwnAndAdmin(ctx context.Context, user string, password secret.String, db string) (own, admin events.Check, err error) {
