@@ -118,9 +118,7 @@ func TestEachStoreFailingRollsBack(t *testing.T) {
 			}
 			servers[down].Start(t)
 			s.waitState(string(id), events.TenantFailed, 90*time.Second)
-			if left := s.leftovers(id); len(left) > 0 {
-				t.Fatalf("leaked after rollback: %v", left)
-			}
+			s.waitClean(id, 60*time.Second)
 			if n := s.auditCount(events.AuditTenantRolledBack, string(id)); n != 1 {
 				t.Fatalf("TENANT_ROLLED_BACK: %d", n)
 			}
@@ -144,9 +142,7 @@ func TestAgentKilledMidSaga(t *testing.T) {
 	}
 	s.startAgent(events.StoreRedis)
 	s.waitState("orphan", events.TenantFailed, 60*time.Second)
-	if left := s.leftovers("orphan"); len(left) > 0 {
-		t.Fatalf("leaked: %v", left)
-	}
+	s.waitClean("orphan", 60*time.Second)
 }
 
 // The only orchestrator dies mid-saga and a new one completes it.

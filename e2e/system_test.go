@@ -366,6 +366,26 @@ func (s *system) leftovers(id events.TenantID) []string {
 	return out
 }
 
+// waitClean polls until no resource of tenant id is left in any store: a
+// provision attempt that was running when the rollback began may finish
+// after it and is compensated then, so "nothing leaks" is a statement about
+// where the system converges.
+func (s *system) waitClean(id events.TenantID, within time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		left := s.leftovers(id)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b, _ := json.MarshalIndent(s.record(string(id)), "", "  ")
+			s.t.Fatalf("tenant %s: still in the stores after %s: %v\nrecord:\n%s", id, within, left, b)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
 // streamData returns the raw data and headers of every message still in
 // stream (including KV and object-store streams).
 func (s *system) streamData(name string) [][]byte {

@@ -57,10 +57,12 @@ type StoreStatus struct {
 	// CommandSentAt is when the last command to this store was published;
 	// with Attempt it drives the compensation backoff after a restart.
 	CommandSentAt *time.Time `json:"command_sent_at,omitempty"`
-	// CredentialID and ResultSeq identify the provisioned result whose
+	// ResultSeq is the STORE_EVENTS sequence of the last result applied
+	// for this store, so a redelivered result is recognised. For a
+	// provisioned store it is, with CredentialID, the result whose
 	// (age-encrypted) credential is sealed: the orchestrator reads it back
-	// from the STORE_EVENTS stream at that sequence, so the registry never
-	// holds a credential in any form.
+	// from the stream at that sequence, so the registry never holds a
+	// credential in any form.
 	CredentialID string `json:"credential_id,omitempty"`
 	ResultSeq    uint64 `json:"result_seq,omitempty"`
 }

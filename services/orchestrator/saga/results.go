@@ -76,9 +76,29 @@ func (s *Saga) handleResult(ctx context.Context, msg jetstream.Msg) error {
 				newCommands = true
 			}
 		case events.OutcomeProvisionFailed:
+			if seq <= st.ResultSeq {
+				return nil, errNoChange // this very result was applied before
+			}
+			if rec.State == events.TenantRollingBack || rec.State == events.TenantFailed {
+				// A provision attempt that ended after compensation began
+				// may have created part of the tenant's resources after the
+				// deprovision ran: compensate this store again. "expired"
+				// promises the store was not touched.
+				if res.Reason == events.ReasonExpired {
+					return nil, errNoChange
+				}
+				st.ResultSeq = seq
+				st.State = events.StoreDeprovisioning
+				st.Attempt++
+				st.CommandSentAt = &now
+				auditType = events.AuditStoreProvisionFailed
+				newCommands = true
+				return rec, nil
+			}
 			if rec.State != events.TenantProvisioning || st.State != events.StorePending {
 				return nil, errNoChange
 			}
+			st.ResultSeq = seq
 			st.State = events.StoreFailed
 			st.Reason, st.Error, st.CompletedAt, st.DurationMS = res.Reason, res.Error, &completed, res.DurationMS
 			auditType = events.AuditStoreProvisionFailed
