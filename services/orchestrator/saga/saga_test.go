@@ -507,3 +507,45 @@ func TestBadRequestsAreRejectedAndAudited(t *testing.T) {
 		t.Fatalf("requests pending %d, redelivered %d; rejected input must be acked once", info.NumAckPending, info.NumRedelivered)
 	}
 }
+
+// A provision attempt that ends in failure after the rollback began may have
+// created part of the tenant after the deprovision ran: the store is
+// compensated again. One whose reason is "expired" touched nothing and is
+// not.
+func TestLateProvisionFailureIsCompensatedAgain(t *testing.T) {
+	h := newHarness(t)
+	h.startSaga()
+	release := make(chan struct{})
+	h.agents.set(events.StoreQdrant, func(cmd *events.StoreCommand) (events.Outcome, bool) {
+		if cmd.Action == events.ActionProvision {
+			return events.OutcomeProvisionFailed, true
+		}
+		return "", true
+	})
+	h.agents.set(events.StoreRedis, func(cmd *events.StoreCommand) (events.Outcome, bool) {
+		if cmd.Action == events.ActionProvision {
+			<-release // still working when the rollback starts
+			return events.OutcomeProvisionFailed, true
+		}
+		return "", true
+	})
+	h.publish(events.SubjectTenantRequested, `{"tenant_id":"late"}`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if rec := h.record("late"); rec != nil && rec.State == events.TenantRollingBack {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("rollback did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(release)
+	rec := h.waitState("late", events.TenantFailed, 15*time.Second)
+	if n := h.agents.count(events.StoreRedis, events.ActionDeprovision); n < 2 {
+		t.Fatalf("redis deprovisioned %d times; the late failure must be compensated again", n)
+	}
+	if rec.Stores[events.StoreRedis].Attempt < 1 {
+		t.Fatalf("redis compensation attempt %d, want >= 1", rec.Stores[events.StoreRedis].Attempt)
+	}
+}
