@@ -17,7 +17,9 @@ import (
 // bucket with every object, version and incomplete multipart upload, and
 // finally the system record. Absent resources are success. A bucket not
 // tagged as tenantprov's, or a user or policy without a tenantprov record,
-// is left exactly as it is and named in Skipped.
+// is left exactly as it is and named in Skipped. A request for an older
+// generation than the one recorded (system record or bucket tags) changes
+// nothing and says so in Warnings.
 func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (agent.DeprovisionResponse, error) {
 	t := req.Tenant
 	if _, err := events.ParseTenantID(string(t)); err != nil {
@@ -53,6 +55,13 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 		if !ownBucket {
 			resp.Skipped = append(resp.Skipped, "bucket "+t.MinIOBucket()+" (not tagged managed-by=tenantprov)")
 		}
+	}
+	// A late command of an older generation leaves the newer one alone.
+	if gen := o.generation(); req.Generation > 0 && gen > req.Generation {
+		resp.Warnings = append(resp.Warnings, fmt.Sprintf(
+			"bucket, user and policy of tenant %s belong to generation %d, the command to generation %d: left in place",
+			t, gen, req.Generation))
+		return resp, nil
 	}
 
 	// Disable first, then remove.

@@ -11,6 +11,12 @@ import (
 // pass Validate.
 var ErrNotConfigured = errors.New("miniostore: invalid configuration")
 
+// ErrStaleGeneration reports a command for an older generation of a tenant
+// than the one tenantprov's markers record. Provision refuses it
+// (permanently, reason invalid) rather than resetting the current
+// generation's secret.
+var ErrStaleGeneration = errors.New("stale generation")
+
 // S3 and admin API error codes the store acts on.
 const (
 	codeAccessDenied          = "AccessDenied"

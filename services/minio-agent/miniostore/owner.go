@@ -157,6 +157,7 @@ func bucketTags(t events.TenantID, generation uint64) map[string]string {
 // changes anything.
 type observed struct {
 	bucket       bucketState
+	bucketGen    uint64  // the bucket's generation tag (ours only; 0 if none)
 	rec          *record // nil: no system record
 	user         madmin.UserInfo
 	userExists   bool
@@ -168,12 +169,29 @@ type observed struct {
 func (s *Store) look(ctx context.Context, t events.TenantID, generation uint64) (observed, error) {
 	var o observed
 	err := s.steps(ctx,
-		func(ctx context.Context) (err error) { o.bucket, err = s.inspectBucket(ctx, t, generation); return err },
+		func(ctx context.Context) (err error) {
+			o.bucket, o.bucketGen, err = s.inspectBucket(ctx, t, generation)
+			return err
+		},
 		func(ctx context.Context) (err error) { o.rec, err = s.readRecord(ctx, t); return err },
 		func(ctx context.Context) (err error) { o.user, o.userExists, err = s.userInfo(ctx, t); return err },
 		func(ctx context.Context) (err error) { o.policyExists, err = s.policyExists(ctx, t); return err },
 	)
 	return o, err
+}
+
+// generation is the newest generation tenantprov's markers record for the
+// tenant — the system record's and our bucket's generation tag — or 0 if
+// there is none.
+func (o observed) generation() uint64 {
+	var gen uint64
+	if o.rec != nil {
+		gen = o.rec.Generation
+	}
+	if o.bucket == bucketOurs || o.bucket == bucketOursStale {
+		gen = max(gen, o.bucketGen)
+	}
+	return gen
 }
 
 // bucketState is what the store found under a tenant's bucket name.
@@ -188,9 +206,13 @@ const (
 )
 
 // inspectBucket reads the bucket's tags in one call (which also tells
-// whether it exists).
-func (s *Store) inspectBucket(ctx context.Context, t events.TenantID, generation uint64) (bucketState, error) {
-	var st bucketState
+// whether it exists). For a bucket of ours it also returns the generation
+// its tags record (0 if the tag is missing or unreadable).
+func (s *Store) inspectBucket(ctx context.Context, t events.TenantID, generation uint64) (bucketState, uint64, error) {
+	var (
+		st     bucketState
+		tagGen uint64
+	)
 	err := s.call(ctx, "bucket.get_tagging", func(ctx context.Context) error {
 		tg, err := s.s3.GetBucketTagging(ctx, t.MinIOBucket())
 		switch s3Code(err) {
@@ -216,15 +238,16 @@ func (s *Store) inspectBucket(ctx context.Context, t events.TenantID, generation
 			}
 		case m[TagGeneration] != strconv.FormatUint(generation, 10):
 			st = bucketOursStale
+			tagGen, _ = strconv.ParseUint(m[TagGeneration], 10, 64)
 		default:
-			st = bucketOurs
+			st, tagGen = bucketOurs, generation
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("inspect bucket %s: %w", t.MinIOBucket(), err)
+		return 0, 0, fmt.Errorf("inspect bucket %s: %w", t.MinIOBucket(), err)
 	}
-	return st, nil
+	return st, tagGen, nil
 }
 
 // vouchedUntagged reports whether an untagged tenant bucket is one this

@@ -39,7 +39,9 @@ const (
 // user with req.Password as secret, the policy attached. Every ownership
 // question is answered before anything is written, so a foreign bucket,
 // user or policy fails with agent.ErrConflict and leaves the store exactly
-// as it was.
+// as it was, and a request for an older generation than the one recorded
+// (system record or bucket tags) fails permanently with ErrStaleGeneration
+// (reason invalid), changing nothing.
 func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agent.ProvisionResponse, error) {
 	t := req.Tenant
 	if _, err := events.ParseTenantID(string(t)); err != nil {
@@ -79,6 +81,14 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 	}
 	if o.rec == nil && o.policyExists {
 		return agent.ProvisionResponse{}, agent.Conflict("policy " + t.MinIOPolicy() + " (no tenantprov record)")
+	}
+	// A redelivered command of an older generation must not reset the
+	// newer generation's secret (generation 0 carries no generation and is
+	// not checked, as in the other stores).
+	if gen := o.generation(); req.Generation > 0 && gen > req.Generation {
+		return agent.ProvisionResponse{}, agent.Permanent(events.ReasonInvalid,
+			fmt.Errorf("tenant %s: bucket, user and policy belong to generation %d, the command to generation %d: %w; nothing changed",
+				t, gen, req.Generation, ErrStaleGeneration))
 	}
 
 	// Record the intent, then create.
@@ -123,7 +133,7 @@ func (s *Store) provisionBucket(ctx context.Context, t events.TenantID, generati
 		})
 		if c := s3Code(err); c == codeBucketOwnedByYou || c == codeBucketExists {
 			// Someone created it since we looked: ours only if tagged so.
-			now, ierr := s.inspectBucket(ctx, t, generation)
+			now, _, ierr := s.inspectBucket(ctx, t, generation)
 			if ierr != nil {
 				return ierr
 			}

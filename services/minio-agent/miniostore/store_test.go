@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -354,6 +355,75 @@ func TestForeignResourcesAreNeverTouched(t *testing.T) {
 			t.Fatalf("foreign policy after Deprovision: %v", err)
 		}
 	})
+}
+
+// TestStaleGeneration: a late command of an older generation neither resets
+// the newer generation's secret nor removes its resources.
+func TestStaleGeneration(t *testing.T) {
+	e := newEnv(t)
+	h := e.harness()
+	ctx := ctxT(t)
+	tenant := events.MustTenantID("acme")
+	cred := e.provision(t, tenant, 2).Credential
+	all := []string{"bucket", "user", "policy", "record"}
+	intact := func(t *testing.T, after string) {
+		t.Helper()
+		if found, err := e.resources(ctx, tenant); err != nil || !slices.Equal(found, all) {
+			t.Fatalf("after %s: %v (err %v), want %v", after, found, err, all)
+		}
+		if rec, err := e.store.readRecord(ctx, tenant); err != nil || rec == nil || rec.Generation != 2 {
+			t.Fatalf("after %s: record %+v (err %v), want generation 2", after, rec, err)
+		}
+		tg, err := e.root.GetBucketTagging(ctx, tenant.MinIOBucket())
+		if err != nil || tg.ToMap()[TagGeneration] != "2" {
+			t.Fatalf("after %s: bucket tags %v (err %v), want generation=2", after, tg, err)
+		}
+		ui, err := e.admin.GetUserInfo(ctx, tenant.MinIOUser())
+		if err != nil || ui.Status != madmin.AccountEnabled || ui.PolicyName != tenant.MinIOPolicy() {
+			t.Fatalf("after %s: user %+v (err %v), want enabled with %s", after, ui, err, tenant.MinIOPolicy())
+		}
+		if err := h.OwnAccess(ctx, tenant, cred); err != nil {
+			t.Fatalf("generation 2 credential after %s: %v", after, err)
+		}
+	}
+
+	stale := mustGenerate(t)
+	_, err := e.store.Provision(ctx, agent.ProvisionRequest{Tenant: tenant, Generation: 1, SagaID: "late", Password: stale})
+	if !errors.Is(err, ErrStaleGeneration) {
+		t.Fatalf("Provision of generation 1 after 2: %v, want ErrStaleGeneration", err)
+	}
+	if perm, reason := agent.Classify(err); !perm || reason != events.ReasonInvalid {
+		t.Fatalf("Classify = %v %q, want permanent %q", perm, reason, events.ReasonInvalid)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "generation 2") || !strings.Contains(msg, "generation 1") || strings.Contains(msg, stale.Reveal()) {
+		t.Errorf("error message %q: want both generations named and no secret", msg)
+	}
+	intact(t, "a stale Provision")
+	staleCred := maps.Clone(cred)
+	staleCred[CredSecretKey] = stale
+	if err := h.OwnAccess(ctx, tenant, staleCred); err == nil {
+		t.Fatal("the stale Provision's secret works")
+	}
+
+	r, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1, SagaID: "late"})
+	if err != nil {
+		t.Fatalf("Deprovision of generation 1 after 2: %v", err)
+	}
+	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "generation 2") || len(r.Skipped) > 0 {
+		t.Fatalf("stale Deprovision: warnings %q, skipped %q; want one warning naming generation 2", r.Warnings, r.Skipped)
+	}
+	intact(t, "a stale Deprovision")
+
+	r, err = e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 2})
+	if err != nil || len(r.Warnings) > 0 || len(r.Skipped) > 0 {
+		t.Fatalf("Deprovision of generation 2: %v, warnings %q, skipped %q", err, r.Warnings, r.Skipped)
+	}
+	if found, err := e.resources(ctx, tenant); err != nil || len(found) > 0 {
+		t.Fatalf("after Deprovision of generation 2: still %v (err %v)", found, err)
+	}
+	if err := h.OwnAccess(ctx, tenant, cred); err == nil {
+		t.Fatal("generation 2 credential works after its Deprovision")
+	}
 }
 
 func (e *env) tag(t *testing.T, bucket string, m map[string]string) {
