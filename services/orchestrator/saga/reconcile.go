@@ -44,18 +44,10 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 	}
 }
 
-// Reconcile makes one pass over every tenant in the registry: rolls back
-// provisioning sagas past their deadline, retries compensation whose backoff
-// has elapsed, and finishes steps (sealing, deleting sealed secrets,
-// announcing) that a replica died in the middle of.
-func (s *Saga) Reconcile(ctx context.Context) error {
-	keys, err := s.reg.Keys(ctx)
-	if err != nil {
-		return err
-	}
-	return s.reconcile(ctx, keys)
-}
-
+// reconcile makes one pass over ids: rolls back provisioning sagas past
+// their deadline, retries compensation whose backoff has elapsed, and
+// finishes steps (sealing, deleting sealed secrets, announcing) that a
+// replica died in the middle of.
 func (s *Saga) reconcile(ctx context.Context, ids []string) error {
 	var firstErr error
 	for _, k := range ids {

@@ -81,19 +81,6 @@ func (r *Registry) Update(ctx context.Context, id string, mutate func(rec *event
 	}
 }
 
-// Keys lists every tenant in the registry.
-func (r *Registry) Keys(ctx context.Context) ([]string, error) {
-	lister, err := r.kv.ListKeys(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("registry keys: %w", err)
-	}
-	var keys []string
-	for k := range lister.Keys() {
-		keys = append(keys, k)
-	}
-	return keys, nil
-}
-
 // cloneRecord deep-copies a record so a mutation that is retried starts
 // from the stored value, not from a half-applied copy.
 func cloneRecord(r *events.TenantRecord) *events.TenantRecord {

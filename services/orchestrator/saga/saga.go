@@ -100,9 +100,6 @@ func LoadIdentity(path string) (*age.X25519Identity, error) {
 	return nil, fmt.Errorf("control-plane identity %s: no X25519 identity", path)
 }
 
-// Registry gives read access to the tenants registry.
-func (s *Saga) Registry() *Registry { return s.reg }
-
 // Run consumes requests and results and reconciles until ctx is cancelled,
 // then finishes in-flight messages and returns.
 func (s *Saga) Run(ctx context.Context) error {
