@@ -22,13 +22,14 @@ build: ## build the six services and tenantctl into bin/
 test: deps tools ## run every test against real servers (installs what is missing first)
 	scripts/test.sh $(PKGS)
 
-lint: ## gofmt, go vet, staticcheck, and no test-only dependency in a binary
+lint: ## gofmt, go vet, staticcheck, no test-only dependency in a binary, no tracked file over 1 MB
 	@unformatted=$$(gofmt -l $(MODULES)); if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	go vet $(PKGS)
 	@if scripts/tools.sh --with-lint >/dev/null 2>&1 && [ -x $(BIN)/staticcheck ]; then \
 		echo "$(BIN)/staticcheck $(PKGS)"; $(BIN)/staticcheck $(PKGS); \
 	else echo "lint: staticcheck could not be installed; skipped"; fi
 	scripts/check-prod-deps.sh $(MAINS)
+	scripts/check-large-files.sh
 
 fuzz: ## run each payload fuzz target for FUZZTIME (default 10s)
 	@for f in $$(go test -list '^Fuzz' ./pkg/events | grep '^Fuzz'); do \

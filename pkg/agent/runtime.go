@@ -372,7 +372,7 @@ func (r *runtime) checkRoute(cmd *events.StoreCommand, subject string) error {
 	}
 	if want := events.CommandSubject(r.kind, cmd.Action); subject != want {
 		return &events.PayloadError{Type: "StoreCommand", Field: "action",
-			Reason: fmt.Sprintf("action %q does not match subject %q", cmd.Action, truncate(subject, 128))}
+			Reason: fmt.Sprintf("action %q does not match subject %q", cmd.Action, events.Truncate(subject, 128))}
 	}
 	return nil
 }
@@ -511,13 +511,13 @@ func (r *runtime) storeFailure(id ident, cmd *events.StoreCommand, delivery uint
 		return r.fail(id, knownReason(reason), text)
 	}
 	if delivery >= uint64(r.cfg.MaxDeliver) {
-		return r.fail(id, events.ReasonStoreError, truncate(fmt.Sprintf("%s (gave up after %d deliveries, AGENT_MAX_DELIVER=%d)", text, delivery, r.cfg.MaxDeliver), maxErrorText))
+		return r.fail(id, events.ReasonStoreError, events.Truncate(fmt.Sprintf("%s (gave up after %d deliveries, AGENT_MAX_DELIVER=%d)", text, delivery, r.cfg.MaxDeliver), maxErrorText))
 	}
 	delay := r.retryDelay(delivery)
 	if cmd.Action == events.ActionProvision {
 		left := cmd.Deadline.Sub(r.now())
 		if left <= 0 {
-			return r.fail(id, events.ReasonStoreError, truncate(text+" (deadline passed; not retried)", maxErrorText))
+			return r.fail(id, events.ReasonStoreError, events.Truncate(text+" (deadline passed; not retried)", maxErrorText))
 		}
 		// Come back right after the deadline rather than long after it,
 		// so the orchestrator hears of the failure promptly.
@@ -530,7 +530,7 @@ func (r *runtime) storeFailure(id ident, cmd *events.StoreCommand, delivery uint
 func (r *runtime) fail(id ident, reason, text string) verdict {
 	res := r.newResult(id, failedOutcome(id.action))
 	res.Reason = reason
-	res.Error = truncate(text, maxErrorText)
+	res.Error = events.Truncate(text, maxErrorText)
 	return verdict{reply: res, settle: settleTerm, reason: reason, err: res.Error}
 }
 
@@ -698,19 +698,7 @@ func errorText(err error, secrets ...secret.String) string {
 		}
 		return r
 	}, strings.ToValidUTF8(s, "?"))
-	return truncate(s, maxErrorText)
-}
-
-// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n - len("…")
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return events.Truncate(s, maxErrorText)
 }
 
 // newCredentialID returns 16 random hex characters.

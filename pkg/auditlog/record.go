@@ -48,7 +48,7 @@ func (r *Record) CheckContent() error {
 		return fmt.Errorf("columns do not form a storable event: %w", err)
 	}
 	if !bytes.Equal(c, []byte(r.Canonical)) {
-		return fmt.Errorf("columns give canonical %s, stored canonical is %s", truncate(string(c), 300), truncate(r.Canonical, 300))
+		return fmt.Errorf("columns give canonical %s, stored canonical is %s", events.Truncate(string(c), 300), events.Truncate(r.Canonical, 300))
 	}
 	return nil
 }
@@ -70,11 +70,4 @@ func scanRecord(rows pgx.Rows) (Record, error) {
 	r.Generation = uint64(max(gen, 0))
 	r.OccurredAt, r.RecordedAt = r.OccurredAt.UTC(), r.RecordedAt.UTC()
 	return r, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

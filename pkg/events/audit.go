@@ -65,7 +65,7 @@ func (m *AuditEvent) Validate() error {
 		return err
 	}
 	if !auditTypePattern.MatchString(string(m.Type)) {
-		return fieldErr(m, "type", fmt.Sprintf("%q must match %s", truncate(string(m.Type), 64), auditTypePattern), nil)
+		return fieldErr(m, "type", fmt.Sprintf("%q must match %s", Truncate(string(m.Type), 64), auditTypePattern), nil)
 	}
 	if m.TenantID != "" && m.Type != AuditTenantRequestRejected {
 		if err := checkTenant(m, m.TenantID); err != nil {
@@ -76,7 +76,7 @@ func (m *AuditEvent) Validate() error {
 		return fieldErr(m, "tenant_id", "longer than 64 bytes", nil)
 	}
 	if m.Store != "" && !m.Store.Valid() {
-		return fieldErr(m, "store", fmt.Sprintf("unknown store %q", truncate(string(m.Store), 64)), ErrUnknownStore)
+		return fieldErr(m, "store", fmt.Sprintf("unknown store %q", Truncate(string(m.Store), 64)), ErrUnknownStore)
 	}
 	if err := checkText(m, "actor", m.Actor, maxActorLen); err != nil {
 		return err

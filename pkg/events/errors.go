@@ -3,6 +3,7 @@ package events
 import (
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Sentinel errors. Every error returned by this package matches one of them
@@ -59,10 +60,19 @@ func (e *PayloadError) Is(target error) bool { return target == ErrInvalidPayloa
 // Unwrap returns the underlying cause.
 func (e *PayloadError) Unwrap() error { return e.Err }
 
-// truncate cuts s to at most n bytes for inclusion in error messages.
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes, ending in "…" when it cut, without
+// splitting a UTF-8 sequence. Every service uses it to bound text taken from
+// errors or payloads before it goes into a log, an event or a record.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	if cut < 0 {
+		cut = 0
+	}
+	return s[:cut] + "…"
 }

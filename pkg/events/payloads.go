@@ -68,7 +68,7 @@ func decode[T any, P interface {
 		return nil, &PayloadError{Type: name, Reason: "not a JSON object"}
 	}
 	if err := json.Unmarshal(trimmed, &v); err != nil {
-		return nil, &PayloadError{Type: name, Reason: "malformed JSON: " + truncate(err.Error(), 200), Err: err}
+		return nil, &PayloadError{Type: name, Reason: "malformed JSON: " + Truncate(err.Error(), 200), Err: err}
 	}
 	if err := P(&v).Validate(); err != nil {
 		return nil, err
@@ -150,7 +150,7 @@ func (m *TenantRequested) Validate() error {
 	}
 	for k, v := range m.Labels {
 		if !labelKeyPattern.MatchString(k) {
-			return fieldErr(m, "labels", fmt.Sprintf("label key %q must match %s", truncate(k, 64), labelKeyPattern), nil)
+			return fieldErr(m, "labels", fmt.Sprintf("label key %q must match %s", Truncate(k, 64), labelKeyPattern), nil)
 		}
 		if err := checkText(m, "labels."+k, v, maxLabelValue); err != nil {
 			return err
@@ -229,7 +229,7 @@ func (m *TenantOutcomeEvent) Validate() error {
 			return fieldErr(m, "tenant_id", "longer than 64 bytes", nil)
 		}
 	default:
-		return fieldErr(m, "outcome", fmt.Sprintf("unknown outcome %q", truncate(string(m.Outcome), 64)), nil)
+		return fieldErr(m, "outcome", fmt.Sprintf("unknown outcome %q", Truncate(string(m.Outcome), 64)), nil)
 	}
 	if m.OccurredAt.IsZero() {
 		return fieldErr(m, "occurred_at", "required", nil)
@@ -273,10 +273,10 @@ func (m *StoreCommand) Validate() error {
 		return err
 	}
 	if !m.Store.Valid() {
-		return fieldErr(m, "store", fmt.Sprintf("unknown store %q", truncate(string(m.Store), 64)), ErrUnknownStore)
+		return fieldErr(m, "store", fmt.Sprintf("unknown store %q", Truncate(string(m.Store), 64)), ErrUnknownStore)
 	}
 	if !m.Action.Valid() {
-		return fieldErr(m, "action", fmt.Sprintf("unknown action %q", truncate(string(m.Action), 64)), nil)
+		return fieldErr(m, "action", fmt.Sprintf("unknown action %q", Truncate(string(m.Action), 64)), nil)
 	}
 	if m.Attempt < 0 {
 		return fieldErr(m, "attempt", "negative", nil)
@@ -365,10 +365,10 @@ func (m *StoreResult) Validate() error {
 		return fieldErr(m, "saga_id", "required", nil)
 	}
 	if !m.Store.Valid() {
-		return fieldErr(m, "store", fmt.Sprintf("unknown store %q", truncate(string(m.Store), 64)), ErrUnknownStore)
+		return fieldErr(m, "store", fmt.Sprintf("unknown store %q", Truncate(string(m.Store), 64)), ErrUnknownStore)
 	}
 	if !m.Outcome.Valid() {
-		return fieldErr(m, "outcome", fmt.Sprintf("unknown outcome %q", truncate(string(m.Outcome), 64)), nil)
+		return fieldErr(m, "outcome", fmt.Sprintf("unknown outcome %q", Truncate(string(m.Outcome), 64)), nil)
 	}
 	switch m.Outcome {
 	case OutcomeProvisioned:

@@ -111,14 +111,14 @@ func (m *TenantRecord) Validate() error {
 	switch m.State {
 	case TenantProvisioning, TenantActive, TenantRollingBack, TenantFailed, TenantDeprovisioning, TenantDeprovisioned:
 	default:
-		return fieldErr(m, "state", fmt.Sprintf("unknown state %q", truncate(string(m.State), 64)), nil)
+		return fieldErr(m, "state", fmt.Sprintf("unknown state %q", Truncate(string(m.State), 64)), nil)
 	}
 	if m.Generation == 0 {
 		return fieldErr(m, "generation", "required (>= 1)", nil)
 	}
 	for s, st := range m.Stores {
 		if !s.Valid() {
-			return fieldErr(m, "stores", fmt.Sprintf("unknown store %q", truncate(string(s), 64)), ErrUnknownStore)
+			return fieldErr(m, "stores", fmt.Sprintf("unknown store %q", Truncate(string(s), 64)), ErrUnknownStore)
 		}
 		if st == nil {
 			return fieldErr(m, "stores."+string(s), "null", nil)
@@ -126,7 +126,7 @@ func (m *TenantRecord) Validate() error {
 		switch st.State {
 		case StorePending, StoreProvisioned, StoreFailed, StoreDeprovisioning, StoreDeprovisioned:
 		default:
-			return fieldErr(m, "stores."+string(s)+".state", fmt.Sprintf("unknown state %q", truncate(string(st.State), 64)), nil)
+			return fieldErr(m, "stores."+string(s)+".state", fmt.Sprintf("unknown state %q", Truncate(string(st.State), 64)), nil)
 		}
 	}
 	return nil

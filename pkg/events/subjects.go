@@ -24,7 +24,7 @@ func ParseStore(s string) (Store, error) {
 			return st, nil
 		}
 	}
-	return "", fmt.Errorf("%w %q (want one of minio, postgres, qdrant, redis)", ErrUnknownStore, truncate(s, 64))
+	return "", fmt.Errorf("%w %q (want one of minio, postgres, qdrant, redis)", ErrUnknownStore, Truncate(s, 64))
 }
 
 // Valid reports whether s is one of Stores().

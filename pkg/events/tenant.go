@@ -28,7 +28,7 @@ type TenantID string
 // The error is a *TenantIDError matching ErrInvalidTenantID.
 func ParseTenantID(s string) (TenantID, error) {
 	reject := func(reason string) (TenantID, error) {
-		return "", &TenantIDError{ID: truncate(s, 64), Reason: reason}
+		return "", &TenantIDError{ID: Truncate(s, 64), Reason: reason}
 	}
 	switch {
 	case s == "":

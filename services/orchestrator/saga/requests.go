@@ -139,12 +139,12 @@ func (s *Saga) reject(ctx context.Context, msg jetstream.Msg, reason string) err
 	s.metrics.rejected.Inc()
 	s.log.Warn("request rejected", zap.String("subject", msg.Subject()), zap.String("tenant_hint", hint), zap.String("reason", reason))
 	now := s.now()
-	out := &events.TenantOutcomeEvent{Outcome: events.TenantOutcomeRejected, TenantID: hint, Reason: truncate(reason, 1000), OccurredAt: now}
+	out := &events.TenantOutcomeEvent{Outcome: events.TenantOutcomeRejected, TenantID: hint, Reason: events.Truncate(reason, 1000), OccurredAt: now}
 	msgID := events.MsgID{Kind: "tenant", Tenant: hint, Step: "rejected:" + disc}.String()
 	if err := s.publish(ctx, events.SubjectTenantRejected, msgID, out, "", 0); err != nil {
 		return err
 	}
-	details, _ := json.Marshal(map[string]any{"subject": msg.Subject(), "reason": truncate(reason, 1000), "payload_bytes": len(msg.Data())})
+	details, _ := json.Marshal(map[string]any{"subject": msg.Subject(), "reason": events.Truncate(reason, 1000), "payload_bytes": len(msg.Data())})
 	ev := &events.AuditEvent{
 		EventID: events.AuditEventID(events.AuditTenantRequestRejected, hint, 0, "", disc),
 		Type:    events.AuditTenantRequestRejected, TenantID: hint, Actor: Source, Source: Source,
@@ -173,11 +173,4 @@ func tenantHint(data []byte) string {
 		}
 	}
 	return b.String()
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

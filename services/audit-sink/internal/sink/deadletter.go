@@ -77,7 +77,7 @@ func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, reason string, c
 	out := nats.NewMsg(events.DeadLetterSubject(deadLetterSource))
 	out.Data = m.Data()
 	out.Header.Set(HeaderDeadLetterReason, reason)
-	out.Header.Set(HeaderDeadLetterError, truncate(cause.Error(), 1024))
+	out.Header.Set(HeaderDeadLetterError, events.Truncate(cause.Error(), 1024))
 	out.Header.Set(HeaderDeadLetterSubject, m.Subject())
 	if meta, err := m.Metadata(); err == nil {
 		seq := strconv.FormatUint(meta.Sequence.Stream, 10)
@@ -98,11 +98,4 @@ func (s *Sink) deadLetter(ctx context.Context, m jetstream.Msg, reason string, c
 	if err := m.TermWithReason(reason); err != nil {
 		s.log.Warn("terminate dead-lettered message", zapSubject(m), zapErr(err))
 	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
