@@ -25,6 +25,10 @@ const (
 	AuditTenantRequestRejected       AuditType = "TENANT_REQUEST_REJECTED"
 	AuditTenantDeprovisioningStarted AuditType = "TENANT_DEPROVISIONING_STARTED"
 	AuditTenantDeprovisioned         AuditType = "TENANT_DEPROVISIONED"
+	// AuditResultRejected records a store result the orchestrator dropped
+	// because it did not belong to the saga, generation or run in flight
+	// (DESIGN.md §11). Its details never hold the result's credential.
+	AuditResultRejected AuditType = "RESULT_REJECTED"
 )
 
 // AuditEvent is the payload of audit.<type>. Details is a JSON object that

@@ -28,6 +28,7 @@ type MsgID struct {
 	Store      Store  // empty when the message is not about one store
 	Step       string // action, outcome or audit type
 	Attempt    int    // 0 for the first attempt; omitted from the ID when 0
+	Run        uint64 // execution number of a command (StoreResult.Run); omitted when 0
 }
 
 // String renders the ID, e.g. "cmd:acme:g3:minio:provision" or
@@ -49,6 +50,10 @@ func (m MsgID) String() string {
 		b.WriteString(":a")
 		b.WriteString(strconv.Itoa(m.Attempt))
 	}
+	if m.Run > 0 {
+		b.WriteString(":r")
+		b.WriteString(strconv.FormatUint(m.Run, 10))
+	}
 	return b.String()
 }
 
@@ -65,5 +70,5 @@ func ResultMsgID(r *StoreResult) string {
 	if r.Outcome == OutcomeProvisioned && r.CredentialID != "" {
 		step += ":" + r.CredentialID
 	}
-	return MsgID{Kind: "evt", Tenant: r.TenantID, Generation: r.Generation, Store: r.Store, Step: step, Attempt: r.Attempt}.String()
+	return MsgID{Kind: "evt", Tenant: r.TenantID, Generation: r.Generation, Store: r.Store, Step: step, Attempt: r.Attempt, Run: r.Run}.String()
 }

@@ -326,12 +326,18 @@ type Verification struct {
 // recipient; its plaintext is the store's section of the secrets file
 // (DESIGN.md §6) as a JSON object.
 type StoreResult struct {
-	TenantID   string            `json:"tenant_id"`
-	Generation uint64            `json:"generation"`
-	SagaID     string            `json:"saga_id"`
-	Store      Store             `json:"store"`
-	Outcome    Outcome           `json:"outcome"`
-	Attempt    int               `json:"attempt,omitempty"`
+	TenantID   string  `json:"tenant_id"`
+	Generation uint64  `json:"generation"`
+	SagaID     string  `json:"saga_id"`
+	Store      Store   `json:"store"`
+	Outcome    Outcome `json:"outcome"`
+	Attempt    int     `json:"attempt,omitempty"`
+	// Run numbers the executions of one command: the agent sets it to the
+	// JetStream delivery count of the command message it executed. An
+	// agent executes one tenant's commands one at a time (a per-tenant
+	// lock across replicas), so of two results of the same command the one
+	// with the higher Run ran later and describes what the store holds.
+	Run        uint64            `json:"run,omitempty"`
 	Resources  map[string]string `json:"resources,omitempty"`
 	Credential string            `json:"credential,omitempty"`
 	// CredentialID is a random, non-secret identifier of this credential.

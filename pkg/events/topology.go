@@ -18,6 +18,13 @@ const (
 	StreamDeadLetters   = "DEAD_LETTERS"
 	KVTenants           = "tenants"
 	ObjectStoreSecrets  = "tenant-secrets"
+	// KVAgentLocks holds the per-tenant locks of the store agents, key
+	// "<store>.<tenant_id>" (AgentLockKey): one agent replica at a time
+	// works on one tenant in one store.
+	KVAgentLocks = "agent-locks"
+	// KVAuditAnchors holds the audit chain heads the audit sink anchors
+	// outside the audit database (DESIGN.md §11); only the sink writes it.
+	KVAuditAnchors = "audit-anchors"
 
 	ConsumerOrchestratorRequests = "orchestrator-requests"
 	ConsumerOrchestratorResults  = "orchestrator-results"
@@ -31,6 +38,9 @@ const (
 // AgentConsumer is the durable name of the pull consumer that every replica
 // of one store's agent shares: agent-<store>.
 func AgentConsumer(s Store) string { return "agent-" + string(s) }
+
+// AgentLockKey is the key of a tenant's lock in KVAgentLocks for store s.
+func AgentLockKey(s Store, tenant string) string { return string(s) + "." + tenant }
 
 // DeadLetterSubject is deadletter.<source>, e.g. deadletter.audit.
 func DeadLetterSubject(source string) string { return "deadletter." + source }
