@@ -123,7 +123,7 @@ func (s *Store) ensureSystem(ctx context.Context) error {
 	if err != nil {
 		return s.adminErr(fmt.Errorf("read collection %s: %w", events.QdrantSystemCollection, err))
 	}
-	for _, field := range []string{keyTokenID, keyTenant, keyKind} {
+	for _, field := range []string{keyTokenID, keyTenant, keyKind, keyCollection} {
 		if _, ok := info.GetPayloadSchema()[field]; ok {
 			continue
 		}
