@@ -1,6 +1,7 @@
 package qdrantstore
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -292,5 +293,46 @@ func TestTenantCannotWriteWhatTheControlPlaneTrusts(t *testing.T) {
 		}
 		wantRefused(t, acme, cred, codes.Unauthenticated)
 		verifyPasses(t, e, events.MustTenantID("victim"), provision(t, e, events.MustTenantID("victim"), 1).Credential)
+	})
+}
+
+// TestReplacedCollectionNotAdopted: an admin replaces tenantprov's
+// collection by another system's collection of the same name (with its own
+// metadata). The marker point left behind is stale; the foreign collection
+// is a permanent conflict for the next provision, and the rollback's
+// deprovision leaves it exactly as it was (and removes the stale marker).
+func TestReplacedCollectionNotAdopted(t *testing.T) {
+	withQdrant(t, func(t *testing.T, e *env) {
+		acme := events.MustTenantID("acme")
+		provision(t, e, acme, 1)
+		admin := e.adminCtx(testCtx(t))
+		if err := e.admin.DeleteCollection(admin, acme.QdrantCollection()); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.admin.CreateCollection(admin, &qdrant.CreateCollection{
+			CollectionName: acme.QdrantCollection(),
+			VectorsConfig:  qdrant.NewVectorsConfig(&qdrant.VectorParams{Size: 4, Distance: qdrant.Distance_Euclid}),
+			Metadata:       qdrant.NewValueMap(map[string]any{"owner": "someone-else"}),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := e.store.Provision(testCtx(t), agent.ProvisionRequest{Tenant: acme, Generation: 2})
+		if perm, reason := agent.Classify(err); !errors.Is(err, agent.ErrConflict) || !perm || reason != events.ReasonConflict {
+			t.Fatalf("Provision over a replaced collection: %v (permanent %v, %q), want a permanent conflict", err, perm, reason)
+		}
+		r := deprovision(t, e, acme, 2)
+		if len(r.Skipped) != 1 {
+			t.Fatalf("Skipped = %v, want the foreign collection", r.Skipped)
+		}
+		info, err := e.admin.GetCollectionInfo(admin, acme.QdrantCollection())
+		if err != nil {
+			t.Fatalf("the foreign collection is gone: %v", err)
+		}
+		if md := info.GetConfig().GetMetadata(); len(md) != 1 || md["owner"].GetStringValue() != "someone-else" {
+			t.Fatalf("foreign metadata changed: %v", md)
+		}
+		if m, err := e.store.getMarker(admin, acme); err != nil || m != nil {
+			t.Fatalf("stale marker left: %v %v", m, err)
+		}
 	})
 }

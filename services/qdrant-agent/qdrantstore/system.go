@@ -498,9 +498,15 @@ func (c collectionState) generation() uint64 {
 	return g
 }
 
-// inspect reads the tenant's collection and marker and decides ownership:
-// a collection is ours when our marker point names the tenant, or when its
-// metadata says tenantprov created it for this tenant.
+// inspect reads the tenant's collection and marker and decides ownership.
+// A collection is ours when its metadata says tenantprov created it for
+// this tenant, or when our marker point names the tenant and the
+// collection carries no metadata at all (a server without collection
+// metadata, Qdrant < 1.16). Both can only be written with global manage
+// access — the API key — never with a tenant's token. A collection whose
+// metadata says anything else is foreign even if a marker exists: the
+// marker is then stale (our collection was replaced by someone else's),
+// and the foreign one is never adopted or deleted.
 func (s *Store) inspect(admin context.Context, tenant events.TenantID) (collectionState, error) {
 	var st collectionState
 	m, err := s.getMarker(admin, tenant)
@@ -518,9 +524,12 @@ func (s *Store) inspect(admin context.Context, tenant events.TenantID) (collecti
 	}
 	st.info = info
 	md := info.GetConfig().GetMetadata()
-	if m != nil || (md[metaManagedBy].GetStringValue() == managedBy && md[metaTenant].GetStringValue() == tenant.String()) {
+	switch {
+	case md[metaManagedBy].GetStringValue() == managedBy && md[metaTenant].GetStringValue() == tenant.String():
 		st.owner = ours
-	} else {
+	case m != nil && len(md) == 0:
+		st.owner = ours
+	default:
 		st.owner = foreign
 	}
 	return st, nil
