@@ -1306,6 +1306,9 @@ func genQdrant(t *testing.T, b *docBlocks, resources, checks *sync.Map) {
 		if _, ok := pl["created_at"]; ok {
 			pl["created_at"] = "<now, RFC 3339>"
 		}
+		if _, ok := pl["expires_at"]; ok {
+			pl["expires_at"] = "<the JWT's exp, Unix seconds>"
+		}
 		lines = append(lines, fmt.Sprintf("id %s  payload %s", pid, strings.TrimSuffix(plainJSON(t, pl, ""), "\n")))
 	}
 	sort.Strings(lines)

@@ -327,21 +327,17 @@ func decodeAccess(raw json.RawMessage) (a access, invalid string, err error) {
 		if err != nil {
 			return a, "", fmt.Errorf("access.access: %w", err)
 		}
+		// Qdrant's CollectionAccessMode (lib/storage/src/rbac/mod.rs): "r",
+		// "rw", and "prw" (points read-write: no payload indexes or
+		// snapshots, which the stand-in does not implement anyway). Other
+		// fields of an entry are ignored, as serde ignores unknown fields.
 		var write bool
 		switch mode {
 		case "r":
-		case "rw":
+		case "rw", "prw":
 			write = true
 		default:
 			return a, "", fmt.Errorf("unknown collection access mode %q", mode)
-		}
-		for _, flag := range []string{"payload_decrypt", "snapshot_export"} {
-			if raw, ok := item[flag]; ok {
-				var b bool
-				if err := json.Unmarshal(raw, &b); err != nil {
-					return a, "", fmt.Errorf("access.%s: %w", flag, err)
-				}
-			}
 		}
 		if _, dup := a.collections[name]; dup && invalid == "" {
 			invalid = "access.collection: Collection name should be unique"

@@ -199,3 +199,10 @@ func (s *collectionsService) Get(_ context.Context, req *qdrant.GetCollectionInf
 	}
 	return &qdrant.GetCollectionInfoResponse{Result: info, Time: elapsed(start)}, nil
 }
+
+// ListCollectionAliases lists the aliases of a collection. The stand-in
+// implements no alias operations, so none can exist and the list is always
+// empty; like Qdrant it does not fail for a collection that does not exist.
+func (s *collectionsService) ListCollectionAliases(_ context.Context, _ *qdrant.ListCollectionAliasesRequest) (*qdrant.ListAliasesResponse, error) {
+	return &qdrant.ListAliasesResponse{Time: 0}, nil
+}

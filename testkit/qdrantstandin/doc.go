@@ -21,7 +21,8 @@
 //   - qdrant.Collections: Create (one unnamed dense vector: size + distance;
 //     metadata kept), Get (config readable back), List, CollectionExists,
 //     Delete (result false when absent), Update (metadata merge only; other
-//     settings accepted and ignored).
+//     settings accepted and ignored), ListCollectionAliases (always empty:
+//     no alias operation is implemented, so no alias can exist).
 //   - qdrant.Points: Upsert (numeric or UUID ids, dense vector, payload;
 //     update_mode and update_filter honoured), Delete (by ids or filter), Get,
 //     Scroll (ordered by id, next_page_offset), Count, Query (nearest dense
@@ -92,7 +93,8 @@
 //	Collections Create / Update / Delete         → global manage ("m" or the API key)
 //	Collections Get / CollectionExists            → read access to that collection
 //	Collections List                              → any; lists only collections the caller can read
-//	Points Upsert / Delete                        → write: global manage, or "rw" on that collection
+//	Collections ListCollectionAliases             → read access to that collection
+//	Points Upsert / Delete                        → write: global manage, or "rw"/"prw" on that collection
 //	Points Get / Scroll / Count / Query / Search  → read: global "r"/"m", or "r"/"rw" on that collection
 //	missing access                                → PermissionDenied
 package qdrantstandin

@@ -178,13 +178,15 @@ var methodRules = map[string]rule{
 	qdrant.Collections_Get_FullMethodName:              ruleRead,
 	qdrant.Collections_CollectionExists_FullMethodName: ruleRead,
 	qdrant.Collections_List_FullMethodName:             ruleAuthenticated,
-	qdrant.Points_Upsert_FullMethodName:                ruleWrite,
-	qdrant.Points_Delete_FullMethodName:                ruleWrite,
-	qdrant.Points_Get_FullMethodName:                   ruleRead,
-	qdrant.Points_Scroll_FullMethodName:                ruleRead,
-	qdrant.Points_Count_FullMethodName:                 ruleRead,
-	qdrant.Points_Query_FullMethodName:                 ruleRead,
-	qdrant.Points_Search_FullMethodName:                ruleRead,
+	// Qdrant's do_list_collection_aliases: read access on the collection.
+	qdrant.Collections_ListCollectionAliases_FullMethodName: ruleRead,
+	qdrant.Points_Upsert_FullMethodName:                     ruleWrite,
+	qdrant.Points_Delete_FullMethodName:                     ruleWrite,
+	qdrant.Points_Get_FullMethodName:                        ruleRead,
+	qdrant.Points_Scroll_FullMethodName:                     ruleRead,
+	qdrant.Points_Count_FullMethodName:                      ruleRead,
+	qdrant.Points_Query_FullMethodName:                      ruleRead,
+	qdrant.Points_Search_FullMethodName:                     ruleRead,
 }
 
 type namedRequest interface{ GetCollectionName() string }

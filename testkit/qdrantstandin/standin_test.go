@@ -164,6 +164,8 @@ func TestQdrantStandinClaims(t *testing.T) {
 		{"unknown global mode", jwt.MapClaims{"access": "rw"}, codes.Unauthenticated},
 		{"unknown collection mode", jwt.MapClaims{"access": []map[string]string{{"collection": "c1", "access": "m"}}}, codes.Unauthenticated},
 		{"duplicate collection", jwt.MapClaims{"access": []map[string]string{{"collection": "c1", "access": "r"}, {"collection": "c1", "access": "rw"}}}, codes.Unauthenticated},
+		{"points read-write mode (prw)", jwt.MapClaims{"access": []map[string]string{{"collection": "c1", "access": "prw"}}}, codes.OK},
+		{"unknown field of an access entry ignored (serde)", jwt.MapClaims{"access": []map[string]any{{"collection": "c1", "access": "r", "snapshot_export": "yes"}}}, codes.OK},
 		{"payload rule", jwt.MapClaims{"access": []map[string]any{{"collection": "c1", "access": "r", "payload": map[string]any{"a": "b"}}}}, codes.Unauthenticated},
 		{"value_exists without matches", jwt.MapClaims{"value_exists": map[string]any{"collection": "c1"}}, codes.Unauthenticated},
 		{"value_exists with a float value", jwt.MapClaims{"value_exists": map[string]any{"collection": "c1", "matches": []map[string]any{{"key": "a", "value": 1.5}}}}, codes.Unauthenticated},
@@ -177,6 +179,29 @@ func TestQdrantStandinClaims(t *testing.T) {
 	t.Run("manage token creates collections", func(t *testing.T) {
 		create(t, s.client(t, sign(t, jwt.MapClaims{"access": "m"})), "by_token", 2, qdrant.Distance_Dot)
 	})
+}
+
+// TestQdrantStandinCollectionAccess: "prw" writes points like "rw"
+// (Qdrant's CollectionAccessMode::PointsReadWrite), and listing a
+// collection's aliases needs read access on it, as in Qdrant's
+// do_list_collection_aliases; the stand-in has no aliases to list.
+func TestQdrantStandinCollectionAccess(t *testing.T) {
+	s := startStandin(t, qdrantstandin.Config{APIKey: testKey, JWTRBAC: true})
+	admin := s.client(t, testKey)
+	create(t, admin, "c1", 1, qdrant.Distance_Dot)
+	create(t, admin, "c2", 1, qdrant.Distance_Dot)
+	prw := s.client(t, sign(t, jwt.MapClaims{"access": []map[string]string{{"collection": "c1", "access": "prw"}}}))
+	must(t, "prw upsert into c1", upsert(ctxFor(t), prw, "c1", pt(qdrant.NewIDNum(1), nil, 1)))
+	wantCode(t, "prw upsert into c2", upsert(ctxFor(t), prw, "c2", pt(qdrant.NewIDNum(1), nil, 1)), codes.PermissionDenied)
+	wantCode(t, "prw update c1", prw.UpdateCollection(ctxFor(t), &qdrant.UpdateCollection{CollectionName: "c1"}), codes.PermissionDenied)
+
+	aliases, err := prw.ListCollectionAliases(ctxFor(t), "c1")
+	must(t, "aliases of c1", err)
+	if len(aliases) != 0 {
+		t.Fatalf("aliases of c1 = %v", aliases)
+	}
+	_, err = prw.ListCollectionAliases(ctxFor(t), "c2")
+	wantCode(t, "aliases of c2 without access", err, codes.PermissionDenied)
 }
 
 func TestQdrantStandinValueExistsMatching(t *testing.T) {

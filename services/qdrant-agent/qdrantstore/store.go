@@ -164,13 +164,15 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (resp
 	if err != nil {
 		return resp, err
 	}
-	if err := s.putToken(admin, tenant, req.Generation, tokenID); err != nil {
+	now := s.now().Truncate(time.Second)
+	exp := now.Add(s.cfg.TokenTTL)
+	if err := s.putToken(admin, tenant, req.Generation, tokenID, exp); err != nil {
 		return resp, classify(err)
 	}
-	if err := s.deleteTokens(admin, tenant, tokenID, 0); err != nil {
+	if err := s.revokeTokens(admin, tenant, tokenID, 0); err != nil {
 		return resp, classify(err)
 	}
-	tok, err := sign(tokenClaims(tenant, tokenID, s.now(), s.cfg.TokenTTL), s.cfg.APIKey)
+	tok, err := sign(tokenClaims(tenant, tokenID, now, exp), s.cfg.APIKey)
 	if err != nil {
 		return resp, err
 	}
@@ -221,12 +223,15 @@ func (s *Store) configDrift(info *qdrant.CollectionInfo) []string {
 	return nil
 }
 
-// Deprovision revokes the tenant's tokens (deleting their revocation points
-// first, so they stop working at once), then drops the collection, then its
-// marker. Absent resources are fine. A collection tenantprov did not create
-// is left exactly as it is and named in Skipped. A command for an older
-// generation than the one in place touches nothing but tokens of that
-// generation.
+// Deprovision revokes the tenant's tokens (deleting every point that keeps
+// one valid, so they stop working at once), then drops the collection,
+// then its marker, and reads each step back: it never succeeds while a
+// token of the generation being deprovisioned could still be valid or a
+// collection of that generation remains (that is a transient error, so the
+// runtime retries and the record shows it). Absent resources are fine. A
+// collection tenantprov did not create is left exactly as it is and named
+// in Skipped. A command for an older generation than the one in place
+// revokes that generation's tokens and touches nothing else.
 func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (agent.DeprovisionResponse, error) {
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
@@ -238,12 +243,18 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 	if err != nil {
 		return resp, classify(err)
 	}
-	if err := s.deleteTokens(admin, tenant, "", req.Generation); err != nil {
-		return resp, classify(err)
-	}
 	if g := st.generation(); req.Generation > 0 && g > req.Generation {
+		if err := s.revokeTokens(admin, tenant, "", req.Generation); err != nil {
+			return resp, classify(err)
+		}
 		resp.Warnings = append(resp.Warnings, fmt.Sprintf("collection %s belongs to generation %d; deprovision of generation %d revoked that generation's tokens only", name, g, req.Generation))
 		return resp, nil
+	}
+	// The collection goes (or is foreign, or absent): no token naming it may
+	// survive, whatever generation its record says — a collection created
+	// later under the same name must not bring it back.
+	if err := s.revokeTokens(admin, tenant, "", 0); err != nil {
+		return resp, classify(err)
 	}
 	switch st.owner {
 	case foreign:
@@ -252,6 +263,13 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 		_, err := s.client.GetCollectionsClient().Delete(admin, &qdrant.DeleteCollection{CollectionName: name})
 		if err != nil && !isNotFound(err) {
 			return resp, classify(s.adminErr(fmt.Errorf("delete collection %s: %w", name, err)))
+		}
+		still, err := s.client.CollectionExists(admin, name)
+		if err != nil {
+			return resp, classify(s.adminErr(fmt.Errorf("check collection %s: %w", name, err)))
+		}
+		if still {
+			return resp, fmt.Errorf("delete collection %s: it still exists after the delete", name)
 		}
 	}
 	if st.marker != nil {

@@ -245,7 +245,12 @@ func deprovision(t *testing.T, e *env, tenant events.TenantID, gen uint64) agent
 
 func verifyPasses(t *testing.T, e *env, tenant events.TenantID, cred agent.Credential) agent.VerifyResponse {
 	t.Helper()
-	v, err := e.store.Verify(testCtx(t), agent.VerifyRequest{Tenant: tenant, Generation: 1, Credential: cred})
+	return verifyPassesGen(t, e, tenant, 1, cred)
+}
+
+func verifyPassesGen(t *testing.T, e *env, tenant events.TenantID, gen uint64, cred agent.Credential) agent.VerifyResponse {
+	t.Helper()
+	v, err := e.store.Verify(testCtx(t), agent.VerifyRequest{Tenant: tenant, Generation: gen, Credential: cred})
 	if err != nil {
 		t.Fatalf("Verify %s: %v", tenant, err)
 	}

@@ -123,7 +123,7 @@ func (s *Store) ensureSystem(ctx context.Context) error {
 	if err != nil {
 		return s.adminErr(fmt.Errorf("read collection %s: %w", events.QdrantSystemCollection, err))
 	}
-	for _, field := range []string{keyTokenID, keyTenant, keyKind} {
+	for _, field := range []string{keyTokenID, keyTenant, keyKind, keyCollection} {
 		if _, ok := info.GetPayloadSchema()[field]; ok {
 			continue
 		}
@@ -325,9 +325,37 @@ func (s *Store) deleteMarker(admin context.Context, tenant events.TenantID) erro
 	return nil
 }
 
+// tokenRecord is the system collection's record of one JWT the agent
+// issued: its revocation point. The JWT is valid only while a point with its
+// token_id exists there (value_exists), so the record is also the list of
+// every live tenant token the agent knows of.
+type tokenRecord struct {
+	id         string // point ID = token_id of the JWT it keeps valid
+	tokenID    string
+	tenant     string
+	collection string
+	generation uint64
+	expiresAt  int64 // the JWT's exp, Unix seconds
+}
+
+// parseTokenRecord reads a point of the system collection as a token
+// record; ok is false for points of another kind.
+func parseTokenRecord(p *qdrant.RetrievedPoint) (r tokenRecord, ok bool) {
+	pl := p.GetPayload()
+	r = tokenRecord{
+		id:         p.GetId().GetUuid(),
+		tokenID:    pl[keyTokenID].GetStringValue(),
+		tenant:     pl[keyTenant].GetStringValue(),
+		collection: pl[keyCollection].GetStringValue(),
+		generation: uint64(max(pl[keyGeneration].GetIntegerValue(), 0)),
+		expiresAt:  pl[keyExpiresAt].GetIntegerValue(),
+	}
+	return r, pl[keyKind].GetStringValue() == kindToken
+}
+
 // putToken writes the revocation point that keeps the JWT with tokenID
-// valid.
-func (s *Store) putToken(admin context.Context, tenant events.TenantID, generation uint64, tokenID string) error {
+// valid, recording what the JWT grants: the tenant's collection until exp.
+func (s *Store) putToken(admin context.Context, tenant events.TenantID, generation uint64, tokenID string, exp time.Time) error {
 	_, err := s.client.Upsert(admin, &qdrant.UpsertPoints{
 		CollectionName: events.QdrantSystemCollection,
 		Wait:           qdrant.PtrOf(true),
@@ -339,6 +367,8 @@ func (s *Store) putToken(admin context.Context, tenant events.TenantID, generati
 				keyTenant:     tenant.String(),
 				keyGeneration: int64(generation),
 				keyTokenID:    tokenID,
+				keyCollection: tenant.QdrantCollection(),
+				keyExpiresAt:  exp.Unix(),
 				keyCreatedAt:  time.Now().UTC().Format(time.RFC3339),
 			}),
 		}},
@@ -349,27 +379,90 @@ func (s *Store) putToken(admin context.Context, tenant events.TenantID, generati
 	return nil
 }
 
-// deleteTokens removes the tenant's revocation points — revoking their
-// JWTs at once — except keep (may be ""), and only those of generations up
-// to maxGeneration (0: all).
-func (s *Store) deleteTokens(admin context.Context, tenant events.TenantID, keep string, maxGeneration uint64) error {
-	f := &qdrant.Filter{Must: []*qdrant.Condition{
-		qdrant.NewMatchKeyword(keyKind, kindToken),
+// namingTenant matches every point of the system collection that names the
+// tenant or its collection.
+func namingTenant(tenant events.TenantID) []*qdrant.Condition {
+	return []*qdrant.Condition{
 		qdrant.NewMatchKeyword(keyTenant, tenant.String()),
-	}}
+		qdrant.NewMatchKeyword(keyCollection, tenant.QdrantCollection()),
+	}
+}
+
+// scrollSystem returns every point of the system collection matching f,
+// with payload; none when the collection does not exist.
+func (s *Store) scrollSystem(admin context.Context, f *qdrant.Filter) ([]*qdrant.RetrievedPoint, error) {
+	var all []*qdrant.RetrievedPoint
+	var offset *qdrant.PointId
+	for {
+		pts, next, err := s.client.ScrollAndOffset(admin, &qdrant.ScrollPoints{
+			CollectionName: events.QdrantSystemCollection,
+			Filter:         f,
+			Offset:         offset,
+			Limit:          qdrant.PtrOf(uint32(256)),
+			WithPayload:    qdrant.NewWithPayload(true),
+		})
+		if isNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, s.adminErr(fmt.Errorf("scroll %s: %w", events.QdrantSystemCollection, err))
+		}
+		all = append(all, pts...)
+		if next == nil || len(pts) == 0 {
+			return all, nil
+		}
+		offset = next
+	}
+}
+
+// revokeTokens revokes the tenant's tokens — every token record naming the
+// tenant or its collection, except keep (may be ""), and, when
+// maxGeneration > 0, only those of generations up to it. A token stays
+// valid while any point carries its token_id, so every such point is
+// deleted, whatever its kind or tenant, and the deletion is read back: a
+// token that could still be valid afterwards is an error (transient), never
+// a silent success.
+func (s *Store) revokeTokens(admin context.Context, tenant events.TenantID, keep string, maxGeneration uint64) error {
+	f := &qdrant.Filter{
+		Must:   []*qdrant.Condition{qdrant.NewMatchKeyword(keyKind, kindToken)},
+		Should: namingTenant(tenant),
+	}
 	if keep != "" {
-		f.MustNot = []*qdrant.Condition{qdrant.NewHasID(qdrant.NewIDUUID(keep))}
+		f.MustNot = []*qdrant.Condition{qdrant.NewHasID(qdrant.NewIDUUID(keep)), qdrant.NewMatchKeyword(keyTokenID, keep)}
 	}
 	if maxGeneration > 0 {
 		f.Must = append(f.Must, qdrant.NewRange(keyGeneration, &qdrant.Range{Lte: qdrant.PtrOf(float64(maxGeneration))}))
 	}
-	_, err := s.client.Delete(admin, &qdrant.DeletePoints{
+	recs, err := s.scrollSystem(admin, f)
+	if err != nil || len(recs) == 0 {
+		return err
+	}
+	var tokenIDs []string
+	var pointIDs []*qdrant.PointId
+	for _, p := range recs {
+		pointIDs = append(pointIDs, p.GetId())
+		if r, _ := parseTokenRecord(p); r.tokenID != "" && r.tokenID != keep {
+			tokenIDs = append(tokenIDs, r.tokenID)
+		}
+	}
+	revoked := &qdrant.Filter{Should: []*qdrant.Condition{qdrant.NewHasID(pointIDs...)}}
+	if len(tokenIDs) > 0 {
+		revoked.Should = append(revoked.Should, qdrant.NewMatchKeywords(keyTokenID, tokenIDs...))
+	}
+	_, err = s.client.Delete(admin, &qdrant.DeletePoints{
 		CollectionName: events.QdrantSystemCollection,
 		Wait:           qdrant.PtrOf(true),
-		Points:         qdrant.NewPointsSelectorFilter(f),
+		Points:         qdrant.NewPointsSelectorFilter(revoked),
 	})
 	if err != nil && !isNotFound(err) {
 		return s.adminErr(fmt.Errorf("delete revocation points of %s: %w", tenant.QdrantCollection(), err))
+	}
+	left, err := s.scrollSystem(admin, revoked)
+	if err != nil {
+		return err
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("revoke tokens of %s: %d point(s) keeping a revoked token valid are still in %s after the delete", tenant.QdrantCollection(), len(left), events.QdrantSystemCollection)
 	}
 	return nil
 }
@@ -405,9 +498,15 @@ func (c collectionState) generation() uint64 {
 	return g
 }
 
-// inspect reads the tenant's collection and marker and decides ownership:
-// a collection is ours when our marker point names the tenant, or when its
-// metadata says tenantprov created it for this tenant.
+// inspect reads the tenant's collection and marker and decides ownership.
+// A collection is ours when its metadata says tenantprov created it for
+// this tenant, or when our marker point names the tenant and the
+// collection carries no metadata at all (a server without collection
+// metadata, Qdrant < 1.16). Both can only be written with global manage
+// access — the API key — never with a tenant's token. A collection whose
+// metadata says anything else is foreign even if a marker exists: the
+// marker is then stale (our collection was replaced by someone else's),
+// and the foreign one is never adopted or deleted.
 func (s *Store) inspect(admin context.Context, tenant events.TenantID) (collectionState, error) {
 	var st collectionState
 	m, err := s.getMarker(admin, tenant)
@@ -425,9 +524,12 @@ func (s *Store) inspect(admin context.Context, tenant events.TenantID) (collecti
 	}
 	st.info = info
 	md := info.GetConfig().GetMetadata()
-	if m != nil || (md[metaManagedBy].GetStringValue() == managedBy && md[metaTenant].GetStringValue() == tenant.String()) {
+	switch {
+	case md[metaManagedBy].GetStringValue() == managedBy && md[metaTenant].GetStringValue() == tenant.String():
 		st.owner = ours
-	} else {
+	case m != nil && len(md) == 0:
+		st.owner = ours
+	default:
 		st.owner = foreign
 	}
 	return st, nil

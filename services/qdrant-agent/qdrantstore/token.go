@@ -20,7 +20,8 @@ const (
 	keyTenant     = "tenant"     // tenant ID
 	keyGeneration = "generation" // tenant generation (integer)
 	keyTokenID    = "token_id"   // the value a JWT's value_exists claim requires
-	keyCollection = "collection" // the tenant's collection (markers)
+	keyCollection = "collection" // the tenant's collection (markers and token records)
+	keyExpiresAt  = "expires_at" // a token's exp claim, Unix seconds (token records)
 	keyCreatedAt  = "created_at" // RFC 3339, UTC
 
 	kindCollection = "collection" // marker of a collection tenantprov created
@@ -30,12 +31,12 @@ const (
 // tokenClaims builds the claims of a tenant JWT in Qdrant's format
 // (src/common/auth/claims.rs): rw on the tenant's collection only, valid
 // while a point with token_id = tokenID exists in the system collection, and
-// until exp.
-func tokenClaims(tenant events.TenantID, tokenID string, now time.Time, ttl time.Duration) jwt.MapClaims {
+// until exp (the record of tokenID says the same: putToken).
+func tokenClaims(tenant events.TenantID, tokenID string, now, exp time.Time) jwt.MapClaims {
 	return jwt.MapClaims{
 		"sub": "tenantprov:" + tenant.String(),
 		"iat": now.Unix(),
-		"exp": now.Add(ttl).Unix(),
+		"exp": exp.Unix(),
 		"access": []map[string]string{
 			{"collection": tenant.QdrantCollection(), "access": "rw"},
 		},

@@ -23,13 +23,19 @@ type probe struct {
 	err  error
 }
 
-// Verify checks, with the tenant's own JWT: it can upsert and query a point
-// in its collection; it cannot read the canary collection, the system
-// collection or another tenant's collection, nor write the canary, nor see
-// them listed; it cannot create, update or delete collections; and altered
-// copies of it (signature changed, claims escalated, signature stripped)
-// are refused. Probe points are removed. An error means the checks could
-// not run (server unreachable, malformed credential).
+// Verify checks isolation in both directions (DESIGN.md §5). Outward, with
+// the tenant's own JWT: it can upsert and query a point in its collection;
+// it cannot read the canary collection, the system collection or another
+// tenant's collection, nor write the canary, nor see them listed; it cannot
+// create, update or delete collections; and altered copies of it
+// (signature changed, claims escalated, signature stripped) are refused.
+// Inward (CheckTokenScoped, CheckNoOtherToken): the JWT is signed with the
+// server's key, expires within QDRANT_TOKEN_TTL, names only the tenant's
+// collection and is bound by value_exists to the tenant's current token
+// record, and no other token record, point or alias in the agent's
+// knowledge leads to the collection. Probe points are removed. An error
+// means the checks could not run (server unreachable, malformed
+// credential).
 //
 // In application mode (a credential without api_key, from a Store
 // configured for it) no tenant credential exists: own access is checked
@@ -70,6 +76,16 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 		}
 		resp.Checks = append(resp.Checks, c)
 	}
+
+	// Inward: nothing but this credential (and the control plane) reaches
+	// the collection.
+	scoped, tokInfo := s.checkTokenScoped(tok, name)
+	resp.Checks = append(resp.Checks, scoped)
+	other, err := s.checkNoOtherToken(ctx, req.Tenant, req.Generation, tokInfo)
+	if err != nil {
+		return resp, err
+	}
+	resp.Checks = append(resp.Checks, other)
 	return resp, nil
 }
 
