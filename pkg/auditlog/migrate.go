@@ -110,6 +110,9 @@ type MigrateResult struct {
 // writer and readers their privileges. It runs as the role conn is
 // connected as, which becomes the owner of everything it creates: use a
 // dedicated owner role that the sink never writes as (see the package doc).
+// That role must not be a superuser (ErrOwnerPrivileges): the fewer roles
+// can disable the append-only triggers, the better, and the owner is used
+// for nothing but migrating.
 //
 // Everything happens in one transaction under an advisory lock, so any
 // number of replicas may call Migrate at once: one applies the pending
@@ -129,6 +132,14 @@ func Migrate(ctx context.Context, conn interface {
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, lockClass, lockMigrate); err != nil {
 			return fmt.Errorf("take migration lock: %w", err)
+		}
+		var owner string
+		var super bool
+		if err := tx.QueryRow(ctx, `SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&owner, &super); err != nil {
+			return fmt.Errorf("check the migrating role: %w", err)
+		}
+		if super {
+			return fmt.Errorf("%w: role %q is a superuser; run the migrations as a dedicated, ordinary owner role (see the auditlog package doc), never as a superuser", ErrOwnerPrivileges, owner)
 		}
 		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+Schema); err != nil {
 			return fmt.Errorf("create schema %s: %w", Schema, err)
