@@ -113,8 +113,8 @@ func TestService(t *testing.T) {
 		}
 	}
 	cfg, err := config.LoadFrom(Config{Config: service.Defaults(name)}, map[string]string{
-		"NATS_URL":           ns.URL,
-		"HTTP_ADDR":          "127.0.0.1:0",
+		"NATS_URL":     ns.URL,
+		"HTTP_ADDR":    "127.0.0.1:0",
 		"AUDIT_PG_URL": pg.URL("tenantprov_audit_sink", "sink-pw", "tenantprov_audit"),
 	})
 	if err != nil {
