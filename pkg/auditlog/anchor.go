@@ -189,7 +189,7 @@ func compareAnchor(a Anchor, hash []byte, eventID string, headSeq int64) *Anchor
 	}
 	if want, _ := hex.DecodeString(a.Hash); !bytes.Equal(hash, want) || eventID != a.EventID {
 		return &AnchorMismatch{Anchor: a, Problem: ProblemAnchorHash,
-			Detail: fmt.Sprintf("row %d has hash %s (event %q), anchored %s (event %q): the chain was rewritten and recomputed", a.Seq, hx(hash), eventID, a.Hash, a.EventID)}
+			Detail: fmt.Sprintf("row %d has hash %s (event %q), anchored %s (event %q): the row was replaced (the chain was rewritten and recomputed, or cut and refilled)", a.Seq, hx(hash), eventID, a.Hash, a.EventID)}
 	}
 	return nil
 }
