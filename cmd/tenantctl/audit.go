@@ -236,7 +236,11 @@ func (g *globals) verifyAudit(ctx context.Context, conn *pgx.Conn, anchors []aud
 	if g.json {
 		return nil
 	}
-	fmt.Fprintf(g.stdout, "audit chain intact: %d rows; head seq %d hash %s\n", rep.Rows, rep.HeadSeq, hex.EncodeToString(rep.HeadHash))
+	if rep.Rows == 0 {
+		fmt.Fprintln(g.stdout, "audit chain empty: nothing recorded yet")
+	} else {
+		fmt.Fprintf(g.stdout, "audit chain intact: %d rows; head seq %d hash %s\n", rep.Rows, rep.HeadSeq, hex.EncodeToString(rep.HeadHash))
+	}
 	if a := out.Anchors; a != nil && a.Latest != nil {
 		fmt.Fprintf(g.stdout, "anchors agree: %d checked; latest seq %d anchored %s by %s; %d newer rows not anchored yet\n",
 			a.Checked, a.Latest.Seq, a.Latest.AnchoredAt.Format(time.RFC3339), a.Latest.AnchoredBy, a.Unanchored())

@@ -264,7 +264,8 @@ type WriterStatus struct {
 // least SchemaVersion (else ErrSchemaNotReady); the role can SELECT and
 // INSERT; it cannot UPDATE, DELETE or TRUNCATE, is not a superuser and is
 // neither the table's owner nor a member of it, so it cannot disable the
-// append-only triggers (else ErrWriterPrivileges).
+// append-only triggers (else ErrWriterPrivileges); and the table's owner
+// is not a superuser (else ErrOwnerPrivileges).
 func CheckWriter(ctx context.Context, db Querier) (WriterStatus, error) {
 	var st WriterStatus
 	var exists bool
@@ -285,20 +286,25 @@ func CheckWriter(ctx context.Context, db Querier) (WriterStatus, error) {
 	if want := SchemaVersion(); st.SchemaVersion < want {
 		return st, fmt.Errorf("%w: schema version %d, this sink needs %d; start it with AUDIT_PG_ADMIN_URL set to migrate", ErrSchemaNotReady, st.SchemaVersion, want)
 	}
-	var super, owner, sel, ins, upd, del, trunc bool
+	var super, owner, sel, ins, upd, del, trunc, superOwner bool
+	var ownerName string
 	err := db.QueryRow(ctx, `
-		SELECT r.rolsuper,
+		SELECT o.rolname, o.rolsuper,
+		       r.rolsuper,
 		       pg_has_role(current_user, c.relowner, 'MEMBER'),
 		       has_table_privilege(c.oid, 'SELECT'),
 		       has_table_privilege(c.oid, 'INSERT'),
 		       has_table_privilege(c.oid, 'UPDATE'),
 		       has_table_privilege(c.oid, 'DELETE'),
 		       has_table_privilege(c.oid, 'TRUNCATE')
-		FROM pg_roles r, pg_class c
+		FROM pg_roles r, pg_class c JOIN pg_roles o ON o.oid = c.relowner
 		WHERE r.rolname = current_user AND c.oid = $1::regclass`, Table).
-		Scan(&super, &owner, &sel, &ins, &upd, &del, &trunc)
+		Scan(&ownerName, &superOwner, &super, &owner, &sel, &ins, &upd, &del, &trunc)
 	if err != nil {
 		return st, fmt.Errorf("check privileges of %q: %w", st.Role, err)
+	}
+	if superOwner {
+		return st, fmt.Errorf("%w: %s is owned by %q, a superuser; the owner must be an ordinary role used only to migrate (ALTER TABLE %s OWNER TO the owner role, as a superuser)", ErrOwnerPrivileges, Table, ownerName, Table)
 	}
 	var problems []string
 	if super {
