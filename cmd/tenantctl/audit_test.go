@@ -67,6 +67,7 @@ type auditLog struct {
 	superURL, ownerURL, writerURL, readerURL string
 	writer                                   *pgx.Conn
 	anchorer                                 *auditlog.Anchorer
+	anchors                                  jetstream.KeyValue
 	natsURL                                  string
 }
 
@@ -116,6 +117,7 @@ func (e *auditEnv) newLog(t *testing.T) *auditLog {
 		t.Fatal(err)
 	}
 	l.anchorer = auditlog.NewAnchorer(kv, l.writer, "test-sink")
+	l.anchors = kv
 	return l
 }
 
@@ -365,6 +367,27 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 		code, out := l.verify(t)
 		if code != exitFailed || !strings.Contains(out, "TAMPERED") || !strings.Contains(out, string(auditlog.ProblemAnchorHash)) {
 			t.Fatalf("recomputed chain not detected: exit %d:\n%s", code, out)
+		}
+		t.Logf("detected:\n%s", out)
+	})
+
+	t.Run("anchor deleted from the bucket", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		l := env.newLog(t)
+		l.appendAndAnchor(t, 0, 3)
+		tamper(t, l.ownerURL, `DELETE FROM `+auditlog.Table+` WHERE seq > 1`)
+		if err := l.anchors.Delete(ctx, auditlog.AnchorKey); err != nil {
+			t.Fatal(err)
+		}
+		// The sink would start a new anchor history on the cut chain …
+		if res, err := l.anchorer.Anchor(ctx); err != nil || !res.Written || res.Anchor.Seq != 1 {
+			t.Fatalf("anchor after the delete: %+v %v", res, err)
+		}
+		// … but the delete marker stays in the history.
+		code, out := l.verify(t)
+		if code != exitFailed || !strings.Contains(out, "TAMPERED") {
+			t.Fatalf("deleted anchor not detected: exit %d:\n%s", code, out)
 		}
 		t.Logf("detected:\n%s", out)
 	})

@@ -79,7 +79,7 @@ func ReadAnchors(ctx context.Context, kv jetstream.KeyValue) ([]Anchor, error) {
 			// A deleted or purged anchor is itself a sign of tampering
 			// (only the audit sink may write the bucket), reported as
 			// an anchor that cannot be read.
-			return out, fmt.Errorf("%w: anchor revision %d was %s", ErrAnchorMismatch, e.Revision(), e.Operation())
+			return out, fmt.Errorf("%w: the anchor history holds a %s at revision %d; anchors are only ever put, by the audit sink", ErrAnchorMismatch, e.Operation(), e.Revision())
 		}
 		a, err := DecodeAnchor(e.Value())
 		if err != nil {
