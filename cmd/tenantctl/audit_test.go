@@ -306,6 +306,23 @@ func TestAuditVerifyDetectsTampering(t *testing.T) {
 		if code != exitOK || !strings.Contains(out, "audit chain intact: 5 rows") || !strings.Contains(out, "latest seq 5") {
 			t.Fatalf("exit %d:\n%s", code, out)
 		}
+		// --db without a password, the password from PGPASSFILE.
+		pc, err := pgx.ParseConfig(l.readerURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		passfile := filepath.Join(t.TempDir(), "pgpass")
+		line := fmt.Sprintf("%s:%d:%s:%s:%s\n", pc.Host, pc.Port, pc.Database, pc.User, pc.Password)
+		if err := os.WriteFile(passfile, []byte(line), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PGPASSFILE", passfile)
+		t.Setenv("AUDIT_PG_URL", "")
+		db := fmt.Sprintf("postgres://%s@%s:%d/%s?sslmode=disable", pc.User, pc.Host, pc.Port, pc.Database)
+		code, stdout, errOut := tenantctl(t, "audit", "--verify", "--db", db, "--nats-url", l.natsURL)
+		if code != exitOK || !strings.Contains(stdout, "audit chain intact: 5 rows") {
+			t.Fatalf("--db without a password, PGPASSFILE: exit %d:\n%s%s", code, stdout, errOut)
+		}
 		// An empty log with no anchor verifies too.
 		if code, out := env.newLog(t).verify(t); code != exitOK {
 			t.Fatalf("empty log: exit %d:\n%s", code, out)
