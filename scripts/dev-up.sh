@@ -149,21 +149,39 @@ else
 fi
 echo "$qdrant_kind" >"$dev/run/qdrant-kind"
 
-say "audit database (owner runs migrations; the sink's writer role may only INSERT and SELECT)"
+say "audit database (owner only migrates; the sink's writer may only INSERT and SELECT; operators read)"
+# [audit roles: owner (not a superuser, used only by `audit-sink migrate`),
+# writer (the sink), reader (operators: .dev/env's AUDIT_PG_URL). Passwords
+# go to psql on stdin and to the services in 0600 files, never in argv.]
 audit_owner_pw=$(secret_of audit-owner)
 audit_pw=$(secret_of audit-writer)
+audit_reader_pw=$(secret_of audit-reader)
 audit_url="postgres://tenantprov_audit_sink:$audit_pw@127.0.0.1:$PG_PORT/tenantprov_audit?sslmode=disable"
 audit_admin_url="postgres://tenantprov_audit_owner:$audit_owner_pw@127.0.0.1:$PG_PORT/tenantprov_audit?sslmode=disable"
+audit_reader_url="postgres://tenantprov_audit_reader:$audit_reader_pw@127.0.0.1:$PG_PORT/tenantprov_audit?sslmode=disable"
+(umask 077
+	printf '%s' "$audit_url" >"$dev/run/audit-writer-url"
+	printf '%s' "$audit_admin_url" >"$dev/run/audit-owner-url")
 psql_admin() { PGPASSWORD="$pg_admin_pw" psql -h 127.0.0.1 -p "$PG_PORT" -U tpadmin -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
-psql_admin -v owner_pw="$audit_owner_pw" -v sink_pw="$audit_pw" >/dev/null <<'SQL'
+# The generated passwords are [A-Za-z0-9] only, safe inside '...'.
+psql_admin >/dev/null <<SQL
 SELECT 'CREATE ROLE tenantprov_audit_owner LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantprov_audit_owner') \gexec
 SELECT 'CREATE ROLE tenantprov_audit_sink LOGIN CONNECTION LIMIT 20' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantprov_audit_sink') \gexec
-ALTER ROLE tenantprov_audit_owner PASSWORD :'owner_pw';
-ALTER ROLE tenantprov_audit_sink PASSWORD :'sink_pw';
+SELECT 'CREATE ROLE tenantprov_audit_reader LOGIN CONNECTION LIMIT 10' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantprov_audit_reader') \gexec
+ALTER ROLE tenantprov_audit_owner NOSUPERUSER NOCREATEROLE NOCREATEDB PASSWORD '$audit_owner_pw';
+ALTER ROLE tenantprov_audit_sink NOSUPERUSER PASSWORD '$audit_pw';
+ALTER ROLE tenantprov_audit_reader NOSUPERUSER PASSWORD '$audit_reader_pw';
 SELECT 'CREATE DATABASE tenantprov_audit OWNER tenantprov_audit_owner' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'tenantprov_audit') \gexec
 REVOKE ALL ON DATABASE tenantprov_audit FROM PUBLIC;
-GRANT CONNECT ON DATABASE tenantprov_audit TO tenantprov_audit_sink;
+GRANT CONNECT ON DATABASE tenantprov_audit TO tenantprov_audit_sink, tenantprov_audit_reader;
 SQL
+if AUDIT_PG_ADMIN_URL_FILE="$dev/run/audit-owner-url" AUDIT_PG_WRITER=tenantprov_audit_sink AUDIT_PG_READERS=tenantprov_audit_reader \
+	"$bin/audit-sink" migrate >>"$dev/logs/audit-migrate.log" 2>&1; then
+	echo "    audit schema migrated as tenantprov_audit_owner (log .dev/logs/audit-migrate.log)"
+else
+	warn "audit-sink migrate failed; see .dev/logs/audit-migrate.log"; tail -5 "$dev/logs/audit-migrate.log" >&2 || true; exit 1
+fi
+# [/audit roles]
 
 say "services"
 common=(NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL="${LOG_LEVEL:-info}" CONTROL_PLANE_RECIPIENT="$cp_recipient")
@@ -171,7 +189,7 @@ svc() { # svc NAME PORT_OFFSET ENV...
 	local name=$1 off=$2; shift 2
 	start_bg "$name" env "${common[@]}" HTTP_ADDR="127.0.0.1:$((HEALTH_PORT_BASE + off))" "$@" "$bin/$name"
 }
-svc audit-sink 5 AUDIT_PG_URL="$audit_url" AUDIT_PG_ADMIN_URL="$audit_admin_url"
+svc audit-sink 5 AUDIT_PG_URL_FILE="$dev/run/audit-writer-url" # the writer only, never the owner
 svc pg-agent 2 PG_ADMIN_URL="$pg_admin_url" PG_SSLMODE=disable PG_TENANT_CIDR=127.0.0.1/32
 svc redis-agent 4 REDIS_ADDR="127.0.0.1:$REDIS_PORT" REDIS_ADMIN_USER=tpadmin REDIS_ADMIN_PASSWORD="$redis_admin_pw"
 svc minio-agent 1 MINIO_ENDPOINT="127.0.0.1:$MINIO_PORT" MINIO_ROOT_USER=tpadmin MINIO_ROOT_PASSWORD="$minio_root_pw"
@@ -203,7 +221,7 @@ export QDRANT_HOST=$qdrant_host
 export QDRANT_GRPC_PORT=$qdrant_port
 export QDRANT_API_KEY='$qdrant_api_key'
 export SOPS_AGE_KEY_FILE=$dev/keys/operator.agekey
-export AUDIT_PG_URL='$audit_url'
+export AUDIT_PG_URL='$audit_reader_url' # read-only: tenantctl audit [--verify]
 export PATH="$bin:\$PATH"
 ENV
 chmod 600 "$dev/env"

@@ -30,11 +30,12 @@ func newKeysCmd(g *globals) *cobra.Command {
                         with ` + "`tenantctl secrets get` or `sops -d`" + `.
 
 Existing files are never overwritten unless --force is given (a replaced
-control-plane key cannot open secrets sealed before).`,
+control-plane key cannot open secrets sealed before). The directory is
+made 0700 and the key files 0600, also when they already exist.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := os.MkdirAll(dir, 0o700); err != nil {
-				return fail(exitFailed, "create %s: %v", dir, err)
+			if err := keyDir(dir); err != nil {
+				return err
 			}
 			out := map[string]string{}
 			for _, name := range []string{"control-plane", "operator"} {
@@ -66,6 +67,9 @@ func writeIdentity(path string, force bool) (string, error) {
 	if !force {
 		if f, err := os.Open(path); err == nil {
 			defer f.Close()
+			if err := f.Chmod(0o600); err != nil {
+				return "", fail(exitFailed, "restrict %s to its owner: %v", path, err)
+			}
 			ids, err := age.ParseIdentities(f)
 			if err != nil || len(ids) == 0 {
 				return "", fail(exitFailed, "%s exists and is not an age identity file; use --force to replace it", path)
@@ -83,12 +87,64 @@ func writeIdentity(path string, force bool) (string, error) {
 		return "", fail(exitFailed, "generate key: %v", err)
 	}
 	content := fmt.Sprintf("# created by tenantprov keys init\n# public key: %s\n%s\n", id.Recipient(), id)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		return "", fail(exitFailed, "write %s: %v", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := writeFileAtomic(path, []byte(content)); err != nil {
 		return "", fail(exitFailed, "write %s: %v", path, err)
 	}
 	return id.Recipient().String(), nil
+}
+
+// keyDir creates dir with mode 0700, or tightens an existing one to 0700.
+func keyDir(dir string) error {
+	st, err := os.Lstat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fail(exitFailed, "create %s: %v", dir, err)
+		}
+	case err != nil:
+		return fail(exitFailed, "%s: %v", dir, err)
+	case !st.IsDir():
+		return fail(exitFailed, "%s exists and is not a directory (a symbolic link is refused too)", dir)
+	}
+	// MkdirAll's mode is subject to the umask, and an existing directory
+	// keeps whatever mode it had: set it.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fail(exitFailed, "restrict %s to its owner: %v", dir, err)
+	}
+	return nil
+}
+
+// writeFileAtomic writes data to path through a temporary file created
+// fresh (O_EXCL, mode 0600 set explicitly, never an existing file's mode or
+// a link planted in its place) and renamed over path.
+func writeFileAtomic(path string, data []byte) (err error) {
+	tmp := path + ".tmp"
+	// A leftover from a crash (or anything else by that name) is removed,
+	// never reused: O_EXCL then refuses anything that reappears.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

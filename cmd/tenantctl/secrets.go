@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/getsops/sops/v3/cmd/sops/formats"
@@ -28,8 +30,13 @@ SHA-256 in the tenant's record, and decrypts it with SOPS using your
 operator age identity (--identity, or SOPS_AGE_KEY_FILE / SOPS_AGE_KEY as
 sops itself reads them). Nothing is written to disk.
 
-Formats: yaml (the file as sops -d prints it), json, env (KEY=value lines,
-e.g. POSTGRES_URL=..., ready for ` + "`source`" + `). --store limits the output to one
+The file must name the tenant and generation of the registry record;
+anything else is refused.
+
+Formats: yaml (the file as sops -d prints it), json, env (NAME='value'
+lines, e.g. POSTGRES_URL='...', every value single-quoted so that the
+output is safe to eval whatever the file holds; a key that cannot be a
+shell variable name is an error). --store limits the output to one
 store's section: minio, postgres, qdrant or redis.`,
 		Example: "  tenantctl secrets get acme\n  tenantctl secrets get acme --store postgres --format env\n  eval \"$(tenantctl secrets get acme --store redis --format env)\"",
 		Args:    exactID("secrets get"),
@@ -102,7 +109,30 @@ func (g *globals) decryptSecrets(ctx context.Context, id string) ([]byte, error)
 	if err != nil {
 		return nil, fail(exitFailed, "decrypt %s: %v (is your operator key among the file's recipients?)", rec.Secrets.Object, err)
 	}
+	if err := matchRecord(plain, rec); err != nil {
+		clear(plain)
+		return nil, err
+	}
 	return plain, nil
+}
+
+// matchRecord refuses a decrypted file that is not the one the registry
+// record describes: its tenant_id and generation must be the record's (a
+// file of another tenant, or of an older generation, matched by SHA-256
+// only because the record points at it, must never be handed out).
+func matchRecord(plain []byte, rec *events.TenantRecord) error {
+	var head struct {
+		TenantID   string `yaml:"tenant_id"`
+		Generation uint64 `yaml:"generation"`
+	}
+	if err := yaml.Unmarshal(plain, &head); err != nil {
+		return fail(exitFailed, "decrypted secrets of %s are not a secrets file (tenant_id, generation)", rec.TenantID)
+	}
+	if head.TenantID != rec.TenantID || head.Generation != rec.Generation {
+		return fail(exitFailed, "sealed secrets name tenant %q generation %d, but the registry record is tenant %q generation %d: refusing to use them",
+			events.Truncate(head.TenantID, 64), head.Generation, rec.TenantID, rec.Generation)
+	}
+	return nil
 }
 
 func writeSecrets(g *globals, plain []byte, store, format string) error {
@@ -136,8 +166,10 @@ func writeSecrets(g *globals, plain []byte, store, format string) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
-	var lines []string
-	flatten(node, prefix, &lines)
+	lines, err := envLines(node, prefix)
+	if err != nil {
+		return err
+	}
 	for _, l := range lines {
 		fmt.Fprintln(g.stdout, l)
 	}
@@ -156,22 +188,55 @@ func lookup(m *yaml.Node, key string) *yaml.Node {
 	return nil
 }
 
-// flatten renders a mapping as KEY=value lines, nested keys joined with
-// "_", values single-quoted for the shell.
-func flatten(n *yaml.Node, prefix string, out *[]string) {
-	if n.Kind != yaml.MappingNode {
-		*out = append(*out, strings.TrimSuffix(prefix, "_")+"="+shellQuote(n.Value))
-		return
+// envName is what a shell variable name from the secrets file may be.
+var envName = regexp.MustCompile(`^[A-Z_][A-Z0-9_]*$`)
+
+// envLines renders a mapping as NAME='value' lines that are safe to eval in
+// any POSIX shell whatever the file holds: nested keys are joined with "_"
+// and upper-cased ("-" and "." become "_"); a name that is then not
+// [A-Z_][A-Z0-9_]*, or that two keys share, is an error, as is a value
+// that is not a scalar or holds a NUL byte; every value is single-quoted
+// (see shellQuote). The error names no value.
+func envLines(n *yaml.Node, prefix string) ([]string, error) {
+	var lines []string
+	seen := map[string]bool{}
+	var walk func(n *yaml.Node, prefix string) error
+	walk = func(n *yaml.Node, prefix string) error {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(n.Content[i].Value))
+				if err := walk(n.Content[i+1], prefix+k+"_"); err != nil {
+					return err
+				}
+			}
+			return nil
+		case yaml.ScalarNode:
+			name := strings.TrimSuffix(prefix, "_")
+			if !envName.MatchString(name) {
+				return fail(exitFailed, "secrets file key %s cannot be a shell variable name (want [A-Z_][A-Z0-9_]*): refusing --format env", strconv.QuoteToASCII(events.Truncate(name, 64)))
+			}
+			if seen[name] {
+				return fail(exitFailed, "secrets file has two keys that both become %s: refusing --format env", name)
+			}
+			seen[name] = true
+			if strings.ContainsRune(n.Value, 0) {
+				return fail(exitFailed, "secrets file value of %s holds a NUL byte, which no shell variable can: refusing --format env", name)
+			}
+			lines = append(lines, name+"="+shellQuote(n.Value))
+			return nil
+		}
+		return fail(exitFailed, "secrets file entry %s is not a value or a mapping: refusing --format env", strconv.QuoteToASCII(events.Truncate(strings.TrimSuffix(prefix, "_"), 64)))
 	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(n.Content[i].Value))
-		flatten(n.Content[i+1], prefix+k+"_", out)
+	if err := walk(n, prefix); err != nil {
+		return nil, err
 	}
+	return lines, nil
 }
 
+// shellQuote single-quotes s for a POSIX shell: inside single quotes
+// nothing is special but the quote itself, so each embedded quote closes
+// the quoted string, adds an escaped quote and opens a new one.
 func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:/@") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

@@ -23,35 +23,67 @@
 // superuser) can get past them — which is why the writer must be neither,
 // and why Verify exists.
 //
+// # Anchors: what the database cannot prove by itself
+//
+// The chain reveals a changed or removed row in its middle, but not rows
+// cut from its end, and not a chain rewritten and recomputed from some row
+// on by whoever can disable the triggers (the owner, a superuser — and
+// pg-agent's admin is often a superuser of the same cluster). So the sink
+// anchors the head outside the database: after each committed batch, and
+// every few seconds while the chain grows, it writes {seq, hash, event_id,
+// rows, recorded_at, anchored_at, anchored_by} under AnchorKey in the
+// JetStream KV bucket events.KVAuditAnchors, which keeps the last
+// AnchorHistory anchors and which only the sink's NATS identity may write.
+// Anchorer never moves the anchor backwards and never past a database
+// that contradicts it (ErrAnchorMismatch), so the evidence survives new
+// rows. CheckAnchors (`tenantctl audit --verify`) requires every anchored
+// row to be present with its anchored hash: a missing one is rows cut
+// from the end (ProblemTruncated), another hash a recomputed or refilled
+// chain (ProblemAnchorHash).
+//
+// What anchors cannot reveal: rows cut after the latest anchor (at most
+// the anchor interval's worth, a few seconds, or longer while NATS is
+// unreachable); tampering by someone who also holds the sink's NATS
+// identity or JetStream administration (who could rewrite or purge the
+// anchors together with the rows — a purge of the whole bucket together
+// with the whole table leaves nothing to compare); and rows that were
+// never written (an event the sink never received). The chain is not keyed:
+// a key would have to be held by the sink, so it protects no more than the
+// anchor bucket's write permission does.
+//
 // # Roles: how an operator sets it up
 //
 // Three roles, so that the role that writes can never rewrite:
 //
 //   - the owner (AUDIT_PG_ADMIN_URL), e.g. tenantprov_audit_owner: owns the
-//     database, runs the migrations and grants the writer. Use it for
-//     nothing else; it need not be a superuser.
-//   - the writer (AUDIT_PG_URL), e.g. tenantprov_audit_sink: SELECT and
-//     INSERT on the table, nothing more. The sink refuses to start as a
-//     superuser, the owner or a member of the owner, or a role holding
-//     UPDATE, DELETE or TRUNCATE (CheckWriter).
-//   - optional readers for tenantctl audit: SELECT only
-//     (MigrateOptions.Readers).
+//     database and runs the migrations (`audit-sink migrate`, a one-shot);
+//     never a superuser (Migrate refuses one: ErrOwnerPrivileges), and
+//     used for nothing else: the long-running sink refuses its URL.
+//   - the writer (AUDIT_PG_URL of the sink), e.g. tenantprov_audit_sink:
+//     SELECT and INSERT on the table, nothing more. The sink refuses to
+//     start as a superuser, the owner or a member of the owner, or a role
+//     holding UPDATE, DELETE or TRUNCATE (CheckWriter).
+//   - readers for operators and tenantctl audit, e.g.
+//     tenantprov_audit_reader: SELECT only (MigrateOptions.Readers,
+//     AUDIT_PG_READERS). Operators are given this URL, never the writer's.
 //
 // One-time setup as a PostgreSQL superuser (set passwords with psql's
 // \password so that they never appear in a statement the server logs):
 //
-//	CREATE ROLE tenantprov_audit_owner LOGIN;
+//	CREATE ROLE tenantprov_audit_owner LOGIN NOSUPERUSER;
 //	CREATE ROLE tenantprov_audit_sink LOGIN CONNECTION LIMIT 20;
+//	CREATE ROLE tenantprov_audit_reader LOGIN CONNECTION LIMIT 10;
 //	\password tenantprov_audit_owner
 //	\password tenantprov_audit_sink
+//	\password tenantprov_audit_reader
 //	CREATE DATABASE tenantprov_audit OWNER tenantprov_audit_owner;
 //	REVOKE ALL ON DATABASE tenantprov_audit FROM PUBLIC;
-//	GRANT CONNECT ON DATABASE tenantprov_audit TO tenantprov_audit_sink;
+//	GRANT CONNECT ON DATABASE tenantprov_audit TO tenantprov_audit_sink, tenantprov_audit_reader;
 //
-// Then start the sink with both URLs; it migrates and grants on every start
-// (idempotent, serialised by an advisory lock). Once migrated, the admin
-// URL may be left out: the sink then only checks the schema version and
-// the writer's privileges, and refuses to start if either is wrong.
+// Then run `audit-sink migrate` with the owner's URL (idempotent,
+// serialised by an advisory lock; run it on every deploy) and start the
+// sinks with the writer's URL only; they check the schema version and the
+// writer's privileges and refuse to start if either is wrong.
 //
 // # Migrations
 //

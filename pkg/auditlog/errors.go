@@ -30,6 +30,16 @@ var (
 	// ErrChainBroken reports a chain that failed verification; the
 	// *ChainBreak says where and how.
 	ErrChainBroken = errors.New("audit chain broken")
+	// ErrAnchorMismatch reports a chain head anchored outside the database
+	// (events.KVAuditAnchors) that the database contradicts: the anchored
+	// row is gone (rows cut from the end) or has another hash (the chain
+	// was recomputed); or an anchor that was deleted or is unreadable. The
+	// *AnchorMismatch says which.
+	ErrAnchorMismatch = errors.New("audit chain contradicts its anchor")
+	// ErrOwnerPrivileges reports a migration run as a superuser: the owner
+	// of the audit log must be an ordinary role, so that the roles that
+	// can disable its triggers are few and known (package doc).
+	ErrOwnerPrivileges = errors.New("audit owner role has the wrong privileges")
 )
 
 // Problem names what is wrong with a row of the chain.
@@ -49,6 +59,12 @@ const (
 	// ProblemContent: the row's columns no longer produce its canonical
 	// text: a column (details, tenant_id, …) was rewritten after hashing.
 	ProblemContent Problem = "content_mismatch"
+	// ProblemTruncated: a row anchored outside the database is missing:
+	// rows were cut from the end of the chain.
+	ProblemTruncated Problem = "anchored_row_missing"
+	// ProblemAnchorHash: a row anchored outside the database has another
+	// hash or event: the chain was rewritten and recomputed.
+	ProblemAnchorHash Problem = "anchored_hash_mismatch"
 )
 
 // ChainBreak is the first broken row Verify found. It matches

@@ -110,6 +110,9 @@ type MigrateResult struct {
 // writer and readers their privileges. It runs as the role conn is
 // connected as, which becomes the owner of everything it creates: use a
 // dedicated owner role that the sink never writes as (see the package doc).
+// That role must not be a superuser (ErrOwnerPrivileges): the fewer roles
+// can disable the append-only triggers, the better, and the owner is used
+// for nothing but migrating.
 //
 // Everything happens in one transaction under an advisory lock, so any
 // number of replicas may call Migrate at once: one applies the pending
@@ -129,6 +132,14 @@ func Migrate(ctx context.Context, conn interface {
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, lockClass, lockMigrate); err != nil {
 			return fmt.Errorf("take migration lock: %w", err)
+		}
+		var owner string
+		var super bool
+		if err := tx.QueryRow(ctx, `SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&owner, &super); err != nil {
+			return fmt.Errorf("check the migrating role: %w", err)
+		}
+		if super {
+			return fmt.Errorf("%w: role %q is a superuser; run the migrations as a dedicated, ordinary owner role (see the auditlog package doc), never as a superuser", ErrOwnerPrivileges, owner)
 		}
 		if _, err := tx.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+Schema); err != nil {
 			return fmt.Errorf("create schema %s: %w", Schema, err)
@@ -253,7 +264,8 @@ type WriterStatus struct {
 // least SchemaVersion (else ErrSchemaNotReady); the role can SELECT and
 // INSERT; it cannot UPDATE, DELETE or TRUNCATE, is not a superuser and is
 // neither the table's owner nor a member of it, so it cannot disable the
-// append-only triggers (else ErrWriterPrivileges).
+// append-only triggers (else ErrWriterPrivileges); and the table's owner
+// is not a superuser (else ErrOwnerPrivileges).
 func CheckWriter(ctx context.Context, db Querier) (WriterStatus, error) {
 	var st WriterStatus
 	var exists bool
@@ -274,20 +286,25 @@ func CheckWriter(ctx context.Context, db Querier) (WriterStatus, error) {
 	if want := SchemaVersion(); st.SchemaVersion < want {
 		return st, fmt.Errorf("%w: schema version %d, this sink needs %d; start it with AUDIT_PG_ADMIN_URL set to migrate", ErrSchemaNotReady, st.SchemaVersion, want)
 	}
-	var super, owner, sel, ins, upd, del, trunc bool
+	var super, owner, sel, ins, upd, del, trunc, superOwner bool
+	var ownerName string
 	err := db.QueryRow(ctx, `
-		SELECT r.rolsuper,
+		SELECT o.rolname, o.rolsuper,
+		       r.rolsuper,
 		       pg_has_role(current_user, c.relowner, 'MEMBER'),
 		       has_table_privilege(c.oid, 'SELECT'),
 		       has_table_privilege(c.oid, 'INSERT'),
 		       has_table_privilege(c.oid, 'UPDATE'),
 		       has_table_privilege(c.oid, 'DELETE'),
 		       has_table_privilege(c.oid, 'TRUNCATE')
-		FROM pg_roles r, pg_class c
+		FROM pg_roles r, pg_class c JOIN pg_roles o ON o.oid = c.relowner
 		WHERE r.rolname = current_user AND c.oid = $1::regclass`, Table).
-		Scan(&super, &owner, &sel, &ins, &upd, &del, &trunc)
+		Scan(&ownerName, &superOwner, &super, &owner, &sel, &ins, &upd, &del, &trunc)
 	if err != nil {
 		return st, fmt.Errorf("check privileges of %q: %w", st.Role, err)
+	}
+	if superOwner {
+		return st, fmt.Errorf("%w: %s is owned by %q, a superuser; the owner must be an ordinary role used only to migrate (ALTER TABLE %s OWNER TO the owner role, as a superuser)", ErrOwnerPrivileges, Table, ownerName, Table)
 	}
 	var problems []string
 	if super {

@@ -123,7 +123,21 @@ func (t Topology) ObjectStore() jetstream.ObjectStoreConfig {
 	}
 }
 
-// Ensure creates or updates every stream, the KV bucket and the object
+// AuditAnchors returns the configuration of the audit anchor bucket: the
+// audit sink's record of the audit chain head, outside the audit database
+// (DESIGN.md §11). It keeps the last 64 anchors of its one key.
+func (t Topology) AuditAnchors() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:       KVAuditAnchors,
+		Description:  "audit chain heads anchored by the audit sink, outside the audit database",
+		History:      jetstream.KeyValueMaxHistory,
+		MaxValueSize: 4096,
+		Storage:      jetstream.FileStorage,
+		Replicas:     t.replicas(),
+	}
+}
+
+// Ensure creates or updates every stream, the KV buckets and the object
 // store. It is idempotent: every service calls it at start, and any number
 // of replicas may call it at once.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
@@ -138,6 +152,9 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, t.ObjectStore()); err != nil {
 		errs = append(errs, fmt.Errorf("ensure object store %s: %w", ObjectStoreSecrets, err))
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, t.AuditAnchors()); err != nil {
+		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVAuditAnchors, err))
 	}
 	return errors.Join(errs...)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/tenantprov/tenantprov/pkg/auditlog"
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/pkg/service"
@@ -23,16 +24,25 @@ func TestConfig(t *testing.T) {
 	defaults := Config{Config: service.Defaults(name)}
 	t.Run("valid", func(t *testing.T) {
 		cfg, err := config.LoadFrom(defaults, map[string]string{
-			"AUDIT_PG_URL":       "postgres://sink:s3cret@db:5432/audit",
-			"AUDIT_PG_ADMIN_URL": "postgres://owner:0wner@db:5432/audit",
-			"AUDIT_PG_READERS":   "auditor,tenantctl",
-			"AUDIT_BATCH_SIZE":   "250",
+			"AUDIT_PG_URL":     "postgres://sink:s3cret@db:5432/audit",
+			"AUDIT_BATCH_SIZE": "250",
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.BatchSize != 250 || cfg.AckWait != 30*time.Second || cfg.PGMaxConns != 4 || len(cfg.PGReaders) != 2 {
+		if cfg.BatchSize != 250 || cfg.AckWait != 30*time.Second || cfg.PGMaxConns != 4 || cfg.AnchorInterval != 2*time.Second {
 			t.Errorf("config %+v", cfg)
+		}
+		mc, err := config.LoadFrom(MigrateConfig{}, map[string]string{
+			"AUDIT_PG_URL":       "postgres://sink:s3cret@db:5432/audit",
+			"AUDIT_PG_ADMIN_URL": "postgres://owner:0wner@db:5432/audit",
+			"AUDIT_PG_READERS":   "auditor,tenantctl",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mc.Writer != "sink" || len(mc.PGReaders) != 2 || mc.Timeout != 2*time.Minute {
+			t.Errorf("migrate config %+v", mc)
 		}
 		if s := cfg.PGURL.String(); strings.Contains(s, "s3cret") {
 			t.Errorf("AUDIT_PG_URL prints its password: %s", s)
@@ -58,11 +68,20 @@ func TestConfig(t *testing.T) {
 		}
 	})
 	t.Run("writer and owner must differ", func(t *testing.T) {
-		_, err := config.LoadFrom(defaults, map[string]string{
+		_, err := config.LoadFrom(MigrateConfig{}, map[string]string{
 			"AUDIT_PG_URL":       "postgres://same:a@db/audit",
 			"AUDIT_PG_ADMIN_URL": "postgres://same:b@db/audit",
 		})
 		if err == nil || !strings.Contains(err.Error(), "separate role") {
+			t.Errorf("err %v", err)
+		}
+	})
+	t.Run("the long-running sink refuses the owner's URL", func(t *testing.T) {
+		_, err := config.LoadFrom(defaults, map[string]string{
+			"AUDIT_PG_URL":       "postgres://sink:a@db/audit",
+			"AUDIT_PG_ADMIN_URL": "postgres://owner:hunter2@db/audit",
+		})
+		if err == nil || !strings.Contains(err.Error(), "audit-sink migrate") || strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("err %v", err)
 		}
 	})
@@ -94,14 +113,24 @@ func TestService(t *testing.T) {
 		}
 	}
 	cfg, err := config.LoadFrom(Config{Config: service.Defaults(name)}, map[string]string{
-		"NATS_URL":           ns.URL,
-		"HTTP_ADDR":          "127.0.0.1:0",
+		"NATS_URL":     ns.URL,
+		"HTTP_ADDR":    "127.0.0.1:0",
+		"AUDIT_PG_URL": pg.URL("tenantprov_audit_sink", "sink-pw", "tenantprov_audit"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// `audit-sink migrate`, as the owner, before the sink starts.
+	mcfg, err := config.LoadFrom(MigrateConfig{}, map[string]string{
 		"AUDIT_PG_URL":       pg.URL("tenantprov_audit_sink", "sink-pw", "tenantprov_audit"),
 		"AUDIT_PG_ADMIN_URL": pg.URL("tenantprov_audit_owner", "owner-pw", "tenantprov_audit"),
 		"AUDIT_PG_READERS":   "auditor",
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if err := migrate(ctx, zaptest.NewLogger(t), mcfg); err != nil {
+		t.Fatalf("migrate: %v", err)
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	started := make(chan *service.Service, 1)
@@ -155,6 +184,22 @@ func TestService(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("event not written within 20s; /metrics:\n%s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// The head is anchored outside the database.
+	anchors, err := auditlog.OpenAnchors(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		as, err := auditlog.ReadAnchors(ctx, anchors)
+		if err == nil && len(as) > 0 && as[len(as)-1].Seq == 1 && as[len(as)-1].EventID == "e1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("head not anchored within 20s: %+v %v", as, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -38,6 +38,10 @@ type Service struct {
 	Healthcheck struct {
 		Test []string `yaml:"test"`
 	} `yaml:"healthcheck"`
+	Command   []string `yaml:"command"`
+	DependsOn map[string]struct {
+		Condition string `yaml:"condition"`
+	} `yaml:"depends_on"`
 }
 
 // Load parses the compose file at path (anchors and merge keys resolved).

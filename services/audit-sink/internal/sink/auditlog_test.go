@@ -215,8 +215,23 @@ func TestAuditLog(t *testing.T) {
 		if _, err := Open(ctx, zap.NewNop(), DBConfig{URL: secret.String(db.writerURL)}); !errors.Is(err, auditlog.ErrWriterPrivileges) {
 			t.Errorf("Open with UPDATE granted: %v, want ErrWriterPrivileges", err)
 		}
-		// The next start with the admin URL puts the privileges right.
+		// The next migration puts the privileges right.
 		db.open(t)
+		// A table owned by a superuser (migrated as one, or handed over):
+		// refused, and the migration refuses to run as a superuser.
+		su := conn(t, db.superURL)
+		if _, err := su.Exec(ctx, `ALTER TABLE `+auditlog.Table+` OWNER TO `+c.pg.AdminUser); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(ctx, zap.NewNop(), DBConfig{URL: secret.String(db.writerURL)}); !errors.Is(err, auditlog.ErrOwnerPrivileges) {
+			t.Errorf("Open with a superuser-owned table: %v, want ErrOwnerPrivileges", err)
+		}
+		if err := Migrate(ctx, zap.NewNop(), MigrateConfig{AdminURL: secret.String(db.superURL), Writer: writerRole}); !errors.Is(err, auditlog.ErrOwnerPrivileges) {
+			t.Errorf("Migrate as a superuser: %v, want ErrOwnerPrivileges", err)
+		}
+		if _, err := su.Exec(ctx, `ALTER TABLE `+auditlog.Table+` OWNER TO `+ownerRole); err != nil {
+			t.Fatal(err)
+		}
 		// A changed migration is refused.
 		if _, err := o.Exec(ctx, `UPDATE `+auditlog.Schema+`.schema_migrations SET checksum = 'x'`); err != nil {
 			t.Fatal(err)

@@ -100,12 +100,23 @@ func (d auditDB) open(t testing.TB) *pgxpool.Pool {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pool, err := Open(ctx, zap.NewNop(), DBConfig{URL: secret.String(d.writerURL), AdminURL: secret.String(d.ownerURL), MaxConns: 4})
+	d.migrate(t)
+	pool, err := Open(ctx, zap.NewNop(), DBConfig{URL: secret.String(d.writerURL), MaxConns: 4})
 	if err != nil {
 		t.Fatalf("open audit db: %v", err)
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// migrate runs the migrations as the owner, as `audit-sink migrate` does.
+func (d auditDB) migrate(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Migrate(ctx, zap.NewNop(), MigrateConfig{AdminURL: secret.String(d.ownerURL), Writer: writerRole}); err != nil {
+		t.Fatalf("migrate audit db: %v", err)
+	}
 }
 
 // conn connects to db with url, closed at the end of the test.

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,12 +30,21 @@ const (
 	DefaultBatchSize = 100
 	MaxBatchSize     = 1000
 	DefaultAckWait   = 30 * time.Second
+	// DefaultAnchorInterval is how often the head is anchored at the
+	// latest while the chain grows.
+	DefaultAnchorInterval = 2 * time.Second
 )
+
+// DB is what the sink needs of the writer's pool: *pgxpool.Pool.
+type DB interface {
+	auditlog.TxBeginner
+	auditlog.Querier
+}
 
 // Options configure a Sink. JS, DB, Log and Metrics are required.
 type Options struct {
 	JS      jetstream.JetStream
-	DB      auditlog.TxBeginner // the writer role's pool
+	DB      DB // the writer role's pool
 	Log     *zap.Logger
 	Metrics *Metrics
 	// BatchSize is the most events appended in one transaction; the sink
@@ -48,6 +58,13 @@ type Options struct {
 	WriteTimeout time.Duration
 	// PublishTimeout bounds a dead-letter publish (default 5s).
 	PublishTimeout time.Duration
+	// AnchorInterval is the longest the chain head goes unanchored while
+	// the chain grows (default DefaultAnchorInterval); the head is also
+	// anchored right after every committed batch.
+	AnchorInterval time.Duration
+	// AnchoredBy names this replica in its anchors (default
+	// "audit-sink@<hostname>").
+	AnchoredBy string
 	// RetryDelay is the first delay after a failed write, doubling up to
 	// MaxRetryDelay while failures continue (defaults 250ms, 10s).
 	RetryDelay, MaxRetryDelay time.Duration
@@ -82,6 +99,16 @@ func (o *Options) defaults() error {
 	if o.PublishTimeout == 0 {
 		o.PublishTimeout = 5 * time.Second
 	}
+	if o.AnchorInterval == 0 {
+		o.AnchorInterval = DefaultAnchorInterval
+	}
+	if o.AnchorInterval < 0 {
+		errs = append(errs, fmt.Errorf("AnchorInterval %s is negative", o.AnchorInterval))
+	}
+	if o.AnchoredBy == "" {
+		host, _ := os.Hostname()
+		o.AnchoredBy = "audit-sink@" + host
+	}
 	if o.RetryDelay == 0 {
 		o.RetryDelay = 250 * time.Millisecond
 	}
@@ -98,6 +125,14 @@ type Sink struct {
 	log     *zap.Logger
 	metrics *Metrics
 
+	// anchorNow asks the anchoring loop to anchor the head (a batch
+	// committed); it holds at most one request.
+	anchorNow chan struct{}
+	// lastMismatch and lastMismatchLog throttle the tampering log line
+	// (anchorLoop only).
+	lastMismatch    string
+	lastMismatchLog time.Time
+
 	// afterCommit, when set (tests only), runs after a batch commits and
 	// before its messages are acked; an error stops Run right there, as if
 	// the process died.
@@ -109,7 +144,7 @@ func New(opts Options) (*Sink, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, fmt.Errorf("audit sink options: %w", err)
 	}
-	return &Sink{opts: opts, log: opts.Log, metrics: opts.Metrics}, nil
+	return &Sink{opts: opts, log: opts.Log, metrics: opts.Metrics, anchorNow: make(chan struct{}, 1)}, nil
 }
 
 // errCrashed is what Run returns when the afterCommit hook stops it.
@@ -128,6 +163,21 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create consumer %s on %s: %w", events.ConsumerAuditSink, events.StreamAudit, err)
 	}
+	anchors, err := auditlog.OpenAnchors(ctx, s.opts.JS)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w (events.Topology.Ensure creates it)", err)
+	}
+	actx, stopAnchoring := context.WithCancel(context.WithoutCancel(ctx))
+	anchoringDone := make(chan struct{})
+	go func() {
+		defer close(anchoringDone)
+		s.anchorLoop(actx, auditlog.NewAnchorer(anchors, s.opts.DB, s.opts.AnchoredBy))
+	}()
+	// Runs last (defers are LIFO): one final anchor for the last batch.
+	defer func() { stopAnchoring(); <-anchoringDone }()
 	it, err := cons.Messages(jetstream.PullMaxMessages(2 * s.opts.BatchSize))
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", events.StreamAudit, err)
@@ -294,6 +344,10 @@ func (s *Sink) write(ctx context.Context, entries []*auditlog.Entry, msgs []jets
 			return fmt.Errorf("%w: %w", errCrashed, err)
 		}
 	}
+	select {
+	case s.anchorNow <- struct{}{}:
+	default: // a request is pending already
+	}
 	for i, m := range msgs {
 		if outs[i].Duplicate {
 			s.metrics.Duplicates.Inc()
@@ -307,6 +361,52 @@ func (s *Sink) write(ctx context.Context, entries []*auditlog.Entry, msgs []jets
 		}
 	}
 	return nil
+}
+
+// anchorLoop anchors the chain head whenever a batch commits and every
+// AnchorInterval, until ctx ends; then it anchors once more.
+func (s *Sink) anchorLoop(ctx context.Context, a *auditlog.Anchorer) {
+	t := time.NewTicker(s.opts.AnchorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.PublishTimeout)
+			s.anchor(fctx, a)
+			cancel()
+			return
+		case <-s.anchorNow:
+		case <-t.C:
+		}
+		actx, cancel := context.WithTimeout(ctx, s.opts.AnchorInterval+s.opts.PublishTimeout)
+		s.anchor(actx, a)
+		cancel()
+	}
+}
+
+// anchor anchors the head once and reports what happened.
+func (s *Sink) anchor(ctx context.Context, a *auditlog.Anchorer) {
+	res, err := a.Anchor(ctx)
+	switch {
+	case errors.Is(err, auditlog.ErrAnchorMismatch):
+		// Never overwrite the anchor: it is the evidence.
+		s.metrics.AnchorMismatches.Inc()
+		if err.Error() == s.lastMismatch && time.Since(s.lastMismatchLog) < time.Minute {
+			return
+		}
+		s.lastMismatch, s.lastMismatchLog = err.Error(), time.Now()
+		s.log.Error("AUDIT CHAIN TAMPERING: the database contradicts the anchored head; not anchoring until an operator investigates (tenantctl audit --verify)",
+			zap.Error(err))
+	case err != nil:
+		s.metrics.AnchorErrors.Inc()
+		s.log.Warn("anchor audit chain head failed; will retry", zap.Error(err))
+	default:
+		s.metrics.AnchoredSeq.Set(float64(res.Anchor.Seq))
+		if res.Written {
+			s.metrics.Anchors.Inc()
+			s.log.Debug("anchored audit chain head", zap.Int64("seq", res.Anchor.Seq), zap.String("hash", res.Anchor.Hash))
+		}
+	}
 }
 
 func (s *Sink) retryDelay(failures int) time.Duration {

@@ -19,22 +19,54 @@ import (
 type DBConfig struct {
 	// URL is the writer role's connection URL (AUDIT_PG_URL).
 	URL secret.String
-	// AdminURL, when set, is the owner role's URL (AUDIT_PG_ADMIN_URL):
-	// Open migrates and grants the writer with it first.
-	AdminURL secret.String
-	// Readers get SELECT on the log when AdminURL is set.
-	Readers []string
 	// MaxConns bounds the writer pool (default 4).
 	MaxConns int32
 }
 
-// Open prepares the audit database and returns the writer's pool: with
-// AdminURL it migrates the schema and grants the writer (see
-// auditlog.Migrate); then, as the writer, it checks the schema version and
-// that the writer can append but not rewrite (auditlog.CheckWriter).
-// While PostgreSQL is unreachable it retries with backoff until ctx ends;
-// a configuration problem (wrong privileges, a changed migration, bad
+// MigrateConfig says how `audit-sink migrate` reaches PostgreSQL.
+type MigrateConfig struct {
+	// AdminURL is the owner role's URL (AUDIT_PG_ADMIN_URL). The owner
+	// must not be a superuser (auditlog.ErrOwnerPrivileges).
+	AdminURL secret.String
+	// Writer is the writer's role name: it is granted SELECT, INSERT.
+	Writer string
+	// Readers are granted SELECT only.
+	Readers []string
+}
+
+// Migrate migrates the audit schema as the owner and grants the writer and
+// the readers (auditlog.Migrate). While PostgreSQL is unreachable it
+// retries with backoff until ctx ends; a configuration problem (a
+// superuser owner, wrong privileges, a changed migration, bad
 // credentials) fails at once.
+func Migrate(ctx context.Context, log *zap.Logger, cfg MigrateConfig) error {
+	acfg, err := pgx.ParseConfig(cfg.AdminURL.Reveal())
+	if err != nil {
+		return fmt.Errorf("AUDIT_PG_ADMIN_URL: %w", err)
+	}
+	acfg.RuntimeParams["application_name"] = "tenantprov-audit-sink-migrate"
+	return retry(ctx, log, "migrate audit schema", func() error {
+		conn, err := pgx.ConnectConfig(ctx, acfg)
+		if err != nil {
+			return err
+		}
+		defer conn.Close(context.WithoutCancel(ctx))
+		res, err := auditlog.Migrate(ctx, conn, auditlog.MigrateOptions{Writer: cfg.Writer, Readers: cfg.Readers})
+		if err != nil {
+			return err
+		}
+		log.Info("audit schema ready", zap.Ints("applied", res.Applied), zap.Int("version", res.Version),
+			zap.String("owner", acfg.User), zap.String("writer", cfg.Writer), zap.Strings("readers", cfg.Readers))
+		return nil
+	})
+}
+
+// Open returns the writer's pool after checking, as the writer, the
+// schema version and that the writer can append but not rewrite
+// (auditlog.CheckWriter). The schema must have been migrated (Migrate,
+// `audit-sink migrate`); until it is, Open waits. While PostgreSQL is
+// unreachable it retries with backoff until ctx ends; a configuration
+// problem (wrong privileges, bad credentials) fails at once.
 func Open(ctx context.Context, log *zap.Logger, cfg DBConfig) (*pgxpool.Pool, error) {
 	pcfg, err := pgxpool.ParseConfig(cfg.URL.Reveal())
 	if err != nil {
@@ -44,30 +76,6 @@ func Open(ctx context.Context, log *zap.Logger, cfg DBConfig) (*pgxpool.Pool, er
 		pcfg.MaxConns = cfg.MaxConns
 	}
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "tenantprov-audit-sink"
-	if !cfg.AdminURL.IsZero() {
-		acfg, err := pgx.ParseConfig(cfg.AdminURL.Reveal())
-		if err != nil {
-			return nil, fmt.Errorf("AUDIT_PG_ADMIN_URL: %w", err)
-		}
-		acfg.RuntimeParams["application_name"] = "tenantprov-audit-sink-migrate"
-		err = retry(ctx, log, "migrate audit schema", func() error {
-			conn, err := pgx.ConnectConfig(ctx, acfg)
-			if err != nil {
-				return err
-			}
-			defer conn.Close(context.WithoutCancel(ctx))
-			res, err := auditlog.Migrate(ctx, conn, auditlog.MigrateOptions{Writer: pcfg.ConnConfig.User, Readers: cfg.Readers})
-			if err != nil {
-				return err
-			}
-			log.Info("audit schema ready", zap.Ints("applied", res.Applied), zap.Int("version", res.Version),
-				zap.String("owner", acfg.User), zap.String("writer", pcfg.ConnConfig.User))
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("AUDIT_PG_URL: %w", err)
@@ -109,7 +117,7 @@ func retry(ctx context.Context, log *zap.Logger, what string, op func() error) e
 // migrated yet is not one of them: another replica with the admin URL may
 // be migrating it right now.
 func permanent(err error) bool {
-	if errors.Is(err, auditlog.ErrWriterPrivileges) || errors.Is(err, auditlog.ErrMigrationChanged) {
+	if errors.Is(err, auditlog.ErrWriterPrivileges) || errors.Is(err, auditlog.ErrMigrationChanged) || errors.Is(err, auditlog.ErrOwnerPrivileges) {
 		return true
 	}
 	var pgErr *pgconn.PgError
