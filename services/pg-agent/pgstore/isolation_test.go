@@ -1,0 +1,340 @@
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tenantprov/tenantprov/pkg/agent"
+	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/pkg/secret"
+)
+
+// The tests in this file are issue 10's PostgreSQL scenarios: a tenant (or
+// another role on the server) acting against the control plane with only
+// what PostgreSQL lets it do.
+
+// adminIn opens an admin session into db.
+func (ts *testServer) adminIn(t *testing.T, ctx context.Context, db string) *pgx.Conn {
+	t.Helper()
+	conn, err := ts.connect(ctx, ts.pg.AdminUser, secret.String(ts.pg.AdminPassword), db)
+	if err != nil {
+		t.Fatalf("admin session in %s: %v", db, scrubConnectError(err))
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// Scenario 1: the tenant role owns its database, so it can rewrite the
+// database's COMMENT. Whatever it writes there, Deprovision removes the role
+// and the database, and the tenant's credential stops working.
+func TestTenantCannotEscapeDeprovision(t *testing.T) {
+	ts := newTestServer(t, nil)
+	for _, tc := range []struct {
+		name, tenant, comment string
+	}{
+		{"forged marker with generation 999999", "escape-forged", `{"managed_by":"tenantprov","tenant":"escape-forged","generation":999999}`},
+		{"a comment that is not a marker", "escape-mine", "mine"},
+		{"no comment at all", "escape-none", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			tenant := events.MustTenantID(tc.tenant)
+			role, db := tenant.PostgresRole(), tenant.PostgresDatabase()
+			_, pw := ts.provision(t, ctx, tenant, 1)
+
+			// The tenant, with its own credential, rewrites the comment and
+			// keeps a session open.
+			conn, err := ts.connect(ctx, role, pw, db)
+			if err != nil {
+				t.Fatalf("tenant login: %v", scrubConnectError(err))
+			}
+			defer conn.Close(context.Background())
+			stmt := "COMMENT ON DATABASE " + ident(db) + " IS NULL"
+			if tc.comment != "" {
+				lit, err := quoteLiteral(tc.comment)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stmt = "COMMENT ON DATABASE " + ident(db) + " IS " + lit
+			}
+			if _, err := conn.Exec(ctx, stmt); err != nil {
+				t.Fatalf("the tenant could not comment on its database (the scenario needs it): %v", err)
+			}
+
+			dr, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
+			if err != nil {
+				t.Fatalf("Deprovision: %v", err)
+			}
+			if len(dr.Warnings) != 0 || len(dr.Skipped) != 0 {
+				t.Errorf("Deprovision left something: skipped %q, warnings %q", dr.Skipped, dr.Warnings)
+			}
+			if ok, _ := ts.exists(ctx, tenant); ok {
+				t.Errorf("role or database %s still exists after Deprovision", role)
+			}
+			if err := conn.Ping(ctx); err == nil {
+				t.Error("the tenant's session survived Deprovision")
+			}
+			if c, err := ts.connect(ctx, role, pw, db); err == nil {
+				c.Close(ctx)
+				t.Error("the tenant still logs in after Deprovision")
+			}
+			// The next generation provisions normally (not "stale").
+			resp, _ := ts.provision(t, ctx, tenant, 2)
+			vr, err := ts.store.Verify(ctx, agent.VerifyRequest{Tenant: tenant, Generation: 2, Credential: resp.Credential})
+			if err != nil {
+				t.Fatal(err)
+			}
+			requirePassed(t, vr)
+		})
+	}
+}
+
+// Scenario 2: a non-superuser role with CREATEDB creates tenant_victim,
+// writes tenantprov's old marker into its comment, grants CONNECT to a spy
+// and plants a table. Provisioning victim is a permanent conflict, the
+// rollback (Deprovision) succeeds, and the database is exactly as it was.
+func TestForeignDatabaseNeverAdopted(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx := testCtx(t)
+	tenant := events.MustTenantID("victim")
+	db := tenant.PostgresDatabase()
+	// Another tenant first, so that the agent's start-up work is done and
+	// what follows happens on a running system.
+	ts.provision(t, ctx, events.MustTenantID("bystander"), 1)
+
+	mustExecPool(t, ctx, ts,
+		"CREATE ROLE squatter LOGIN CREATEDB PASSWORD 'squatter-pw'",
+		"CREATE ROLE spy LOGIN PASSWORD 'spy-pw'",
+		"GRANT CONNECT ON DATABASE postgres TO squatter",
+	)
+	sq, err := ts.connect(ctx, "squatter", "squatter-pw", "postgres")
+	if err != nil {
+		t.Fatal(scrubConnectError(err))
+	}
+	defer sq.Close(context.Background())
+	for _, stmt := range []string{
+		"CREATE DATABASE " + ident(db),
+		`COMMENT ON DATABASE ` + ident(db) + ` IS '{"managed_by":"tenantprov","tenant":"victim","generation":1}'`,
+		"GRANT CONNECT ON DATABASE " + ident(db) + " TO spy",
+	} {
+		if _, err := sq.Exec(ctx, stmt); err != nil {
+			t.Fatalf("squatter: %s: %v", stmt, err)
+		}
+	}
+	sqIn, err := ts.connect(ctx, "squatter", "squatter-pw", db)
+	if err != nil {
+		t.Fatal(scrubConnectError(err))
+	}
+	if _, err := sqIn.Exec(ctx, "CREATE TABLE planted (v text); INSERT INTO planted VALUES ('planted')"); err != nil {
+		t.Fatal(err)
+	}
+	sqIn.Close(ctx)
+
+	before := foreignDBSnapshot(t, ctx, ts, db)
+	_, err = ts.store.Provision(ctx, agent.ProvisionRequest{Tenant: tenant, Generation: 1, Password: newPassword(t)})
+	if !errors.Is(err, agent.ErrConflict) {
+		t.Fatalf("Provision over a squatted database = %v, want agent.ErrConflict", err)
+	}
+	if perm, reason := agent.Classify(err); !perm || reason != events.ReasonConflict {
+		t.Errorf("Classify = permanent %t, %s; want permanent conflict", perm, reason)
+	}
+	if after := foreignDBSnapshot(t, ctx, ts, db); after != before {
+		t.Errorf("Provision changed the foreign database:\nbefore %s\nafter  %s", before, after)
+	}
+	var roles int
+	_ = ts.admin.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", tenant.PostgresRole()).Scan(&roles)
+	if roles != 0 {
+		t.Errorf("Provision created role %s although the database is foreign", tenant.PostgresRole())
+	}
+
+	// The saga's rollback.
+	dr, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
+	if err != nil {
+		t.Fatalf("rollback Deprovision: %v", err)
+	}
+	if len(dr.Skipped) != 1 || !strings.Contains(dr.Skipped[0], db) {
+		t.Errorf("Skipped = %q, want the foreign database", dr.Skipped)
+	}
+	if after := foreignDBSnapshot(t, ctx, ts, db); after != before {
+		t.Errorf("Deprovision changed the foreign database:\nbefore %s\nafter  %s", before, after)
+	}
+	// The spy still gets in, and the planted table is still there.
+	spy, err := ts.connect(ctx, "spy", "spy-pw", db)
+	if err != nil {
+		t.Fatalf("the spy lost its access to the foreign database: %v", scrubConnectError(err))
+	}
+	spy.Close(ctx)
+}
+
+// foreignDBSnapshot is a database's owner, ACL, comment and tables.
+func foreignDBSnapshot(t *testing.T, ctx context.Context, ts *testServer, db string) string {
+	t.Helper()
+	var s string
+	err := ts.admin.QueryRow(ctx, `SELECT row(d.oid, pg_get_userbyid(d.datdba), d.datacl, shobj_description(d.oid, 'pg_database'))::text FROM pg_database d WHERE datname = $1`, db).Scan(&s)
+	if err != nil {
+		t.Fatalf("database %s: %v", db, err)
+	}
+	conn := ts.adminIn(t, ctx, db)
+	var tables, schemaACL string
+	if err := conn.QueryRow(ctx, `SELECT coalesce(string_agg(schemaname || '.' || tablename || ':' || tableowner, ',' ORDER BY 1), '') FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')`).Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, `SELECT row(pg_get_userbyid(nspowner), nspacl)::text FROM pg_namespace WHERE nspname = 'public'`).Scan(&schemaACL); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	return s + " tables " + tables + " schema public " + schemaACL
+}
+
+func mustExecPool(t *testing.T, ctx context.Context, ts *testServer, stmts ...string) {
+	t.Helper()
+	for _, stmt := range stmts {
+		if _, err := ts.admin.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+}
+
+// Scenario 3: databases an operator creates with PostgreSQL's defaults
+// (PUBLIC has CONNECT) — before the agent starts or while it runs — are
+// closed to tenants by default, and Verify proves it against pg_database.
+func TestTenantReachesNoOtherDatabase(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx := testCtx(t)
+	mustExecPool(t, ctx, ts, "CREATE DATABASE appdb")
+
+	first := events.MustTenantID("first")
+	_, pw1 := ts.provision(t, ctx, first, 1)
+	mustExecPool(t, ctx, ts, "CREATE DATABASE appdb_later")
+	second := events.MustTenantID("second")
+	resp2, pw2 := ts.provision(t, ctx, second, 1)
+
+	for _, who := range []struct {
+		tenant events.TenantID
+		pw     secret.String
+	}{{first, pw1}, {second, pw2}} {
+		for _, db := range []string{"appdb", "appdb_later", "postgres", "template1", events.CanaryDatabase} {
+			conn, err := ts.connect(ctx, who.tenant.PostgresRole(), who.pw, db)
+			if err == nil {
+				conn.Close(ctx)
+				t.Errorf("%s connected to %s", who.tenant.PostgresRole(), db)
+			} else if sqlState(err) != sqlstateInsufficientPrivilege {
+				t.Errorf("%s connecting to %s: %v, want SQLSTATE 42501", who.tenant.PostgresRole(), db, scrubConnectError(err))
+			}
+		}
+	}
+	vr, err := ts.store.Verify(ctx, agent.VerifyRequest{Tenant: second, Generation: 1, Credential: resp2.Credential})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requirePassed(t, vr)
+	if c := check(vr, CheckOtherDatabasesDenied); !c.Passed {
+		t.Errorf("%s: %+v", CheckOtherDatabasesDenied, c)
+	}
+}
+
+// Scenario 6 (PostgreSQL half), the break-it test: each deliberate breakage
+// an admin makes between Provision and Verify — inward or outward — makes
+// Verify fail, and the check that names it fails.
+func TestVerifyCatchesBrokenIsolation(t *testing.T) {
+	ts := newTestServer(t, nil)
+	mustExecPool(t, testCtx(t), ts, "CREATE ROLE spy LOGIN PASSWORD 'spy-pw'")
+	for _, tc := range []struct {
+		name  string
+		check string
+		// inDB statements run as the admin inside the tenant's database;
+		// break statements in the admin database.
+		brk, inDB, undo []string
+	}{
+		{name: "PUBLIC granted CONNECT on the tenant's database", check: CheckDatabasePrivate,
+			brk: []string{"GRANT CONNECT ON DATABASE %[2]s TO PUBLIC"}},
+		{name: "another role granted ALL on the tenant's database", check: CheckDatabasePrivate,
+			brk: []string{"GRANT ALL ON DATABASE %[2]s TO spy"}},
+		{name: "the tenant's database given to another owner", check: CheckDatabasePrivate,
+			brk: []string{"ALTER DATABASE %[2]s OWNER TO spy"}},
+		{name: "the tenant role granted to another role", check: CheckRoleLockedDown,
+			brk: []string{"GRANT %[1]s TO spy"}},
+		{name: "the tenant role made member of another role", check: CheckRoleLockedDown,
+			brk: []string{"GRANT spy TO %[1]s"}},
+		{name: "the tenant role given CREATEDB", check: CheckRoleLockedDown,
+			brk: []string{"ALTER ROLE %[1]s CREATEDB"}},
+		{name: "the tenant role's connection limit removed", check: CheckRoleLockedDown,
+			brk: []string{"ALTER ROLE %[1]s CONNECTION LIMIT -1"}},
+		{name: "USAGE and CREATE on the tenant's public schema granted to PUBLIC", check: CheckSchemasPrivate,
+			inDB: []string{"GRANT USAGE, CREATE ON SCHEMA public TO PUBLIC"}},
+		{name: "a schema in the tenant's database owned by another role", check: CheckSchemasPrivate,
+			inDB: []string{"CREATE SCHEMA planted AUTHORIZATION spy"}},
+		{name: "a new database reachable through PUBLIC's CONNECT", check: CheckOtherDatabasesDenied,
+			brk: []string{"CREATE DATABASE opendb"}, undo: []string{"DROP DATABASE opendb"}},
+		{name: "the tenant role granted CONNECT on the canary", check: agent.CheckCanaryDenied,
+			brk: []string{"GRANT CONNECT ON DATABASE " + ident(events.CanaryDatabase) + " TO %[1]s"}},
+		{name: "the system record rewritten to another generation", check: CheckSystemRecord,
+			brk:  []string{"UPDATE " + recordTable + " SET generation = 999999 WHERE tenant = '%[3]s'"},
+			undo: []string{"UPDATE " + recordTable + " SET generation = 1 WHERE generation = 999999"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			tenant := events.MustTenantID(fmt.Sprintf("brk-%x", fnvShort(tc.name)))
+			resp, _ := ts.provision(t, ctx, tenant, 1)
+			verify := func() agent.VerifyResponse {
+				t.Helper()
+				vr, err := ts.store.Verify(ctx, agent.VerifyRequest{Tenant: tenant, Generation: 1, Credential: resp.Credential})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return vr
+			}
+			requirePassed(t, verify()) // the baseline: intact, Verify passes
+
+			names := strings.NewReplacer("%[1]s", ident(tenant.PostgresRole()), "%[2]s", ident(tenant.PostgresDatabase()), "%[3]s", string(tenant))
+			for _, s := range tc.brk {
+				mustExecPool(t, ctx, ts, names.Replace(s))
+			}
+			if len(tc.inDB) > 0 {
+				conn := ts.adminIn(t, ctx, tenant.PostgresDatabase())
+				for _, s := range tc.inDB {
+					if _, err := conn.Exec(ctx, s); err != nil {
+						t.Fatalf("%s: %v", s, err)
+					}
+				}
+			}
+			// Afterwards the tenant goes, whatever was done to it, so that
+			// the next case starts from a clean server.
+			defer func() {
+				for _, s := range tc.undo {
+					mustExecPool(t, ctx, ts, s)
+				}
+				if _, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1}); err != nil {
+					t.Errorf("Deprovision after the breakage: %v", err)
+				}
+				if ok, _ := ts.exists(ctx, tenant); ok {
+					t.Error("role or database left after Deprovision")
+				}
+			}()
+
+			vr := verify()
+			if vr.Passed() {
+				t.Fatalf("Verify passed with the isolation broken: %+v", vr.Checks)
+			}
+			c := check(vr, tc.check)
+			if c.Passed {
+				t.Errorf("check %s passed: %+v", tc.check, vr.Checks)
+			}
+			t.Logf("%s: %s", tc.check, c.Detail)
+		})
+	}
+}
+
+func fnvShort(s string) uint32 {
+	var h uint32 = 2166136261
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}
