@@ -338,3 +338,49 @@ func fnvShort(s string) uint32 {
 	}
 	return h
 }
+
+// Tenants provisioned by an agent older than the system record carry their
+// marker as the role's COMMENT, which a tenant cannot write; the record is
+// filled from those once, when it is created, so that an upgrade does not
+// orphan them. A comment naming another tenant is not imported.
+func TestRoleMarkersImportedOnce(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx := testCtx(t)
+	legacy, liar, late := events.MustTenantID("legacy"), events.MustTenantID("liar"), events.MustTenantID("late")
+	marker := func(id string, gen int) string {
+		return fmt.Sprintf(`'{"managed_by":"tenantprov","tenant":"%s","generation":%d}'`, id, gen)
+	}
+	mustExecPool(t, ctx, ts,
+		"CREATE ROLE "+ident(legacy.PostgresRole())+" LOGIN PASSWORD 'old-pw' CONNECTION LIMIT 20",
+		"COMMENT ON ROLE "+ident(legacy.PostgresRole())+" IS "+marker("legacy", 4),
+		"CREATE DATABASE "+ident(legacy.PostgresDatabase())+" OWNER "+ident(legacy.PostgresRole()),
+		"CREATE ROLE "+ident(liar.PostgresRole())+" LOGIN",
+		"COMMENT ON ROLE "+ident(liar.PostgresRole())+" IS "+marker("legacy", 4),
+	)
+	// The first call creates the record and imports.
+	if err := ts.store.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: events.MustTenantID("nobody"), Generation: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Imported later? No: the record exists now, comments are never read again.
+	mustExecPool(t, ctx, ts,
+		"CREATE ROLE "+ident(late.PostgresRole())+" LOGIN",
+		"COMMENT ON ROLE "+ident(late.PostgresRole())+" IS "+marker("late", 1),
+	)
+
+	dr, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: legacy, Generation: 4})
+	if err != nil || len(dr.Skipped) != 0 || len(dr.Warnings) != 0 {
+		t.Fatalf("Deprovision of the imported tenant = %+v, %v", dr, err)
+	}
+	if ok, _ := ts.exists(ctx, legacy); ok {
+		t.Error("the imported tenant's role or database is still there")
+	}
+	for _, id := range []events.TenantID{liar, late} {
+		_, err := ts.store.Provision(ctx, agent.ProvisionRequest{Tenant: id, Generation: 1, Password: newPassword(t)})
+		if !errors.Is(err, agent.ErrConflict) {
+			t.Errorf("Provision(%s) over a role that was not imported = %v, want ErrConflict", id, err)
+		}
+	}
+}

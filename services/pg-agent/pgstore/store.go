@@ -36,6 +36,7 @@ package pgstore
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -591,6 +592,10 @@ func (s *Store) ensureSystemRecord(ctx context.Context) error {
 		if owner != "" && owner != me {
 			return agent.Permanent(events.ReasonStoreError, fmt.Errorf("schema tenantprov (the system record) is owned by %s, not by the agent's admin role %s", owner, me))
 		}
+		var fresh bool
+		if err := tx.QueryRow(ctx, "SELECT to_regclass($1) IS NULL", recordTable).Scan(&fresh); err != nil {
+			return err
+		}
 		for _, stmt := range []string{
 			"CREATE SCHEMA IF NOT EXISTS tenantprov",
 			"REVOKE ALL ON SCHEMA tenantprov FROM PUBLIC",
@@ -607,9 +612,69 @@ func (s *Store) ensureSystemRecord(ctx context.Context) error {
 				return err
 			}
 		}
+		if fresh {
+			return importRoleMarkers(ctx, tx)
+		}
 		return nil
 	})
 	return wrap("create the system record "+recordTable, err)
+}
+
+// legacyMarker is the COMMENT that agents before the system record wrote on
+// tenant roles and databases.
+type legacyMarker struct {
+	ManagedBy  string `json:"managed_by"`
+	Tenant     string `json:"tenant"`
+	Generation int64  `json:"generation"`
+}
+
+// importRoleMarkers fills a just-created system record with the tenants an
+// older agent provisioned, so that an upgrade does not turn them into
+// foreign resources that Deprovision leaves behind. It runs once per
+// server, in the transaction that creates the record, and trusts only the
+// ROLE's comment: COMMENT ON ROLE needs CREATEROLE (or superuser), which a
+// tenant role never has, whereas a tenant owns its database and can rewrite
+// that comment (issue 10). The database is imported only if the role owns
+// it — a role without CREATEDB cannot make that so.
+func importRoleMarkers(ctx context.Context, tx pgx.Tx) error {
+	rows, err := tx.Query(ctx, `
+SELECT r.rolname, shobj_description(r.oid, 'pg_authid'), r.oid, d.oid
+FROM pg_roles r LEFT JOIN pg_database d ON d.datname = r.rolname AND d.datdba = r.oid
+WHERE r.rolname LIKE 'tenant\_%' AND shobj_description(r.oid, 'pg_authid') IS NOT NULL`)
+	if err != nil {
+		return err
+	}
+	type found struct {
+		tenant     string
+		generation int64
+		roleOID    uint32
+		dbOID      *uint32
+	}
+	var legacy []found
+	var name, comment string
+	var roleOID uint32
+	var dbOID *uint32
+	_, err = pgx.ForEachRow(rows, []any{&name, &comment, &roleOID, &dbOID}, func() error {
+		var m legacyMarker
+		if json.Unmarshal([]byte(comment), &m) != nil || m.ManagedBy != ManagedBy || m.Generation < 0 {
+			return nil
+		}
+		if id, err := events.ParseTenantID(m.Tenant); err != nil || id.PostgresRole() != name {
+			return nil
+		}
+		legacy = append(legacy, found{m.Tenant, m.Generation, roleOID, dbOID})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, f := range legacy {
+		if _, err := tx.Exec(ctx, "INSERT INTO "+recordTable+" (tenant, generation, role_oid, database_oid) VALUES ($1, $2, $3, $4) ON CONFLICT (tenant) DO NOTHING",
+			f.tenant, f.generation, f.roleOID, f.dbOID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // closeOtherDatabases revokes PUBLIC's CONNECT and TEMPORARY on every
