@@ -824,7 +824,7 @@ func genPostgres(t *testing.T, b *docBlocks, resources, checks *sync.Map) {
 		}
 	}
 	segments = append(segments,
-		renderPGSegment("Once per agent process (first Provision, Verify or Deprovision): the canary database", entries[:split]),
+		renderPGSegment("Once per agent process (first Provision, Verify or Deprovision): the system record, the canary database, PUBLIC's CONNECT revoked on the other databases", entries[:split]),
 		renderPGSegment(fmt.Sprintf("Provision tenant %q, generation %d (store.cmd.postgres.provision)", docTenant, docGeneration), entries[split:]))
 	off = next
 

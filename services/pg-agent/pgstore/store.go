@@ -149,13 +149,17 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
+	// Databases created since the last provision (PostgreSQL gives PUBLIC
+	// CONNECT on each) are closed before a new credential exists; the first
+	// call's prepare does that already.
+	prepared := s.prepared.Load()
 	if err := s.prepare(ctx); err != nil {
 		return agent.ProvisionResponse{}, err
 	}
-	// Databases created since the last provision (PostgreSQL gives PUBLIC
-	// CONNECT on each) are closed before a new credential exists.
-	if err := s.closeOtherDatabases(ctx); err != nil {
-		return agent.ProvisionResponse{}, err
+	if prepared {
+		if err := s.closeOtherDatabases(ctx); err != nil {
+			return agent.ProvisionResponse{}, err
+		}
 	}
 	role, db := tenant.PostgresRole(), tenant.PostgresDatabase()
 	err = s.withTenantLock(ctx, tenant, func(conn *pgxpool.Conn) error {
@@ -239,7 +243,7 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 			if _, err := conn.Exec(ctx, "ALTER ROLE "+ident(role)+" NOLOGIN"); err != nil {
 				return wrap("alter role "+role+" nologin", err)
 			}
-			if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usesysid = $1 AND pid <> pg_backend_pid()", *st.roleOID); err != nil {
+			if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()", role); err != nil {
 				return wrap("terminate sessions of "+role, err)
 			}
 		}

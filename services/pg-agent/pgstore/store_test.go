@@ -204,7 +204,7 @@ func TestPostgresStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		// PUBLIC's CONNECT on postgres is revoked by the agent
-		// (PG_REVOKE_PUBLIC_CONNECT); this role is not a tenant.
+		// (every database but PG_KEEP_PUBLIC_CONNECT); this role is not a tenant.
 		if _, err := ts.admin.Exec(ctx, "GRANT CONNECT ON DATABASE postgres TO "+ident("verifier-check")); err != nil {
 			t.Fatal(err)
 		}
@@ -444,7 +444,7 @@ func TestPostgresStore(t *testing.T) {
 		tenant := events.MustTenantID("busy")
 		_, pw := ts.provision(t, ctx, tenant, 1)
 		// Two sessions in its own database (postgres itself is closed to
-		// tenants: PG_REVOKE_PUBLIC_CONNECT).
+		// tenants: the agent revokes PUBLIC CONNECT everywhere).
 		own, err := ts.connect(ctx, tenant.PostgresRole(), pw, tenant.PostgresDatabase())
 		if err != nil {
 			t.Fatal(scrubConnectError(err))
