@@ -40,6 +40,9 @@ func TestTenantCannotEscapeDeprovision(t *testing.T) {
 		{"forged marker with generation 999999", "escape-forged", `{"managed_by":"tenantprov","tenant":"escape-forged","generation":999999}`},
 		{"a comment that is not a marker", "escape-mine", "mine"},
 		{"no comment at all", "escape-none", ""},
+		// Not comments: other things a database owner may change.
+		{"database made a template", "escape-template", "ALTER DATABASE %s IS_TEMPLATE true"},
+		{"role password changed by the tenant", "escape-pw", "ALTER ROLE CURRENT_USER PASSWORD 'chosen-by-the-tenant'"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
@@ -55,7 +58,9 @@ func TestTenantCannotEscapeDeprovision(t *testing.T) {
 			}
 			defer conn.Close(context.Background())
 			stmt := "COMMENT ON DATABASE " + ident(db) + " IS NULL"
-			if tc.comment != "" {
+			if strings.HasPrefix(tc.comment, "ALTER ") {
+				stmt = strings.ReplaceAll(tc.comment, "%s", ident(db))
+			} else if tc.comment != "" {
 				lit, err := quoteLiteral(tc.comment)
 				if err != nil {
 					t.Fatal(err)
@@ -63,7 +68,7 @@ func TestTenantCannotEscapeDeprovision(t *testing.T) {
 				stmt = "COMMENT ON DATABASE " + ident(db) + " IS " + lit
 			}
 			if _, err := conn.Exec(ctx, stmt); err != nil {
-				t.Fatalf("the tenant could not comment on its database (the scenario needs it): %v", err)
+				t.Fatalf("the tenant could not run %q (the scenario needs it): %v", stmt, err)
 			}
 
 			dr, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
@@ -257,6 +262,8 @@ func TestVerifyCatchesBrokenIsolation(t *testing.T) {
 			brk: []string{"GRANT ALL ON DATABASE %[2]s TO spy"}},
 		{name: "the tenant's database given to another owner", check: CheckDatabasePrivate,
 			brk: []string{"ALTER DATABASE %[2]s OWNER TO spy"}},
+		{name: "the tenant's database made a template", check: CheckDatabasePrivate,
+			brk: []string{"ALTER DATABASE %[2]s IS_TEMPLATE true"}},
 		{name: "the tenant role granted to another role", check: CheckRoleLockedDown,
 			brk: []string{"GRANT %[1]s TO spy"}},
 		{name: "the tenant role made member of another role", check: CheckRoleLockedDown,
@@ -382,5 +389,58 @@ func TestRoleMarkersImportedOnce(t *testing.T) {
 		if !errors.Is(err, agent.ErrConflict) {
 			t.Errorf("Provision(%s) over a role that was not imported = %v, want ErrConflict", id, err)
 		}
+	}
+}
+
+// The tenant owns its database and may set its defaults (ALTER DATABASE …
+// SET): a search_path that puts its own schema before pg_catalog would make
+// the admin's sessions in that database — the schema lock-down of a
+// re-provision, Verify's catalog queries — call the tenant's functions as
+// the admin. The agent's sessions there ignore those defaults.
+func TestTenantCannotHijackAdminSessions(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx := testCtx(t)
+	tenant := events.MustTenantID("hijacker")
+	resp, pw := ts.provision(t, ctx, tenant, 1)
+	conn, err := ts.connect(ctx, tenant.PostgresRole(), pw, tenant.PostgresDatabase())
+	if err != nil {
+		t.Fatal(scrubConnectError(err))
+	}
+	defer conn.Close(context.Background())
+	// Every catalog function Verify calls in the tenant's database, shadowed
+	// by one that creates a superuser when the admin runs it.
+	trap := `LANGUAGE plpgsql AS $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'hijacked') THEN
+    EXECUTE 'CREATE ROLE hijacked SUPERUSER LOGIN';
+  END IF;
+  RETURN NULL; END $$`
+	for _, stmt := range []string{
+		"CREATE FUNCTION public.pg_get_userbyid(oid) RETURNS name " + trap,
+		`CREATE FUNCTION public.acldefault("char", oid) RETURNS aclitem[] ` + trap,
+		"CREATE FUNCTION public.aclexplode(aclitem[]) RETURNS TABLE (grantor oid, grantee oid, privilege_type text, is_grantable boolean) LANGUAGE plpgsql AS $$ BEGIN EXECUTE 'CREATE ROLE hijacked SUPERUSER LOGIN'; END $$",
+		"ALTER DATABASE " + ident(tenant.PostgresDatabase()) + " SET search_path = public, pg_catalog",
+		"ALTER DATABASE " + ident(tenant.PostgresDatabase()) + " SET default_transaction_read_only = on",
+	} {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			t.Fatalf("tenant: %s: %v", stmt, err)
+		}
+	}
+	vr, err := ts.store.Verify(ctx, agent.VerifyRequest{Tenant: tenant, Generation: 1, Credential: resp.Credential})
+	if err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	_ = vr // the tenant may have broken its own checks; what matters is below
+	if _, err := ts.store.Provision(ctx, agent.ProvisionRequest{Tenant: tenant, Generation: 1, Password: newPassword(t)}); err != nil {
+		t.Errorf("re-provision: %v", err)
+	}
+	var hijacked bool
+	if err := ts.admin.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'hijacked')").Scan(&hijacked); err != nil {
+		t.Fatal(err)
+	}
+	if hijacked {
+		t.Fatal("the admin ran the tenant's function: role hijacked exists")
+	}
+	if _, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1}); err != nil {
+		t.Errorf("Deprovision: %v", err)
 	}
 }

@@ -247,6 +247,11 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 				return wrap("terminate sessions of "+role, err)
 			}
 		}
+		if st.dbOurs() && st.dbTemplate {
+			if _, err := conn.Exec(ctx, "ALTER DATABASE "+ident(db)+" WITH IS_TEMPLATE false"); err != nil {
+				return wrap("alter database "+db+" is_template false", err)
+			}
+		}
 		if st.dbOurs() {
 			if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+ident(db)+" WITH (FORCE)"); err != nil {
 				return wrap("drop database "+db, err)
@@ -299,11 +304,9 @@ ORDER BY 1`, roleOID)
 		return wrap("find the databases that hold objects of "+role, err)
 	}
 	for _, other := range dbs {
-		cc := s.admin.Copy()
-		cc.Database = other
-		c, err := pgx.ConnectConfig(ctx, cc)
+		c, err := s.adminConnect(ctx, other)
 		if err != nil {
-			return wrap("connect to database "+other+" as admin", err)
+			return err
 		}
 		_, err = c.Exec(ctx, "DROP OWNED BY "+ident(role))
 		closeConn(ctx, c)
@@ -312,6 +315,37 @@ ORDER BY 1`, roleOID)
 		}
 	}
 	return nil
+}
+
+// adminSessionParams override, for the agent's admin sessions in databases
+// it does not own, the defaults that the database's owner — a tenant — can
+// set with ALTER DATABASE … SET (parameters sent at connection start take
+// precedence over them). Above all search_path: with the tenant's schema
+// before pg_catalog, a catalog function or operator the admin calls there
+// would resolve to the tenant's, run with the admin's privileges.
+var adminSessionParams = map[string]string{
+	"search_path":                         "pg_catalog, pg_temp",
+	"role":                                "none",
+	"default_transaction_read_only":       "off",
+	"default_transaction_isolation":       "read committed",
+	"statement_timeout":                   "0",
+	"lock_timeout":                        "0",
+	"idle_in_transaction_session_timeout": "0",
+}
+
+// adminConnect opens an admin session in db (a tenant's database, or
+// another database holding a tenant's objects) that ignores db's defaults.
+func (s *Store) adminConnect(ctx context.Context, db string) (*pgx.Conn, error) {
+	cc := s.admin.Copy()
+	cc.Database = db
+	for k, v := range adminSessionParams {
+		cc.RuntimeParams[k] = v
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, wrap("connect to database "+db+" as admin", err)
+	}
+	return conn, nil
 }
 
 // errStillExists reports a deprovision that did not remove everything; it
@@ -366,6 +400,10 @@ type state struct {
 
 	dbOID   *uint32 // nil: no database with the tenant's name
 	dbOwner *uint32
+	// dbTemplate: the database is a template. Its owner (the tenant) can
+	// make it one; PostgreSQL then refuses to drop it, and lets any role
+	// with CREATEDB clone it.
+	dbTemplate bool
 
 	recExists  bool
 	recGen     int64
@@ -379,7 +417,7 @@ func readState(ctx context.Context, conn *pgxpool.Conn, tenant events.TenantID) 
 SELECT r.oid,
        coalesce(r.rolsuper, false), coalesce(r.rolcreatedb, false), coalesce(r.rolcreaterole, false),
        coalesce(r.rolreplication, false), coalesce(r.rolbypassrls, false), coalesce(r.rolinherit, false),
-       d.oid, d.datdba,
+       d.oid, d.datdba, coalesce(d.datistemplate, false),
        t.tenant IS NOT NULL, coalesce(t.generation, 0), t.role_oid, t.database_oid
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN pg_roles r ON r.rolname = $1
@@ -387,7 +425,7 @@ LEFT JOIN pg_database d ON d.datname = $2
 LEFT JOIN `+recordTable+` t ON t.tenant = $3`, tenant.PostgresRole(), tenant.PostgresDatabase(), string(tenant)).Scan(
 		&st.roleOID,
 		&st.rolSuper, &st.rolCreateDB, &st.rolCreateRole, &st.rolReplication, &st.rolBypassRLS, &st.rolInherit,
-		&st.dbOID, &st.dbOwner,
+		&st.dbOID, &st.dbOwner, &st.dbTemplate,
 		&st.recExists, &st.recGen, &st.recRoleOID, &st.recDBOID)
 	if err != nil {
 		return nil, wrap("read state of tenant "+string(tenant), err)
@@ -508,9 +546,16 @@ func (s *Store) ensureDatabase(ctx context.Context, conn *pgxpool.Conn, st *stat
 		if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident(db)+" OWNER "+ident(role)); err != nil {
 			return wrap("create database "+db, err)
 		}
-	} else if st.dbOwner == nil || st.roleOID == nil || *st.dbOwner != *st.roleOID {
-		if _, err := conn.Exec(ctx, "ALTER DATABASE "+ident(db)+" OWNER TO "+ident(role)); err != nil {
-			return wrap("alter database "+db+" owner", err)
+	} else {
+		if st.dbOwner == nil || st.roleOID == nil || *st.dbOwner != *st.roleOID {
+			if _, err := conn.Exec(ctx, "ALTER DATABASE "+ident(db)+" OWNER TO "+ident(role)); err != nil {
+				return wrap("alter database "+db+" owner", err)
+			}
+		}
+		if st.dbTemplate {
+			if _, err := conn.Exec(ctx, "ALTER DATABASE "+ident(db)+" WITH IS_TEMPLATE false"); err != nil {
+				return wrap("alter database "+db+" is_template false", err)
+			}
 		}
 	}
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
@@ -533,11 +578,9 @@ func (s *Store) ensureDatabase(ctx context.Context, conn *pgxpool.Conn, st *stat
 // PUBLIC; ≥ 15 still grants USAGE). It recreates the schema if the tenant
 // dropped it.
 func (s *Store) lockDownSchema(ctx context.Context, db, role string) error {
-	cc := s.admin.Copy()
-	cc.Database = db
-	conn, err := pgx.ConnectConfig(ctx, cc)
+	conn, err := s.adminConnect(ctx, db)
 	if err != nil {
-		return wrap("connect to database "+db+" as admin", err)
+		return err
 	}
 	defer closeConn(ctx, conn)
 	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {

@@ -47,9 +47,10 @@ const (
 //     CREATEROLE, REPLICATION, BYPASSRLS; its connection limit is set
 //     (1..PG_CONNECTION_LIMIT); no role but the agent's admin is a member of
 //     it (a member acts as the tenant), and it is a member of no role;
-//   - database_private: the database is owned by the role, and its ACL
-//     (aclexplode) grants nothing to PUBLIC or to any role but the tenant's
-//     and the admin;
+//   - database_private: the database is owned by the role, is not a template
+//     (which any role with CREATEDB may copy), and its ACL (aclexplode)
+//     grants nothing to PUBLIC or to any role but the tenant's and the
+//     admin;
 //   - schemas_private: in the tenant's database, every schema but the
 //     system ones is owned by the role and grants nothing to PUBLIC or any
 //     other role;
@@ -207,10 +208,10 @@ FROM pg_roles r WHERE r.rolname = $1`, tenant.PostgresRole()).Scan(&super, &crea
 func (s *Store) checkDatabasePrivate(ctx context.Context, tenant events.TenantID, _ uint64) (events.Check, error) {
 	c := events.Check{Name: CheckDatabasePrivate}
 	var owner, foreign string
-	var owned bool
+	var owned, template bool
 	err := s.pool.QueryRow(ctx, `
-SELECT pg_get_userbyid(d.datdba)::text, d.datdba = r.oid, `+grantees("coalesce(d.datacl, acldefault('d', d.datdba))", "r.oid")+`
-FROM pg_database d, pg_roles r WHERE d.datname = $1 AND r.rolname = $2`, tenant.PostgresDatabase(), tenant.PostgresRole()).Scan(&owner, &owned, &foreign)
+SELECT pg_get_userbyid(d.datdba)::text, d.datdba = r.oid, d.datistemplate, `+grantees("coalesce(d.datacl, acldefault('d', d.datdba))", "r.oid")+`
+FROM pg_database d, pg_roles r WHERE d.datname = $1 AND r.rolname = $2`, tenant.PostgresDatabase(), tenant.PostgresRole()).Scan(&owner, &owned, &template, &foreign)
 	if errors.Is(err, pgx.ErrNoRows) {
 		c.Detail = "database " + tenant.PostgresDatabase() + " or role " + tenant.PostgresRole() + " does not exist"
 		return c, nil
@@ -222,6 +223,9 @@ FROM pg_database d, pg_roles r WHERE d.datname = $1 AND r.rolname = $2`, tenant.
 	if !owned {
 		bad = append(bad, "owned by "+owner)
 	}
+	if template {
+		bad = append(bad, "a template (any role with CREATEDB can copy it)")
+	}
 	if foreign != "" {
 		bad = append(bad, "granted to others: "+foreign)
 	}
@@ -231,11 +235,10 @@ FROM pg_database d, pg_roles r WHERE d.datname = $1 AND r.rolname = $2`, tenant.
 
 func (s *Store) checkSchemasPrivate(ctx context.Context, tenant events.TenantID, _ uint64) (events.Check, error) {
 	c := events.Check{Name: CheckSchemasPrivate}
-	cc := s.admin.Copy()
-	cc.Database = tenant.PostgresDatabase()
-	conn, err := pgx.ConnectConfig(ctx, cc)
+	db := tenant.PostgresDatabase()
+	conn, err := s.adminConnect(ctx, db)
 	if err != nil {
-		return c, wrap("verify: connect to database "+cc.Database+" as admin", err)
+		return c, err
 	}
 	defer closeConn(ctx, conn)
 	// pg_database_owner (PostgreSQL ≥ 14) stands for the database's owner,
@@ -249,7 +252,7 @@ WHERE r.rolname = $1
   AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
 ORDER BY 1`, tenant.PostgresRole())
 	if err != nil {
-		return c, wrap("verify: schemas of "+cc.Database, err)
+		return c, wrap("verify: schemas of "+db, err)
 	}
 	var bad []string
 	var name, owner, foreign string
@@ -264,7 +267,7 @@ ORDER BY 1`, tenant.PostgresRole())
 		return nil
 	})
 	if err != nil {
-		return c, wrap("verify: schemas of "+cc.Database, err)
+		return c, wrap("verify: schemas of "+db, err)
 	}
 	c.Passed, c.Detail = len(bad) == 0, strings.Join(bad, "; ")
 	return c, nil
@@ -426,6 +429,9 @@ func (s *Store) connectTenant(ctx context.Context, user string, password secret.
 	cc.Password = password.Reveal()
 	cc.Database = db
 	cc.RuntimeParams["application_name"] = applicationName + "-verify"
+	// The role's and database's defaults are the tenant's to set; the
+	// checks' catalog lookups must not resolve to its objects.
+	cc.RuntimeParams["search_path"] = adminSessionParams["search_path"]
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, scrubConnectError(err)
