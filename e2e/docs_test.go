@@ -814,12 +814,13 @@ func genPostgres(t *testing.T, b *docBlocks, resources, checks *sync.Map) {
 		t.Fatalf("provision: %v", err)
 	}
 	entries, next := readPGLog(t, logPath, off)
-	// The canary is set up by the first call of each agent process, before
-	// the tenant lock: split there.
+	// The system record and the canary are set up by the first call of
+	// each agent process, under the setup lock and before the tenant lock:
+	// split after the setup lock's release.
 	split := len(entries)
 	for i, e := range entries {
-		if e.app == "tenantprov-pg-agent" && strings.Contains(e.sql, "pg_advisory_lock") {
-			split = i
+		if e.app == "tenantprov-pg-agent" && strings.Contains(e.sql, "pg_advisory_unlock") {
+			split = i + 1
 			break
 		}
 	}

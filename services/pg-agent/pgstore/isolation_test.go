@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -442,5 +443,54 @@ func TestTenantCannotHijackAdminSessions(t *testing.T) {
 	}
 	if _, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1}); err != nil {
 		t.Errorf("Deprovision: %v", err)
+	}
+}
+
+// Two agent replicas start at once on a fresh server (both create the system
+// record, the canary and revoke PUBLIC's CONNECT) and provision, verify and
+// deprovision side by side — the same tenant from both, too.
+func TestReplicasShareOneServer(t *testing.T) {
+	a := newTestServer(t, nil)
+	b := newTestServerOn(t, a.pg, nil)
+	ctx := testCtx(t)
+	mustExecPool(t, ctx, a, "CREATE DATABASE appdb")
+	errs := make(chan error, 32)
+	var wg sync.WaitGroup
+	for i, ts := range []*testServer{a, b, a, b} {
+		wg.Go(func() {
+			own := events.MustTenantID(fmt.Sprintf("replica-%d", i))
+			shared := events.MustTenantID("replica-shared")
+			for _, tenant := range []events.TenantID{own, shared} {
+				if _, err := ts.store.Provision(ctx, agent.ProvisionRequest{Tenant: tenant, Generation: 1, Password: newPassword(t)}); err != nil {
+					errs <- fmt.Errorf("replica %d: provision %s: %w", i, tenant, err)
+				}
+			}
+			pw := newPassword(t)
+			resp, err := ts.store.Provision(ctx, agent.ProvisionRequest{Tenant: own, Generation: 1, Password: pw})
+			if err != nil {
+				errs <- fmt.Errorf("replica %d: provision %s: %w", i, own, err)
+				return
+			}
+			vr, err := ts.store.Verify(ctx, agent.VerifyRequest{Tenant: own, Generation: 1, Credential: resp.Credential})
+			if err != nil || !vr.Passed() {
+				errs <- fmt.Errorf("replica %d: verify %s: %v %+v", i, own, err, vr.Checks)
+			}
+			if _, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: own, Generation: 1}); err != nil {
+				errs <- fmt.Errorf("replica %d: deprovision %s: %w", i, own, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	var records int
+	if err := a.admin.QueryRow(ctx, "SELECT count(*) FROM "+recordTable).Scan(&records); err != nil || records != 1 {
+		t.Errorf("%d records (%v), want only replica-shared's", records, err)
+	}
+	var open bool
+	if err := a.admin.QueryRow(ctx, "SELECT has_database_privilege('public', 'appdb', 'CONNECT')").Scan(&open); err != nil || open {
+		t.Errorf("appdb open to PUBLIC: %t %v", open, err)
 	}
 }

@@ -47,6 +47,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tenantprov/tenantprov/pkg/agent"
@@ -157,7 +158,7 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 		return agent.ProvisionResponse{}, err
 	}
 	if prepared {
-		if err := s.closeOtherDatabases(ctx); err != nil {
+		if err := s.closeOtherDatabases(ctx, s.pool); err != nil {
 			return agent.ProvisionResponse{}, err
 		}
 	}
@@ -404,6 +405,9 @@ type state struct {
 	// make it one; PostgreSQL then refuses to drop it, and lets any role
 	// with CREATEDB clone it.
 	dbTemplate bool
+	// dbAllowConn: datallowconn. Provision creates the database with
+	// connections disallowed and allows them once PUBLIC's CONNECT is gone.
+	dbAllowConn bool
 
 	recExists  bool
 	recGen     int64
@@ -417,7 +421,7 @@ func readState(ctx context.Context, conn *pgxpool.Conn, tenant events.TenantID) 
 SELECT r.oid,
        coalesce(r.rolsuper, false), coalesce(r.rolcreatedb, false), coalesce(r.rolcreaterole, false),
        coalesce(r.rolreplication, false), coalesce(r.rolbypassrls, false), coalesce(r.rolinherit, false),
-       d.oid, d.datdba, coalesce(d.datistemplate, false),
+       d.oid, d.datdba, coalesce(d.datistemplate, false), coalesce(d.datallowconn, false),
        t.tenant IS NOT NULL, coalesce(t.generation, 0), t.role_oid, t.database_oid
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN pg_roles r ON r.rolname = $1
@@ -425,7 +429,7 @@ LEFT JOIN pg_database d ON d.datname = $2
 LEFT JOIN `+recordTable+` t ON t.tenant = $3`, tenant.PostgresRole(), tenant.PostgresDatabase(), string(tenant)).Scan(
 		&st.roleOID,
 		&st.rolSuper, &st.rolCreateDB, &st.rolCreateRole, &st.rolReplication, &st.rolBypassRLS, &st.rolInherit,
-		&st.dbOID, &st.dbOwner, &st.dbTemplate,
+		&st.dbOID, &st.dbOwner, &st.dbTemplate, &st.dbAllowConn,
 		&st.recExists, &st.recGen, &st.recRoleOID, &st.recDBOID)
 	if err != nil {
 		return nil, wrap("read state of tenant "+string(tenant), err)
@@ -540,10 +544,13 @@ func (s *Store) ensureDatabase(ctx context.Context, conn *pgxpool.Conn, st *stat
 		if _, err := conn.Exec(ctx, "UPDATE "+recordTable+" SET database_oid = NULL, updated_at = now() WHERE tenant = $1", string(st.tenant)); err != nil {
 			return wrap("record database of "+string(st.tenant), err)
 		}
+		// PostgreSQL grants PUBLIC CONNECT on a new database: until that is
+		// revoked, nobody may connect (another tenant could otherwise get
+		// in, and on PostgreSQL ≤ 14 plant objects in its public schema).
 		// A concurrent creator (not us: we hold the tenant lock) makes this
 		// fail with 42P04, which is transient: the retry re-reads the state
 		// and reports the conflict.
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident(db)+" OWNER "+ident(role)); err != nil {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident(db)+" OWNER "+ident(role)+" ALLOW_CONNECTIONS false"); err != nil {
 			return wrap("create database "+db, err)
 		}
 	} else {
@@ -558,11 +565,15 @@ func (s *Store) ensureDatabase(ctx context.Context, conn *pgxpool.Conn, st *stat
 			}
 		}
 	}
+	stmts := []string{
+		"REVOKE ALL ON DATABASE " + ident(db) + " FROM PUBLIC",
+		"GRANT CONNECT, TEMPORARY ON DATABASE " + ident(db) + " TO " + ident(role),
+	}
+	if st.dbOID == nil || !st.dbAllowConn {
+		stmts = append(stmts, "ALTER DATABASE "+ident(db)+" WITH ALLOW_CONNECTIONS true")
+	}
 	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		for _, stmt := range []string{
-			"REVOKE ALL ON DATABASE " + ident(db) + " FROM PUBLIC",
-			"GRANT CONNECT, TEMPORARY ON DATABASE " + ident(db) + " TO " + ident(role),
-		} {
+		for _, stmt := range stmts {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return err
 			}
@@ -605,32 +616,44 @@ const setupLockKey int64 = 0x74656e616e747072 // "tenantpr"
 
 // prepare runs once per process, after it first succeeds: the system
 // record, the canary database, and closing the server's other databases.
+//
+// It holds the setup lock for the whole sequence (CREATE DATABASE of the
+// canary cannot run in a transaction, so a transaction-level lock cannot
+// cover it): replicas starting together would otherwise race to create
+// the canary.
 func (s *Store) prepare(ctx context.Context) error {
 	if s.prepared.Load() {
 		return nil
 	}
-	if err := s.ensureSystemRecord(ctx); err != nil {
-		return err
-	}
-	if err := s.ensureCanary(ctx); err != nil {
-		return err
-	}
-	if err := s.closeOtherDatabases(ctx); err != nil {
+	err := s.withSessionLock(ctx, setupLockKey, "lock the agent's setup", func(conn *pgxpool.Conn) error {
+		if err := s.ensureSystemRecord(ctx, conn); err != nil {
+			return err
+		}
+		if err := s.ensureCanary(ctx, conn); err != nil {
+			return err
+		}
+		return s.closeOtherDatabases(ctx, conn)
+	})
+	if err != nil {
 		return err
 	}
 	s.prepared.Store(true)
 	return nil
 }
 
+// adminDB is the admin pool or one of its connections.
+type adminDB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // ensureSystemRecord creates the schema tenantprov and recordTable in the
 // admin database, owned by the admin role, with every PUBLIC privilege
 // revoked. An existing schema tenantprov owned by another role is refused:
 // whoever owns it could rewrite the record.
-func (s *Store) ensureSystemRecord(ctx context.Context) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", setupLockKey); err != nil {
-			return err
-		}
+func (s *Store) ensureSystemRecord(ctx context.Context, db adminDB) error {
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		var owner, me string
 		err := tx.QueryRow(ctx, "SELECT coalesce((SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'tenantprov'), ''), current_user").Scan(&owner, &me)
 		if err != nil {
@@ -730,9 +753,9 @@ WHERE r.rolname LIKE 'tenant\_%' AND shobj_description(r.oid, 'pg_authid') IS NO
 // databases nobody can connect to (template0) and Config.KeepPublicConnect.
 // PostgreSQL grants both to PUBLIC on every new database, so this runs at
 // start and before every provision.
-func (s *Store) closeOtherDatabases(ctx context.Context) error {
+func (s *Store) closeOtherDatabases(ctx context.Context, db adminDB) error {
 	keep := s.cfg.keepPublicConnect()
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `
 SELECT datname FROM pg_database
 WHERE datallowconn AND datname NOT LIKE 'tenant\_%' AND NOT (datname = ANY($1))
@@ -762,14 +785,14 @@ ORDER BY 1`, keep)
 // saying what it is and admits nobody but superusers (PUBLIC's CONNECT and
 // TEMPORARY revoked). Names beginning "tenantprov" are reserved for the
 // system (DESIGN.md §2), so an existing canary is ours whatever its comment.
-func (s *Store) ensureCanary(ctx context.Context) error {
+func (s *Store) ensureCanary(ctx context.Context, conn adminDB) error {
 	db := events.CanaryDatabase
 	var exists bool
-	if err := s.pool.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", db).Scan(&exists); err != nil {
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", db).Scan(&exists); err != nil {
 		return wrap("look up canary database", err)
 	}
 	if !exists {
-		if _, err := s.pool.Exec(ctx, "CREATE DATABASE "+ident(db)); err != nil && sqlState(err) != "42P04" {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident(db)); err != nil && sqlState(err) != "42P04" {
 			return wrap("create canary database "+db, err)
 		}
 	}
@@ -777,10 +800,7 @@ func (s *Store) ensureCanary(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", setupLockKey); err != nil {
-			return err
-		}
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "COMMENT ON DATABASE "+ident(db)+" IS "+comment); err != nil {
 			return err
 		}
@@ -792,17 +812,21 @@ func (s *Store) ensureCanary(ctx context.Context) error {
 
 // withTenantLock runs fn on one admin connection holding a session-level
 // advisory lock for the tenant, so that two replicas (or a redelivered
-// command) never interleave on the same tenant. The lock dies with the
-// session if the unlock fails.
+// command) never interleave on the same tenant.
 func (s *Store) withTenantLock(ctx context.Context, tenant events.TenantID, fn func(conn *pgxpool.Conn) error) error {
+	return s.withSessionLock(ctx, lockKey(tenant), "lock tenant "+string(tenant), fn)
+}
+
+// withSessionLock runs fn on one admin connection holding the session-level
+// advisory lock key. The lock dies with the session if the unlock fails.
+func (s *Store) withSessionLock(ctx context.Context, key int64, what string, fn func(conn *pgxpool.Conn) error) error {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return wrap("acquire admin connection", err)
 	}
-	key := lockKey(tenant)
 	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", key); err != nil {
 		conn.Release()
-		return wrap("lock tenant "+string(tenant), err)
+		return wrap(what, err)
 	}
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
