@@ -494,3 +494,57 @@ func TestReplicasShareOneServer(t *testing.T) {
 		t.Errorf("appdb open to PUBLIC: %t %v", open, err)
 	}
 }
+
+// A tenant that was let into another database (an operator's grant) and
+// created objects there is still removed completely: DROP OWNED BY runs in
+// every database pg_shdepend names, so DROP ROLE cannot fail on them.
+func TestDeprovisionRemovesObjectsInOtherDatabases(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx := testCtx(t)
+	tenant := events.MustTenantID("spread")
+	_, pw := ts.provision(t, ctx, tenant, 1)
+	role := ident(tenant.PostgresRole())
+	mustExecPool(t, ctx, ts, "CREATE DATABASE elsewhere", "GRANT CONNECT, CREATE ON DATABASE elsewhere TO "+role)
+	conn, err := ts.connect(ctx, tenant.PostgresRole(), pw, "elsewhere")
+	if err != nil {
+		t.Fatal(scrubConnectError(err))
+	}
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA mine; CREATE TABLE mine.t (v text)"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	dr, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
+	if err != nil || len(dr.Skipped)+len(dr.Warnings) != 0 {
+		t.Fatalf("Deprovision = %+v, %v", dr, err)
+	}
+	if ok, _ := ts.exists(ctx, tenant); ok {
+		t.Error("role or database left")
+	}
+	var schemas int
+	if err := ts.adminIn(t, ctx, "elsewhere").QueryRow(ctx, "SELECT count(*) FROM pg_namespace WHERE nspname = 'mine'").Scan(&schemas); err != nil || schemas != 0 {
+		t.Errorf("the tenant's schema in another database survived (%d, %v)", schemas, err)
+	}
+}
+
+// A re-provision (a redelivered command) undoes what the tenant may do to
+// its own database's flags: a template database passes Verify again.
+func TestReprovisionResetsTemplate(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx := testCtx(t)
+	tenant := events.MustTenantID("templated")
+	_, pw := ts.provision(t, ctx, tenant, 1)
+	conn, err := ts.connect(ctx, tenant.PostgresRole(), pw, tenant.PostgresDatabase())
+	if err != nil {
+		t.Fatal(scrubConnectError(err))
+	}
+	if _, err := conn.Exec(ctx, "ALTER DATABASE "+ident(tenant.PostgresDatabase())+" IS_TEMPLATE true"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	resp, _ := ts.provision(t, ctx, tenant, 1)
+	vr, err := ts.store.Verify(ctx, agent.VerifyRequest{Tenant: tenant, Generation: 1, Credential: resp.Credential})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requirePassed(t, vr)
+}
