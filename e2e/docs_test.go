@@ -814,17 +814,18 @@ func genPostgres(t *testing.T, b *docBlocks, resources, checks *sync.Map) {
 		t.Fatalf("provision: %v", err)
 	}
 	entries, next := readPGLog(t, logPath, off)
-	// The canary is set up by the first call of each agent process, before
-	// the tenant lock: split there.
+	// The system record and the canary are set up by the first call of
+	// each agent process, under the setup lock and before the tenant lock:
+	// split after the setup lock's release.
 	split := len(entries)
 	for i, e := range entries {
-		if e.app == "tenantprov-pg-agent" && strings.Contains(e.sql, "pg_advisory_lock") {
-			split = i
+		if e.app == "tenantprov-pg-agent" && strings.Contains(e.sql, "pg_advisory_unlock") {
+			split = i + 1
 			break
 		}
 	}
 	segments = append(segments,
-		renderPGSegment("Once per agent process (first Provision, Verify or Deprovision): the canary database", entries[:split]),
+		renderPGSegment("Once per agent process (first Provision, Verify or Deprovision): the system record, the canary database, PUBLIC's CONNECT revoked on the other databases", entries[:split]),
 		renderPGSegment(fmt.Sprintf("Provision tenant %q, generation %d (store.cmd.postgres.provision)", docTenant, docGeneration), entries[split:]))
 	off = next
 

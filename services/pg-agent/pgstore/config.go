@@ -55,14 +55,14 @@ type Config struct {
 	// ConnectTimeout bounds each connection attempt (admin and tenant).
 	ConnectTimeout time.Duration `env:"PG_CONNECT_TIMEOUT" envDefault:"10s"`
 
-	// SharedDatabases are the server's own databases from which the agent
-	// revokes PUBLIC's CONNECT and TEMPORARY (once, at the canary setup), so
-	// that a tenant role reaches its own database and nothing else; Verify
-	// then proves each is refused. PostgreSQL grants PUBLIC CONNECT on
-	// every database by default, postgres and template1 included. Empty
-	// leaves them as they are (and unchecked) — for a server shared with
-	// roles that rely on PUBLIC's grants.
-	SharedDatabases []string `env:"PG_REVOKE_PUBLIC_CONNECT" envDefault:"postgres,template1" envSeparator:","`
+	// KeepPublicConnect names databases on which the agent leaves PUBLIC's
+	// CONNECT (and TEMPORARY) alone: a database every role, tenants
+	// included, is meant to reach. On every other database (tenant
+	// databases aside) the agent revokes them at start and before every
+	// provision, and Verify fails if the tenant role can connect to any
+	// database but its own and these. Empty (the default) closes them all;
+	// roles that relied on PUBLIC's CONNECT need an explicit GRANT.
+	KeepPublicConnect []string `env:"PG_KEEP_PUBLIC_CONNECT" envSeparator:","`
 }
 
 // Defaults returns the configuration the environment tags default to, with
@@ -75,7 +75,6 @@ func Defaults() Config {
 		AdminMaxConns:   4,
 		Timeout:         30 * time.Second,
 		ConnectTimeout:  10 * time.Second,
-		SharedDatabases: []string{"postgres", "template1"},
 	}
 }
 
@@ -130,5 +129,25 @@ func (c *Config) Validate() error {
 	if c.ConnectTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("PG_CONNECT_TIMEOUT: %s must be positive", c.ConnectTimeout))
 	}
+	for _, db := range c.KeepPublicConnect {
+		switch db = strings.TrimSpace(db); {
+		case db == "":
+			errs = append(errs, errors.New("PG_KEEP_PUBLIC_CONNECT: empty database name"))
+		case strings.HasPrefix(db, "tenant_"), strings.HasPrefix(db, "tenantprov"):
+			errs = append(errs, fmt.Errorf("PG_KEEP_PUBLIC_CONNECT: %q is in tenantprov's namespace (tenant_…, tenantprov…)", db))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// keepPublicConnect is KeepPublicConnect trimmed, never nil (it is bound
+// as a text[] parameter).
+func (c *Config) keepPublicConnect() []string {
+	out := []string{}
+	for _, db := range c.KeepPublicConnect {
+		if db = strings.TrimSpace(db); db != "" {
+			out = append(out, db)
+		}
+	}
+	return out
 }

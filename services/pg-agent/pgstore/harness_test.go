@@ -138,12 +138,18 @@ func (ts *testServer) exists(ctx context.Context, tenant events.TenantID) (bool,
 }
 
 // createForeign makes the tenant's role and database as another system
-// would: no marker, the database owned by the admin, with data in it.
+// would: not in tenantprov's record, the database owned by the admin, with
+// data in it. The foreign database admits its own role but not PUBLIC: one
+// that PUBLIC may connect to is reachable by every tenant, and every
+// tenant's Verify reports it (other_databases_denied) — the suite's other
+// subtests share this server.
 func (ts *testServer) createForeign(ctx context.Context, tenant events.TenantID) error {
 	role, db := tenant.PostgresRole(), tenant.PostgresDatabase()
 	for _, stmt := range []string{
 		"CREATE ROLE " + ident(role) + " LOGIN PASSWORD 'foreign-password' CONNECTION LIMIT 3",
 		"CREATE DATABASE " + ident(db),
+		"REVOKE CONNECT, TEMPORARY ON DATABASE " + ident(db) + " FROM PUBLIC",
+		"GRANT CONNECT ON DATABASE " + ident(db) + " TO " + ident(role),
 	} {
 		if _, err := ts.admin.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("%s: %w", stmt, err)
@@ -167,7 +173,7 @@ func (ts *testServer) foreignIntact(ctx context.Context, tenant events.TenantID)
 		canLogin               bool
 		connLimit              int
 		owner                  string
-		publicConnect          bool
+		publicConnect, connect bool
 	)
 	err := ts.admin.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_authid'), rolcanlogin, rolconnlimit FROM pg_roles WHERE rolname = $1`, role).
 		Scan(&roleComment, &canLogin, &connLimit)
@@ -177,13 +183,13 @@ func (ts *testServer) foreignIntact(ctx context.Context, tenant events.TenantID)
 	if roleComment != nil || !canLogin || connLimit != 3 {
 		return fmt.Errorf("role %s changed: comment=%v login=%t connlimit=%d", role, roleComment, canLogin, connLimit)
 	}
-	err = ts.admin.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_database'), pg_get_userbyid(datdba), has_database_privilege('public', oid, 'CONNECT') FROM pg_database WHERE datname = $1`, db).
-		Scan(&dbComment, &owner, &publicConnect)
+	err = ts.admin.QueryRow(ctx, `SELECT shobj_description(oid, 'pg_database'), pg_get_userbyid(datdba), has_database_privilege('public', oid, 'CONNECT'), has_database_privilege($2, oid, 'CONNECT') FROM pg_database WHERE datname = $1`, db, role).
+		Scan(&dbComment, &owner, &publicConnect, &connect)
 	if err != nil {
 		return fmt.Errorf("database %s: %w", db, err)
 	}
-	if dbComment != nil || owner != ts.pg.AdminUser || !publicConnect {
-		return fmt.Errorf("database %s changed: comment=%v owner=%s public connect=%t", db, dbComment, owner, publicConnect)
+	if dbComment != nil || owner != ts.pg.AdminUser || publicConnect || !connect {
+		return fmt.Errorf("database %s changed: comment=%v owner=%s public connect=%t role connect=%t", db, dbComment, owner, publicConnect, connect)
 	}
 	// The foreign role still logs in with its own password, and the data is
 	// still there.
@@ -205,10 +211,13 @@ func (ts *testServer) foreignIntact(ctx context.Context, tenant events.TenantID)
 }
 
 // interrupt leaves what an agent that died right after creating the role
-// leaves: the role with its marker and verifier, no database.
+// leaves: the role with its verifier and its system record, no database.
 func (ts *testServer) interrupt(ctx context.Context, tenant events.TenantID, generation uint64, password secret.String) error {
 	verifier, err := SCRAMVerifier(password)
 	if err != nil {
+		return err
+	}
+	if err := ts.store.prepare(ctx); err != nil {
 		return err
 	}
 	return ts.store.withTenantLock(ctx, tenant, func(conn *pgxpool.Conn) error {
@@ -216,7 +225,7 @@ func (ts *testServer) interrupt(ctx context.Context, tenant events.TenantID, gen
 		if err != nil {
 			return err
 		}
-		return ts.store.ensureRole(ctx, conn, st, verifier, Marker{ManagedBy: ManagedBy, Tenant: string(tenant), Generation: generation})
+		return ts.store.ensureRole(ctx, conn, st, verifier, generation)
 	})
 }
 

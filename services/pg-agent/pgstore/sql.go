@@ -38,15 +38,13 @@ func quoteLiteral(s string) (string, error) {
 // ManagedBy is the managed_by value of every marker tenantprov writes.
 const ManagedBy = "tenantprov"
 
-// Marker is the JSON that tenantprov writes as the COMMENT of every role and
-// database it creates (DESIGN.md §5: "a marker of its origin"). A role or
-// database with a tenant's name and without this marker is foreign and is
-// never adopted, changed or dropped.
+// Marker is the JSON that tenantprov writes as the COMMENT of its canary
+// database, for people reading \l+. It is a label, not a proof of origin:
+// ownership of tenant roles and databases is the system record
+// (recordTable), which no tenant can write; tenantprov trusts no comment.
 type Marker struct {
-	ManagedBy  string `json:"managed_by"`
-	Tenant     string `json:"tenant,omitempty"`
-	Generation uint64 `json:"generation,omitempty"`
-	// Purpose is set on tenantprov's own resources ("canary").
+	ManagedBy string `json:"managed_by"`
+	// Purpose says what the resource is for ("canary").
 	Purpose string `json:"purpose,omitempty"`
 }
 
@@ -57,18 +55,6 @@ func (m Marker) literal() (string, error) {
 		return "", fmt.Errorf("marker: %w", err)
 	}
 	return quoteLiteral(string(b))
-}
-
-// parseMarker reads a COMMENT; ok is false when there is no comment or it is
-// not a tenantprov marker.
-func parseMarker(comment *string) (m Marker, ok bool) {
-	if comment == nil {
-		return Marker{}, false
-	}
-	if err := json.Unmarshal([]byte(*comment), &m); err != nil {
-		return Marker{}, false
-	}
-	return m, m.ManagedBy == ManagedBy
 }
 
 // HBALine renders the pg_hba.conf line that admits a tenant: TLS only,

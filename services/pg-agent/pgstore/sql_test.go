@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"errors"
-	"strings"
 	"testing"
 
 	"github.com/tenantprov/tenantprov/pkg/agent"
@@ -54,26 +53,13 @@ func TestQuoteLiteral(t *testing.T) {
 	}
 }
 
-func TestMarkerRoundTrip(t *testing.T) {
-	lit, err := Marker{ManagedBy: ManagedBy, Tenant: "acme-eu", Generation: 7}.literal()
+func TestMarkerLiteral(t *testing.T) {
+	lit, err := Marker{ManagedBy: ManagedBy, Purpose: "canary"}.literal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := `'{"managed_by":"tenantprov","tenant":"acme-eu","generation":7}'`; lit != want {
+	if want := `'{"managed_by":"tenantprov","purpose":"canary"}'`; lit != want {
 		t.Errorf("literal = %s, want %s", lit, want)
-	}
-	comment := strings.Trim(lit, "'")
-	m, ok := parseMarker(&comment)
-	if !ok || m.Tenant != "acme-eu" || m.Generation != 7 {
-		t.Errorf("parseMarker = %+v, %t", m, ok)
-	}
-	for _, c := range []string{"", "hello", `{"managed_by":"someone-else"}`, `["tenantprov"]`} {
-		if _, ok := parseMarker(&c); ok {
-			t.Errorf("parseMarker(%q) accepted a foreign comment", c)
-		}
-	}
-	if _, ok := parseMarker(nil); ok {
-		t.Error("parseMarker(nil) accepted")
 	}
 }
 

@@ -102,9 +102,9 @@ func TestPostgresStore(t *testing.T) {
 		// The role: least privilege, connection limit, a SCRAM verifier.
 		var super, createDB, createRole, repl, bypass, inherit, login bool
 		var connLimit int
-		var rolpassword, roleComment string
-		err = ts.admin.QueryRow(ctx, `SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolinherit, rolcanlogin, rolconnlimit, rolpassword, shobj_description(oid, 'pg_authid') FROM pg_authid WHERE rolname = $1`, role).
-			Scan(&super, &createDB, &createRole, &repl, &bypass, &inherit, &login, &connLimit, &rolpassword, &roleComment)
+		var rolpassword string
+		err = ts.admin.QueryRow(ctx, `SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls, rolinherit, rolcanlogin, rolconnlimit, rolpassword FROM pg_authid WHERE rolname = $1`, role).
+			Scan(&super, &createDB, &createRole, &repl, &bypass, &inherit, &login, &connLimit, &rolpassword)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,27 +115,42 @@ func TestPostgresStore(t *testing.T) {
 		if !verifierPattern.MatchString(rolpassword) {
 			t.Errorf("rolpassword is not a SCRAM verifier: %.20s…", rolpassword)
 		}
-		if m, ok := parseMarker(&roleComment); !ok || m.Tenant != "acme-eu" || m.Generation != 3 {
-			t.Errorf("role comment %q is not our marker", roleComment)
+
+		// The system record: generation and the OIDs of role and database;
+		// no comment is written (nor trusted).
+		var gen int64
+		var recRole, recDB bool
+		var comments int
+		err = ts.admin.QueryRow(ctx, `SELECT t.generation, t.role_oid = r.oid, t.database_oid = d.oid,
+			(SELECT count(*) FROM pg_shdescription WHERE objoid IN (r.oid, d.oid))
+			FROM tenantprov.postgres_tenants t, pg_roles r, pg_database d WHERE t.tenant = $1 AND r.rolname = $2 AND d.datname = $2`, string(tenant), role).
+			Scan(&gen, &recRole, &recDB, &comments)
+		if err != nil {
+			t.Fatalf("system record: %v", err)
+		}
+		if gen != 3 || !recRole || !recDB || comments != 0 {
+			t.Errorf("system record: generation %d, role OID matches %t, database OID matches %t; %d comments", gen, recRole, recDB, comments)
+		}
+		var recordPublic, schemaPublic bool
+		err = ts.admin.QueryRow(ctx, `SELECT has_table_privilege('public', 'tenantprov.postgres_tenants', 'SELECT,INSERT,UPDATE,DELETE'), has_schema_privilege('public', 'tenantprov', 'USAGE,CREATE')`).
+			Scan(&recordPublic, &schemaPublic)
+		if err != nil || recordPublic || schemaPublic {
+			t.Errorf("PUBLIC has privileges on the system record: table %t, schema %t (%v)", recordPublic, schemaPublic, err)
 		}
 
-		// The database: owned by the role, marked, PUBLIC without
-		// privileges, the role with CONNECT and TEMPORARY.
-		var owner, dbComment string
+		// The database: owned by the role, PUBLIC without privileges, the
+		// role with CONNECT and TEMPORARY.
+		var owner string
 		var publicConnect, publicTemp, roleConnect, roleTemp bool
-		err = ts.admin.QueryRow(ctx, `SELECT pg_get_userbyid(datdba), shobj_description(oid, 'pg_database'),
+		err = ts.admin.QueryRow(ctx, `SELECT pg_get_userbyid(datdba),
 			has_database_privilege('public', oid, 'CONNECT'), has_database_privilege('public', oid, 'TEMPORARY'),
 			has_database_privilege($2, oid, 'CONNECT'), has_database_privilege($2, oid, 'TEMPORARY')
-			FROM pg_database WHERE datname = $1`, db, role).Scan(&owner, &dbComment, &publicConnect, &publicTemp, &roleConnect, &roleTemp)
+			FROM pg_database WHERE datname = $1`, db, role).Scan(&owner, &publicConnect, &publicTemp, &roleConnect, &roleTemp)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if owner != role || publicConnect || publicTemp || !roleConnect || !roleTemp {
 			t.Errorf("database: owner=%s public connect=%t temp=%t; role connect=%t temp=%t", owner, publicConnect, publicTemp, roleConnect, roleTemp)
-		}
-		var m Marker
-		if err := json.Unmarshal([]byte(dbComment), &m); err != nil || m != (Marker{ManagedBy: "tenantprov", Tenant: "acme-eu", Generation: 3}) {
-			t.Errorf("database comment %q: %+v %v", dbComment, m, err)
 		}
 
 		// The public schema inside: owned by the role, nothing for PUBLIC.
@@ -163,7 +178,8 @@ func TestPostgresStore(t *testing.T) {
 		if err != nil {
 			t.Fatalf("canary database: %v", err)
 		}
-		if cm, ok := parseMarker(&canaryComment); !ok || cm.Purpose != "canary" || canaryPublic {
+		var cm Marker
+		if err := json.Unmarshal([]byte(canaryComment), &cm); err != nil || cm.Purpose != "canary" || canaryPublic {
 			t.Errorf("canary: comment %q, PUBLIC connect %t", canaryComment, canaryPublic)
 		}
 
@@ -188,7 +204,7 @@ func TestPostgresStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		// PUBLIC's CONNECT on postgres is revoked by the agent
-		// (PG_REVOKE_PUBLIC_CONNECT); this role is not a tenant.
+		// (every database but PG_KEEP_PUBLIC_CONNECT); this role is not a tenant.
 		if _, err := ts.admin.Exec(ctx, "GRANT CONNECT ON DATABASE postgres TO "+ident("verifier-check")); err != nil {
 			t.Fatal(err)
 		}
@@ -312,7 +328,8 @@ func TestPostgresStore(t *testing.T) {
 			{"database commented by someone else", "foreign-comment", []string{"CREATE DATABASE %[1]s", `COMMENT ON DATABASE %[1]s IS '{"managed_by":"someone"}'`}, 1},
 			{"marker for another tenant", "foreign-marker", []string{"CREATE ROLE %[1]s", `COMMENT ON ROLE %[1]s IS '{"managed_by":"tenantprov","tenant":"other"}'`}, 1},
 			// Owned by a role of ours, but not this tenant's: not ours.
-			{"database owned by admin without marker, our role", "half-foreign", []string{"CREATE ROLE %[1]s", `COMMENT ON ROLE %[1]s IS '{"managed_by":"tenantprov","tenant":"half-foreign","generation":1}'`, "CREATE DATABASE %[1]s"}, 1},
+			// Comments prove nothing: only the system record does.
+			{"role and database with tenantprov's old comment markers", "half-foreign", []string{"CREATE ROLE %[1]s", `COMMENT ON ROLE %[1]s IS '{"managed_by":"tenantprov","tenant":"half-foreign","generation":1}'`, "CREATE DATABASE %[1]s OWNER %[1]s", `COMMENT ON DATABASE %[1]s IS '{"managed_by":"tenantprov","tenant":"half-foreign","generation":1}'`}, 2},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				ctx := testCtx(t)
@@ -322,6 +339,12 @@ func TestPostgresStore(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
+				// The foreign database is open to PUBLIC, so every tenant's
+				// Verify on this server would fail while it exists.
+				t.Cleanup(func() {
+					_, _ = ts.admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+ident(tenant.PostgresDatabase()))
+					_, _ = ts.admin.Exec(context.Background(), "DROP ROLE IF EXISTS "+ident(tenant.PostgresRole()))
+				})
 				before := snapshot(t, ctx, ts, tenant)
 				_, err := ts.store.Provision(ctx, agent.ProvisionRequest{Tenant: tenant, Generation: 1, Password: newPassword(t)})
 				if !errors.Is(err, agent.ErrConflict) {
@@ -340,7 +363,7 @@ func TestPostgresStore(t *testing.T) {
 				if len(dr.Skipped) != tc.skipped {
 					t.Errorf("Skipped = %q, want %d", dr.Skipped, tc.skipped)
 				}
-				if after := snapshot(t, ctx, ts, tenant); tc.name != "database owned by admin without marker, our role" && after != before {
+				if after := snapshot(t, ctx, ts, tenant); after != before {
 					t.Errorf("Deprovision changed the foreign resources:\nbefore %s\nafter  %s", before, after)
 				}
 			})
@@ -364,10 +387,32 @@ func TestPostgresStore(t *testing.T) {
 			t.Fatal(err)
 		}
 		requirePassed(t, vr)
-		var comment *string
-		_ = ts.admin.QueryRow(ctx, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1", tenant.PostgresDatabase()).Scan(&comment)
-		if _, ok := parseMarker(comment); !ok {
-			t.Errorf("database not marked after the retry: %v", comment)
+		var recorded bool
+		_ = ts.admin.QueryRow(ctx, "SELECT t.database_oid = d.oid FROM tenantprov.postgres_tenants t, pg_database d WHERE t.tenant = $1 AND d.datname = $2", string(tenant), tenant.PostgresDatabase()).Scan(&recorded)
+		if !recorded {
+			t.Error("the system record does not name the database after the retry")
+		}
+	})
+
+	// A role dropped and recreated under the tenant's name by someone else
+	// has another OID: it is foreign, though the record has the tenant.
+	t.Run("ReplacedRoleIsForeign", func(t *testing.T) {
+		ctx := testCtx(t)
+		tenant := events.MustTenantID("replaced")
+		ts.provision(t, ctx, tenant, 1)
+		role, db := ident(tenant.PostgresRole()), ident(tenant.PostgresDatabase())
+		mustExecPool(t, ctx, ts, "DROP DATABASE "+db, "DROP ROLE "+role, "CREATE ROLE "+role+" LOGIN")
+		before := snapshot(t, ctx, ts, tenant)
+		_, err := ts.store.Provision(ctx, agent.ProvisionRequest{Tenant: tenant, Generation: 1, Password: newPassword(t)})
+		if !errors.Is(err, agent.ErrConflict) {
+			t.Fatalf("Provision over a replaced role = %v, want ErrConflict", err)
+		}
+		dr, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
+		if err != nil || len(dr.Skipped) != 1 {
+			t.Fatalf("Deprovision = %+v, %v; want the role skipped", dr, err)
+		}
+		if after := snapshot(t, ctx, ts, tenant); after != before {
+			t.Errorf("the replaced role changed:\nbefore %s\nafter  %s", before, after)
 		}
 	})
 
@@ -399,7 +444,7 @@ func TestPostgresStore(t *testing.T) {
 		tenant := events.MustTenantID("busy")
 		_, pw := ts.provision(t, ctx, tenant, 1)
 		// Two sessions in its own database (postgres itself is closed to
-		// tenants: PG_REVOKE_PUBLIC_CONNECT).
+		// tenants: the agent revokes PUBLIC CONNECT everywhere).
 		own, err := ts.connect(ctx, tenant.PostgresRole(), pw, tenant.PostgresDatabase())
 		if err != nil {
 			t.Fatal(scrubConnectError(err))
