@@ -33,9 +33,13 @@ const (
 	// OutcomePublishFailed counts deliveries whose reply could not be
 	// published; the command is redelivered.
 	OutcomePublishFailed = "publish_failed"
-	// OutcomeInterrupted counts commands received while the agent was
-	// stopping and handed back unprocessed.
+	// OutcomeInterrupted counts commands handed back unfinished: received
+	// while the agent was stopping, still running at SHUTDOWN_TIMEOUT, or
+	// cut short by the loss of their tenant's lock.
 	OutcomeInterrupted = "interrupted"
+	// OutcomeLocked counts deliveries handed back because another command
+	// held the tenant's lock for longer than the agent waits for it.
+	OutcomeLocked = "locked"
 )
 
 // durationBuckets span a fast Redis ACL change (milliseconds) to a slow

@@ -206,6 +206,7 @@ func newHarness(t *testing.T, store *scriptStore, tweak ...func(*Config)) *harne
 		t.Fatal(err)
 	}
 	rt := newRuntime(svc, Sanitize(Instrument(recovering(store), m)), cfg, rcpts, m)
+	rt.useLocker(&memLocker{held: map[string]bool{}})
 	return &harness{rt: rt, store: store, js: js, trail: tr, identity: id, logs: logs}
 }
 
@@ -227,7 +228,9 @@ func (h *harness) deliver(t *testing.T, subject string, data []byte, delivery ui
 	m := &memMsg{subject: subject, data: data, delivered: delivery, trail: h.trail}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	h.rt.handle(ctx, m)
+	d := newDelivery(ctx, m)
+	defer d.cancel(nil)
+	h.rt.handle(d)
 	return m
 }
 
@@ -585,4 +588,35 @@ func TestErrorTextIsBoundedSingleLineUTF8(t *testing.T) {
 	if _, err := events.Encode(res); err != nil {
 		t.Errorf("a result carrying errorText does not encode: %v", err)
 	}
+}
+
+// memLocker is an in-process locker for the unit tests (the KV locks are
+// tested end to end in testkit/storetest).
+type memLocker struct {
+	mu   sync.Mutex
+	held map[string]bool
+}
+
+func (l *memLocker) try(_ context.Context, key string, _ []byte) (lease, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held[key] {
+		return nil, errLockHeld
+	}
+	l.held[key] = true
+	return &memLease{l: l, key: key, lostCh: make(chan struct{})}, nil
+}
+
+type memLease struct {
+	l      *memLocker
+	key    string
+	lostCh chan struct{}
+}
+
+func (m *memLease) lost() <-chan struct{} { return m.lostCh }
+
+func (m *memLease) release(context.Context) {
+	m.l.mu.Lock()
+	defer m.l.mu.Unlock()
+	delete(m.l.held, m.key)
 }
