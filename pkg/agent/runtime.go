@@ -40,15 +40,32 @@ const (
 
 // Run is a store agent's work: it serves store's commands from the
 // store's durable consumer on STORE_COMMANDS until ctx is cancelled, then
-// stops fetching, finishes the commands in flight (their replies are
-// published and they are acked) and returns nil. It returns an error only
-// if it cannot start (invalid configuration, svc incomplete) or the NATS
-// connection is closed under it.
+// stops fetching, lets the commands in flight finish (their replies are
+// published and they are acked) until shortly before cfg.ShutdownTimeout,
+// hands back (Nak) those still unfinished for another replica, and returns
+// nil. It returns an error only if it cannot start (invalid configuration,
+// svc incomplete) or the NATS connection is closed under it.
 //
 // Guarantees, per command delivery:
-//   - at most cfg.MaxInFlight commands run at once in this replica; all
+//   - at most cfg.MaxInFlight commands run at once in this replica, and a
+//     command is pulled only when one of those workers is free; all
 //     replicas share the consumer events.AgentConsumer(store.Kind()), which
 //     Run creates or updates;
+//   - one owner per tenant: the store is called only while the command
+//     holds its tenant's lock in events.KVAgentLocks (key
+//     events.AgentLockKey), across all replicas; a command whose tenant is
+//     locked waits for it, and is handed back after a while; a lock whose
+//     holder died expires within events.AgentLockTTL, and a holder that
+//     cannot keep its lock stops its store call and hands the command back;
+//   - while a command runs it is kept alive with InProgress every
+//     cfg.AckWait/4, so a command is redelivered (to any replica) within
+//     about cfg.AckWait only when the replica working on it is gone;
+//   - a provision's store calls end at its Deadline (or after
+//     cfg.CommandTimeout, whichever is first); one cut by its deadline is
+//     answered provision_failed, reason store_error; a deprovision is bound
+//     by cfg.CommandTimeout only;
+//   - every reply carries Run, the delivery count of the command it
+//     answers;
 //   - a command is acked only after its reply's publish is acknowledged by
 //     JetStream; replies carry the deterministic Nats-Msg-Id
 //     events.ResultMsgID and the tenant, generation, saga and source
