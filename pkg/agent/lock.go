@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -58,8 +59,18 @@ func lockMargin(ttl time.Duration) time.Duration { return ttl / 5 }
 func (l *kvLocker) try(ctx context.Context, key string, value []byte) (lease, error) {
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
 	rev, err := l.kv.Create(cctx, key, value)
-	cancel()
+	if err != nil && lockConflict(err) {
+		// An earlier attempt of this same call may have been written
+		// although its answer was lost (a timeout during a leader
+		// election): value is unique to the call, so an entry holding
+		// exactly it is ours. Take it over by updating its revision.
+		if e, gerr := l.kv.Get(cctx, key); gerr == nil && bytes.Equal(e.Value(), value) {
+			start = time.Now()
+			rev, err = l.kv.Update(cctx, key, value, e.Revision())
+		}
+	}
 	if err != nil {
 		if lockConflict(err) {
 			return nil, fmt.Errorf("%w: %s", errLockHeld, key)

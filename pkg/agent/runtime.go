@@ -687,6 +687,7 @@ func (r *runtime) lock(ctx context.Context, id ident, cmd *events.StoreCommand) 
 	giveUp := time.NewTimer(r.lockWait)
 	defer giveUp.Stop()
 	poll := 50 * time.Millisecond
+	warned := false
 	for {
 		select {
 		case <-r.stopping:
@@ -697,7 +698,8 @@ func (r *runtime) lock(ctx context.Context, id ident, cmd *events.StoreCommand) 
 		if err == nil {
 			return l, nil
 		}
-		if !errors.Is(err, errLockHeld) {
+		if !errors.Is(err, errLockHeld) && !warned {
+			warned = true
 			r.log.Warn("cannot take the tenant lock; retrying", zap.String("lock", key), zap.String("error", SanitizeText(err.Error())))
 		}
 		select {
