@@ -621,7 +621,9 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 		defer cancel()
 	}
 
+	waitStart := r.now()
 	l, err := r.lock(ctx, id, cmd)
+	r.metrics.lockWaited(r.kind, r.now().Sub(waitStart))
 	if err != nil {
 		switch {
 		case errors.Is(err, errShuttingDown):
