@@ -437,3 +437,48 @@ func TestAgentStopIsBoundedByShutdownTimeout(t *testing.T) {
 	}
 	settled(ctx, t, b)
 }
+
+// A holder whose lock was taken from it (here: removed, as expiry during a
+// long stall would) stops its store call at its next refresh and hands the
+// command back; the redelivery runs it under a fresh lock.
+func TestAgentStopsWorkWhenItsLockIsLost(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
+	n := testkit.StartNATS(t)
+	mem := newMemStore("")
+	started, release := blockFirstProvision(mem, "usurped")
+	defer close(release)
+	var cause atomic.Pointer[string]
+	inner := mem.beforeProvision
+	mem.beforeProvision = func(ctx context.Context, req agent.ProvisionRequest) error {
+		err := inner(ctx, req)
+		if err != nil {
+			why := err.Error()
+			cause.Store(&why)
+		}
+		return err
+	}
+	a := storetest.RunAgent(t, n, mem)
+	kv, err := a.JS.KeyValue(ctx, events.KVAgentLocks)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	a.Send(ctx, t, a.NewCommand("usurped", 1, events.ActionProvision))
+	waitClosed(ctx, t, "provision started", started)
+	key := events.AgentLockKey(a.Kind, "usurped")
+	if _, err := kv.Get(ctx, key); err != nil {
+		t.Fatalf("no lock while the provision runs: %v", err)
+	}
+	if err := kv.Purge(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+
+	r := a.Await(ctx, t, 0, storetest.For("usurped", 1))
+	if r.Outcome != events.OutcomeProvisioned || r.Run != 2 {
+		t.Fatalf("%s (%s) run %d, want provisioned on the second delivery", r.Outcome, r.Error, r.Run)
+	}
+	if c := cause.Load(); c == nil || !strings.Contains(*c, "lock lost") {
+		t.Fatalf("first store call ended with %v, want the lock's loss", c)
+	}
+	settled(ctx, t, a)
+}
