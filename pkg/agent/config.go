@@ -28,10 +28,14 @@ type Config struct {
 	// runtime signals InProgress every AckWait/4 while a command runs, so
 	// AckWait must exceed the longest a store call can stall the process
 	// (a GC pause, a stuck scheduler) — not the length of a whole command.
-	AckWait time.Duration `env:"AGENT_ACK_WAIT" envDefault:"2m"`
+	// It is also how soon a command an agent was working on when it died
+	// is redelivered to another replica, so it stays well below the saga's
+	// deadline (SAGA_TIMEOUT).
+	AckWait time.Duration `env:"AGENT_ACK_WAIT" envDefault:"10s"`
 	// CommandTimeout bounds one command (provision + verify, or deprovision)
 	// on one delivery. A command that runs out of time is retried like any
-	// transient error.
+	// transient error. A provision is bound by its deadline as well,
+	// whichever comes first.
 	CommandTimeout time.Duration `env:"AGENT_COMMAND_TIMEOUT" envDefault:"90s"`
 	// MaxDeliver is how many deliveries of one command the agent works on.
 	// A command still failing transiently on its MaxDeliver-th delivery is
@@ -46,6 +50,13 @@ type Config struct {
 	RetryBaseDelay time.Duration `env:"AGENT_RETRY_BASE_DELAY" envDefault:"1s"`
 	// RetryMaxDelay caps the redelivery delay.
 	RetryMaxDelay time.Duration `env:"AGENT_RETRY_MAX_DELAY" envDefault:"30s"`
+	// ShutdownTimeout bounds the agent's stop on SIGTERM: it stops
+	// fetching at once, lets the commands in flight finish until shortly
+	// before ShutdownTimeout, then hands the unfinished ones back (Nak) for
+	// another replica. It is the service's SHUTDOWN_TIMEOUT (the same
+	// variable as service.Config's), which must stay below the
+	// orchestrator's grace period before SIGKILL.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
 }
 
 // Limits the configuration is checked against.
@@ -69,12 +80,13 @@ const (
 // envDefault values); ControlPlaneRecipient has none and must be set.
 func DefaultConfig() Config {
 	return Config{
-		MaxInFlight:    8,
-		AckWait:        2 * time.Minute,
-		CommandTimeout: 90 * time.Second,
-		MaxDeliver:     20,
-		RetryBaseDelay: time.Second,
-		RetryMaxDelay:  30 * time.Second,
+		MaxInFlight:     8,
+		AckWait:         10 * time.Second,
+		CommandTimeout:  90 * time.Second,
+		MaxDeliver:      20,
+		RetryBaseDelay:  time.Second,
+		RetryMaxDelay:   30 * time.Second,
+		ShutdownTimeout: 30 * time.Second,
 	}
 }
 
@@ -101,6 +113,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RetryBaseDelay <= 0 {
 		errs = append(errs, fmt.Errorf("AGENT_RETRY_BASE_DELAY: %s must be positive", c.RetryBaseDelay))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("SHUTDOWN_TIMEOUT: %s must be positive", c.ShutdownTimeout))
 	}
 	if c.RetryMaxDelay < c.RetryBaseDelay {
 		errs = append(errs, fmt.Errorf("AGENT_RETRY_MAX_DELAY: %s is less than AGENT_RETRY_BASE_DELAY %s", c.RetryMaxDelay, c.RetryBaseDelay))

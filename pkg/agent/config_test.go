@@ -71,11 +71,12 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 		"AGENT_MAX_DELIVER":      "0",
 		"AGENT_RETRY_BASE_DELAY": "2s",
 		"AGENT_RETRY_MAX_DELAY":  "1s",
+		"SHUTDOWN_TIMEOUT":       "0s",
 	})
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, v := range []string{"CONTROL_PLANE_RECIPIENT: required", "AGENT_MAX_IN_FLIGHT", "AGENT_ACK_WAIT", "AGENT_COMMAND_TIMEOUT", "AGENT_MAX_DELIVER", "AGENT_RETRY_MAX_DELAY"} {
+	for _, v := range []string{"CONTROL_PLANE_RECIPIENT: required", "AGENT_MAX_IN_FLIGHT", "AGENT_ACK_WAIT", "AGENT_COMMAND_TIMEOUT", "AGENT_MAX_DELIVER", "AGENT_RETRY_MAX_DELAY", "SHUTDOWN_TIMEOUT"} {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error does not mention %s:\n%v", v, err)
 		}

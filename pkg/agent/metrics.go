@@ -18,6 +18,7 @@ const (
 	MetricStoreCallDuration    = "tenantprov_agent_store_call_duration_seconds"
 	MetricStoreCallErrorsTotal = "tenantprov_agent_store_call_errors_total"
 	MetricCommandsInFlight     = "tenantprov_agent_commands_in_flight"
+	MetricLockWait             = "tenantprov_agent_lock_wait_seconds"
 )
 
 // Values of the outcome label of MetricCommandsTotal besides the
@@ -33,9 +34,13 @@ const (
 	// OutcomePublishFailed counts deliveries whose reply could not be
 	// published; the command is redelivered.
 	OutcomePublishFailed = "publish_failed"
-	// OutcomeInterrupted counts commands received while the agent was
-	// stopping and handed back unprocessed.
+	// OutcomeInterrupted counts commands handed back unfinished: received
+	// while the agent was stopping, still running at SHUTDOWN_TIMEOUT, or
+	// cut short by the loss of their tenant's lock.
 	OutcomeInterrupted = "interrupted"
+	// OutcomeLocked counts deliveries handed back because another command
+	// held the tenant's lock for longer than the agent waits for it.
+	OutcomeLocked = "locked"
 )
 
 // durationBuckets span a fast Redis ACL change (milliseconds) to a slow
@@ -50,6 +55,7 @@ type Metrics struct {
 	storeCalls      *prometheus.HistogramVec
 	storeCallErrors *prometheus.CounterVec
 	inFlight        *prometheus.GaugeVec
+	lockWait        *prometheus.HistogramVec
 }
 
 // NewMetrics creates the collectors and registers them with reg. A
@@ -60,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricCommandsTotal,
-			Help: "Store commands handled, by store, action and outcome (provisioned, provision_failed, deprovisioned, deprovision_failed, retried, dropped, publish_failed, interrupted).",
+			Help: "Store commands handled, by store, action and outcome (provisioned, provision_failed, deprovisioned, deprovision_failed, retried, dropped, publish_failed, interrupted, locked).",
 		}, []string{"store", "action", "outcome"}),
 		commandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    MetricCommandDuration,
@@ -80,6 +86,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: MetricCommandsInFlight,
 			Help: "Store commands this replica is working on.",
 		}, []string{"store"}),
+		lockWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    MetricLockWait,
+			Help:    "Time a command waited for its tenant's lock (held by another command of the same tenant, on any replica), whether it got it or not.",
+			Buckets: durationBuckets,
+		}, []string{"store"}),
 	}
 	var errs []error
 	m.commands = register(reg, m.commands, &errs)
@@ -87,6 +98,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m.storeCalls = register(reg, m.storeCalls, &errs)
 	m.storeCallErrors = register(reg, m.storeCallErrors, &errs)
 	m.inFlight = register(reg, m.inFlight, &errs)
+	m.lockWait = register(reg, m.lockWait, &errs)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("register agent metrics: %w", err)
 	}
@@ -110,6 +122,10 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C, errs *[]er
 func (m *Metrics) commandDone(store events.Store, action, outcome string, d time.Duration) {
 	m.commands.WithLabelValues(string(store), action, outcome).Inc()
 	m.commandDuration.WithLabelValues(string(store), action).Observe(d.Seconds())
+}
+
+func (m *Metrics) lockWaited(store events.Store, d time.Duration) {
+	m.lockWait.WithLabelValues(string(store)).Observe(d.Seconds())
 }
 
 func (m *Metrics) inFlightAdd(store events.Store, delta float64) {

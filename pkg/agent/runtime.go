@@ -40,15 +40,32 @@ const (
 
 // Run is a store agent's work: it serves store's commands from the
 // store's durable consumer on STORE_COMMANDS until ctx is cancelled, then
-// stops fetching, finishes the commands in flight (their replies are
-// published and they are acked) and returns nil. It returns an error only
-// if it cannot start (invalid configuration, svc incomplete) or the NATS
-// connection is closed under it.
+// stops fetching, lets the commands in flight finish (their replies are
+// published and they are acked) until shortly before cfg.ShutdownTimeout,
+// hands back (Nak) those still unfinished for another replica, and returns
+// nil. It returns an error only if it cannot start (invalid configuration,
+// svc incomplete) or the NATS connection is closed under it.
 //
 // Guarantees, per command delivery:
-//   - at most cfg.MaxInFlight commands run at once in this replica; all
+//   - at most cfg.MaxInFlight commands run at once in this replica, and a
+//     command is pulled only when one of those workers is free; all
 //     replicas share the consumer events.AgentConsumer(store.Kind()), which
 //     Run creates or updates;
+//   - one owner per tenant: the store is called only while the command
+//     holds its tenant's lock in events.KVAgentLocks (key
+//     events.AgentLockKey), across all replicas; a command whose tenant is
+//     locked waits for it, and is handed back after a while; a lock whose
+//     holder died expires within events.AgentLockTTL, and a holder that
+//     cannot keep its lock stops its store call and hands the command back;
+//   - while a command runs it is kept alive with InProgress every
+//     cfg.AckWait/4, so a command is redelivered (to any replica) within
+//     about cfg.AckWait only when the replica working on it is gone;
+//   - a provision's store calls end at its Deadline (or after
+//     cfg.CommandTimeout, whichever is first); one cut by its deadline is
+//     answered provision_failed, reason store_error; a deprovision is bound
+//     by cfg.CommandTimeout only;
+//   - every reply carries Run, the delivery count of the command it
+//     answers;
 //   - a command is acked only after its reply's publish is acknowledged by
 //     JetStream; replies carry the deterministic Nats-Msg-Id
 //     events.ResultMsgID and the tenant, generation, saga and source
@@ -105,6 +122,11 @@ func Run(ctx context.Context, svc *service.Service, store Store, cfg Config) err
 		return nil
 	})
 
+	locks, err := r.openLocker(ctx)
+	if err != nil {
+		return err
+	}
+	r.useLocker(locks)
 	cons, err := r.ensureConsumer(ctx)
 	if err != nil {
 		return err
@@ -114,7 +136,10 @@ func Run(ctx context.Context, svc *service.Service, store Store, cfg Config) err
 		zap.String("consumer", events.AgentConsumer(kind)),
 		zap.Int("max_in_flight", cfg.MaxInFlight),
 		zap.Duration("ack_wait", cfg.AckWait),
+		zap.Duration("heartbeat", r.progressEvery),
+		zap.Duration("lock_ttl", r.lockTTL),
 		zap.Duration("command_timeout", cfg.CommandTimeout),
+		zap.Duration("shutdown_timeout", cfg.ShutdownTimeout),
 		zap.Int("max_deliver", cfg.MaxDeliver))
 	err = r.loop(ctx, cons)
 	r.log.Info("agent stopped")
@@ -135,6 +160,17 @@ type runtime struct {
 	fetchWait     time.Duration
 	progressEvery time.Duration
 	now           func() time.Time
+
+	// locks serialises the commands of one tenant across replicas; lockTTL
+	// is its entries' lifetime and lockWait how long a command waits for
+	// its tenant's lock before it is handed back.
+	locks    locker
+	lockTTL  time.Duration
+	lockWait time.Duration
+	holder   string // this replica in a lock's value
+
+	stopping chan struct{} // closed when the loop stops fetching
+	stopOnce sync.Once
 }
 
 func newRuntime(svc *service.Service, store Store, cfg Config, recipients []age.Recipient, m *Metrics) *runtime {
@@ -154,7 +190,20 @@ func newRuntime(svc *service.Service, store Store, cfg Config, recipients []age.
 		fetchWait:     min(maxFetchWait, cfg.AckWait/2),
 		progressEvery: cfg.AckWait / 4,
 		now:           time.Now,
+		holder:        source + "/" + newCredentialID()[:8],
+		stopping:      make(chan struct{}),
 	}
+}
+
+// useLocker sets the tenant locks and the waits derived from their TTL.
+func (r *runtime) useLocker(l locker) {
+	r.locks = l
+	r.lockTTL = events.AgentLockTTL
+	if kl, ok := l.(*kvLocker); ok {
+		r.lockTTL = kl.ttl
+	}
+	// The longest an abandoned lock can block a command, plus a little.
+	r.lockWait = r.lockTTL + time.Second
 }
 
 // ensureConsumer creates or updates the shared consumer, retrying until ctx
@@ -180,19 +229,31 @@ func (r *runtime) ensureConsumer(ctx context.Context) (jetstream.Consumer, error
 	}
 }
 
-// loop fetches one command per free slot and handles each on its own
-// goroutine. Commands run on a context detached from ctx, so cancelling ctx
-// stops fetching but lets them finish.
+// loop fetches one command per free slot — a command is pulled only when a
+// worker is free to run it, so no delivered command waits (with its ack
+// timer running) for a worker — and handles each on its own goroutine.
+// Commands run on a context detached from ctx: cancelling ctx stops
+// fetching and lets them finish until cfg.ShutdownTimeout (see drain).
 func (r *runtime) loop(ctx context.Context, cons jetstream.Consumer) error {
 	slots := make(chan struct{}, r.cfg.MaxInFlight)
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	fl := &flight{set: map[*delivery]struct{}{}}
 	work := context.WithoutCancel(ctx)
+	// SHUTDOWN_TIMEOUT counts from the signal, not from when the loop
+	// notices it (a pull may be waiting up to fetchWait).
+	var stopAt atomic.Pointer[time.Time]
+	defer context.AfterFunc(ctx, func() { now := r.now(); stopAt.Store(&now) })()
+	since := func() time.Time {
+		if p := stopAt.Load(); p != nil {
+			return *p
+		}
+		return r.now()
+	}
 	backoff := 100 * time.Millisecond
 	for {
 		select {
 		case <-ctx.Done():
-			r.log.Info("stopping: fetching no more commands, finishing those in flight", zap.Int("in_flight", len(slots)))
+			r.log.Info("stopping: fetching no more commands, finishing those in flight", zap.Int("in_flight", fl.len()))
+			r.drain(fl, since())
 			return nil
 		case slots <- struct{}{}:
 		}
@@ -204,6 +265,7 @@ func (r *runtime) loop(ctx context.Context, cons jetstream.Consumer) error {
 				backoff = 100 * time.Millisecond
 				continue
 			case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, jetstream.ErrConnectionClosed):
+				r.drain(fl, since())
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -212,7 +274,7 @@ func (r *runtime) loop(ctx context.Context, cons jetstream.Consumer) error {
 				r.log.Warn("agent consumer is gone; creating it again")
 				c, cerr := r.ensureConsumer(ctx)
 				if cerr != nil {
-					return nil // ctx is done
+					continue // ctx is done
 				}
 				cons = c
 				continue
@@ -235,12 +297,129 @@ func (r *runtime) loop(ctx context.Context, cons jetstream.Consumer) error {
 			r.metrics.commandDone(r.kind, actionLabel(subjectAction(msg.Subject())), OutcomeInterrupted, 0)
 			continue
 		}
-		wg.Add(1)
+		d := newDelivery(work, msg)
+		fl.add(d)
 		go func() {
-			defer wg.Done()
+			defer fl.done(d)
 			defer func() { <-slots }()
-			r.handle(work, msg)
+			r.handle(d)
 		}()
+	}
+}
+
+// errShuttingDown is the cause a command's context is cancelled with when
+// the agent stops before the command finished.
+var errShuttingDown = errors.New("agent stopping: SHUTDOWN_TIMEOUT reached")
+
+// drain stops lock waits at once, lets the commands in flight finish until
+// most of cfg.ShutdownTimeout has passed, then cancels those still running
+// (each hands its command back with Nak as its store call returns) and,
+// shortly after, hands back whatever is still unsettled itself. It returns
+// within cfg.ShutdownTimeout of since (the stop signal), leaving the rest
+// of it for the NATS drain.
+func (r *runtime) drain(fl *flight, since time.Time) {
+	r.stopOnce.Do(func() { close(r.stopping) })
+	reserve := min(r.cfg.ShutdownTimeout/5, 2*time.Second)
+	if fl.wait(since.Add(r.cfg.ShutdownTimeout - reserve).Sub(r.now())) {
+		return
+	}
+	left := fl.each(func(d *delivery) { d.cancel(errShuttingDown) })
+	r.log.Warn("SHUTDOWN_TIMEOUT reached; interrupting the commands still running", zap.Int("in_flight", left))
+	if fl.wait(reserve / 2) {
+		return
+	}
+	fl.each(func(d *delivery) {
+		if !d.claim() {
+			return // its reply is being published and the command settled
+		}
+		if err := d.msg.Nak(); err != nil {
+			r.log.Warn("could not hand an unfinished command back; JetStream redelivers it after AckWait",
+				zap.String("error", SanitizeText(err.Error())))
+		}
+		r.metrics.commandDone(r.kind, actionLabel(subjectAction(d.msg.Subject())), OutcomeInterrupted, 0)
+	})
+	r.log.Warn("stopped with commands unfinished; they were handed back for redelivery")
+}
+
+// delivery is one command delivery in flight.
+type delivery struct {
+	msg    jetstream.Msg
+	n      uint64 // JetStream delivery count (StoreResult.Run)
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	lease  lease // the tenant's lock while held
+
+	claimed atomic.Bool
+}
+
+func newDelivery(work context.Context, msg jetstream.Msg) *delivery {
+	d := &delivery{msg: msg, n: 1}
+	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 0 {
+		d.n = md.NumDelivered
+	}
+	d.ctx, d.cancel = context.WithCancelCause(work)
+	return d
+}
+
+// claim reserves the right to settle the message: the handler claims it
+// before it publishes a reply, drain before it hands an unfinished command
+// back. Only the first claim succeeds.
+func (d *delivery) claim() bool { return d.claimed.CompareAndSwap(false, true) }
+
+// flight is the set of deliveries being handled.
+type flight struct {
+	mu  sync.Mutex
+	set map[*delivery]struct{}
+	wg  sync.WaitGroup
+}
+
+func (f *flight) add(d *delivery) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.set[d] = struct{}{}
+	f.wg.Add(1)
+}
+
+func (f *flight) done(d *delivery) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.set, d)
+	d.cancel(nil)
+	f.wg.Done()
+}
+
+func (f *flight) len() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.set)
+}
+
+// each calls fn on every delivery in flight and returns how many there were.
+func (f *flight) each(fn func(*delivery)) int {
+	f.mu.Lock()
+	ds := make([]*delivery, 0, len(f.set))
+	for d := range f.set {
+		ds = append(ds, d)
+	}
+	f.mu.Unlock()
+	for _, d := range ds {
+		fn(d)
+	}
+	return len(ds)
+}
+
+// wait waits up to d for every delivery to finish and reports whether they
+// did.
+func (f *flight) wait(d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	t := time.NewTimer(max(d, 0))
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
 	}
 }
 
@@ -251,6 +430,7 @@ type ident struct {
 	saga       string
 	action     events.Action // empty if unknown
 	attempt    int
+	run        uint64 // the delivery count: StoreResult.Run
 }
 
 type settlement int
@@ -268,23 +448,24 @@ type verdict struct {
 	delay  time.Duration // settleNak only
 	reason string        // failure reason code, "" on success
 	err    string        // sanitised error text, for the log
+	label  string        // metrics outcome of a Nak other than OutcomeRetried
 }
 
-// handle works on one delivery from start to settlement.
-func (r *runtime) handle(ctx context.Context, msg jetstream.Msg) {
+// handle works on one delivery from start to settlement, and releases the
+// tenant's lock once the command is settled.
+func (r *runtime) handle(d *delivery) {
 	start := r.now()
 	r.metrics.inFlightAdd(r.kind, 1)
 	defer r.metrics.inFlightAdd(r.kind, -1)
-	delivery := uint64(1)
-	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 0 {
-		delivery = md.NumDelivered
+	stopProgress := r.keepAlive(d.msg)
+	id, v := r.decide(d)
+	label := r.settle(d, id, &v, start, stopProgress)
+	if d.lease != nil {
+		d.lease.release(d.ctx)
 	}
-	stopProgress := r.keepAlive(msg)
-	id, v := r.decide(ctx, msg, delivery)
-	label := r.settle(ctx, msg, id, &v, delivery, start, stopProgress)
-	d := r.now().Sub(start)
-	r.metrics.commandDone(r.kind, actionLabel(id.action), label, d)
-	r.logOutcome(id, v, label, delivery, d)
+	took := r.now().Sub(start)
+	r.metrics.commandDone(r.kind, actionLabel(id.action), label, took)
+	r.logOutcome(id, v, label, d.n, took)
 }
 
 func (r *runtime) logOutcome(id ident, v verdict, label string, delivery uint64, d time.Duration) {
@@ -311,6 +492,10 @@ func (r *runtime) logOutcome(id ident, v verdict, label string, delivery uint64,
 		r.log.Info("command done", fields...)
 	case OutcomeRetried:
 		r.log.Warn("command failed; will be redelivered", append(fields, zap.Duration("retry_in", v.delay))...)
+	case OutcomeLocked:
+		r.log.Info("tenant locked by another command; handed back", append(fields, zap.Duration("retry_in", v.delay))...)
+	case OutcomeInterrupted:
+		r.log.Warn("command interrupted; handed back for redelivery", fields...)
 	case OutcomePublishFailed:
 		r.log.Error("reply not published; command will be redelivered", fields...)
 	default:
@@ -352,16 +537,16 @@ type partialCommand struct {
 }
 
 // decide decodes the command and runs it.
-func (r *runtime) decide(ctx context.Context, msg jetstream.Msg, delivery uint64) (ident, verdict) {
-	cmd, err := events.DecodeStoreCommand(msg.Data())
+func (r *runtime) decide(d *delivery) (ident, verdict) {
+	cmd, err := events.DecodeStoreCommand(d.msg.Data())
 	if err == nil {
-		err = r.checkRoute(cmd, msg.Subject())
+		err = r.checkRoute(cmd, d.msg.Subject())
 	}
 	if err != nil {
-		return r.invalid(msg, err)
+		return r.invalid(d, err)
 	}
-	id := ident{tenant: cmd.TenantID, generation: cmd.Generation, saga: cmd.SagaID, action: cmd.Action, attempt: cmd.Attempt}
-	return id, r.execute(ctx, cmd, delivery)
+	id := ident{tenant: cmd.TenantID, generation: cmd.Generation, saga: cmd.SagaID, action: cmd.Action, attempt: cmd.Attempt, run: d.n}
+	return id, r.execute(d, id, cmd)
 }
 
 // checkRoute rejects a valid command that does not belong here.
@@ -379,14 +564,14 @@ func (r *runtime) checkRoute(cmd *events.StoreCommand, subject string) error {
 
 // invalid answers a command that failed decoding or routing, if it can,
 // and terminates it.
-func (r *runtime) invalid(msg jetstream.Msg, cause error) (ident, verdict) {
+func (r *runtime) invalid(d *delivery, cause error) (ident, verdict) {
 	text := errorText(cause)
 	v := verdict{settle: settleTerm, reason: events.ReasonInvalid, err: text}
 	var p partialCommand
-	if data := msg.Data(); len(data) <= events.MaxPayloadBytes {
+	if data := d.msg.Data(); len(data) <= events.MaxPayloadBytes {
 		_ = json.Unmarshal(data, &p)
 	}
-	id := ident{action: subjectAction(msg.Subject())}
+	id := ident{action: subjectAction(d.msg.Subject()), run: d.n}
 	if !id.action.Valid() && p.Action.Valid() {
 		id.action = p.Action
 	}
@@ -407,11 +592,10 @@ func (r *runtime) invalid(msg jetstream.Msg, cause error) (ident, verdict) {
 	return id, v
 }
 
-// execute runs one valid command of this store.
-func (r *runtime) execute(ctx context.Context, cmd *events.StoreCommand, delivery uint64) verdict {
-	ctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
-	defer cancel()
-	id := ident{tenant: cmd.TenantID, generation: cmd.Generation, saga: cmd.SagaID, action: cmd.Action, attempt: cmd.Attempt}
+// execute runs one valid command of this store: checks that need no store
+// call first, then the store work under the tenant's lock.
+func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdict {
+	delivery := d.n
 	if delivery > uint64(r.cfg.MaxDeliver) {
 		return r.fail(id, events.ReasonStoreError, fmt.Sprintf(
 			"gave up: delivered %d times, more than AGENT_MAX_DELIVER=%d, without an answer (an agent may have crashed or stalled on it); the store was not called on this delivery",
@@ -421,31 +605,126 @@ func (r *runtime) execute(ctx context.Context, cmd *events.StoreCommand, deliver
 	if err != nil { // DecodeStoreCommand validated it; kept for safety
 		return r.fail(id, events.ReasonInvalid, errorText(err))
 	}
-	switch cmd.Action {
-	case events.ActionProvision:
-		if now := r.now(); now.After(cmd.Deadline) {
-			if delivery == 1 {
-				return r.fail(id, events.ReasonExpired, fmt.Sprintf(
-					"command arrived after its deadline %s; the store was not touched", cmd.Deadline.UTC().Format(time.RFC3339)))
-			}
-			return r.fail(id, events.ReasonStoreError, fmt.Sprintf(
-				"deadline %s passed while retrying (delivery %d); the store was not called on this delivery", cmd.Deadline.UTC().Format(time.RFC3339), delivery))
-		}
-		return r.provision(ctx, id, tenant, cmd, delivery)
-	case events.ActionDeprovision:
-		return r.deprovision(ctx, id, tenant, cmd, delivery)
+	if cmd.Action != events.ActionProvision && cmd.Action != events.ActionDeprovision {
+		return r.fail(id, events.ReasonInvalid, fmt.Sprintf("unknown action %q", cmd.Action))
 	}
-	return r.fail(id, events.ReasonInvalid, fmt.Sprintf("unknown action %q", cmd.Action))
+	// A provision never touches the store after its deadline: the saga has
+	// given up on it by then and compensates. A deprovision (compensation
+	// included) is bound only by CommandTimeout.
+	ctx := d.ctx
+	if cmd.Action == events.ActionProvision {
+		if r.now().After(cmd.Deadline) {
+			return r.expired(id, cmd, delivery, "")
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, cmd.Deadline)
+		defer cancel()
+	}
+
+	waitStart := r.now()
+	l, err := r.lock(ctx, id, cmd)
+	r.metrics.lockWaited(r.kind, r.now().Sub(waitStart))
+	if err != nil {
+		switch {
+		case errors.Is(err, errShuttingDown):
+			return verdict{settle: settleNak, reason: "interrupted", err: errorText(err), label: OutcomeInterrupted}
+		case cmd.Action == events.ActionProvision && r.now().After(cmd.Deadline):
+			return r.expired(id, cmd, delivery, " while waiting for the tenant's lock")
+		}
+		// Held elsewhere for longer than lockWait (or the bucket is
+		// unreachable): hand the command back for a moment.
+		return verdict{settle: settleNak, delay: backoff(1, time.Second, time.Second), reason: "locked", err: errorText(err), label: OutcomeLocked}
+	}
+	d.lease = l
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.CommandTimeout)
+	defer cancel()
+	// Losing the lock stops the store work: another replica may take it.
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	defer cancelCause(nil)
+	go func() {
+		select {
+		case <-l.lost():
+			cancelCause(errLockLost)
+		case <-ctx.Done():
+		}
+	}()
+
+	if cmd.Action == events.ActionProvision {
+		return r.provision(ctx, id, tenant, cmd, delivery)
+	}
+	return r.deprovision(ctx, id, tenant, cmd, delivery)
+}
+
+// expired answers a provision whose deadline passed before this delivery
+// called the store.
+func (r *runtime) expired(id ident, cmd *events.StoreCommand, delivery uint64, where string) verdict {
+	if delivery == 1 {
+		return r.fail(id, events.ReasonExpired, fmt.Sprintf(
+			"deadline %s passed%s; the store was not touched", cmd.Deadline.UTC().Format(time.RFC3339), where))
+	}
+	return r.fail(id, events.ReasonStoreError, fmt.Sprintf(
+		"deadline %s passed%s while retrying (delivery %d); the store was not called on this delivery", cmd.Deadline.UTC().Format(time.RFC3339), where, delivery))
+}
+
+// lockValue is what a tenant's lock holds, for a person reading the
+// bucket (`nats kv get agent-locks redis.acme`).
+type lockValue struct {
+	Holder     string        `json:"holder"`
+	Action     events.Action `json:"action"`
+	Generation uint64        `json:"generation"`
+	SagaID     string        `json:"saga_id"`
+	Run        uint64        `json:"run"`
+	Since      time.Time     `json:"since"`
+}
+
+// lock takes the tenant's lock in this store, waiting up to lockWait while
+// another command holds it. It gives up early when ctx ends (a provision's
+// deadline) or the agent stops (errShuttingDown).
+func (r *runtime) lock(ctx context.Context, id ident, cmd *events.StoreCommand) (lease, error) {
+	key := events.AgentLockKey(r.kind, cmd.TenantID)
+	value, err := json.Marshal(lockValue{Holder: r.holder, Action: cmd.Action, Generation: cmd.Generation, SagaID: cmd.SagaID, Run: id.run, Since: r.now().UTC()})
+	if err != nil {
+		return nil, err
+	}
+	giveUp := time.NewTimer(r.lockWait)
+	defer giveUp.Stop()
+	poll := 50 * time.Millisecond
+	warned := false
+	for {
+		select {
+		case <-r.stopping:
+			return nil, errShuttingDown
+		default:
+		}
+		l, err := r.locks.try(ctx, key, value)
+		if err == nil {
+			return l, nil
+		}
+		if !errors.Is(err, errLockHeld) && !warned {
+			warned = true
+			r.log.Warn("cannot take the tenant lock; retrying", zap.String("lock", key), zap.String("error", SanitizeText(err.Error())))
+		}
+		select {
+		case <-r.stopping:
+			return nil, errShuttingDown
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (waiting for lock %s)", context.Cause(ctx), key)
+		case <-giveUp.C:
+			return nil, err
+		case <-time.After(poll):
+		}
+		poll = min(poll*2, 500*time.Millisecond)
+	}
 }
 
 func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantID, cmd *events.StoreCommand, delivery uint64) verdict {
 	password, err := secret.Generate()
 	if err != nil {
-		return r.storeFailure(id, cmd, delivery, err)
+		return r.storeFailure(ctx, id, cmd, delivery, err)
 	}
 	presp, err := r.store.Provision(ctx, ProvisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID, Password: password})
 	if err != nil {
-		return r.storeFailure(id, cmd, delivery, err, password)
+		return r.storeFailure(ctx, id, cmd, delivery, err, password)
 	}
 	if len(presp.Credential) == 0 {
 		return r.fail(id, events.ReasonStoreError, "the store provisioned the tenant but returned no credential")
@@ -453,7 +732,7 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	vresp, err := r.store.Verify(ctx, VerifyRequest{Tenant: tenant, Generation: cmd.Generation, Credential: presp.Credential})
 	secrets := append([]secret.String{password}, credentialSecrets(presp.Credential)...)
 	if err != nil {
-		return r.storeFailure(id, cmd, delivery, err, secrets...)
+		return r.storeFailure(ctx, id, cmd, delivery, err, secrets...)
 	}
 	checks := completeChecks(vresp.Checks)
 	ver := &events.Verification{Passed: VerifyResponse{Checks: checks}.Passed(), Checks: checks}
@@ -493,7 +772,7 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 func (r *runtime) deprovision(ctx context.Context, id ident, tenant events.TenantID, cmd *events.StoreCommand, delivery uint64) verdict {
 	dresp, err := r.store.Deprovision(ctx, DeprovisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID})
 	if err != nil {
-		return r.storeFailure(id, cmd, delivery, err)
+		return r.storeFailure(ctx, id, cmd, delivery, err)
 	}
 	res := r.newResult(id, events.OutcomeDeprovisioned)
 	for _, s := range dresp.Skipped {
@@ -503,9 +782,17 @@ func (r *runtime) deprovision(ctx context.Context, id ident, tenant events.Tenan
 	return verdict{reply: res, settle: settleAck}
 }
 
-// storeFailure decides between retrying and answering *_failed.
-func (r *runtime) storeFailure(id ident, cmd *events.StoreCommand, delivery uint64, err error, secrets ...secret.String) verdict {
+// storeFailure decides between retrying and answering *_failed. A store
+// call cut short by the agent stopping or by the loss of the tenant's lock
+// is handed back unanswered: it did not fail, it was interrupted.
+func (r *runtime) storeFailure(ctx context.Context, id ident, cmd *events.StoreCommand, delivery uint64, err error, secrets ...secret.String) verdict {
 	text := errorText(err, secrets...)
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errShuttingDown):
+		return verdict{settle: settleNak, reason: "interrupted", err: text, label: OutcomeInterrupted}
+	case errors.Is(cause, errLockLost):
+		return verdict{settle: settleNak, delay: r.retryDelay(delivery), reason: "lock_lost", err: text, label: OutcomeInterrupted}
+	}
 	permanent, reason := Classify(err)
 	if permanent {
 		return r.fail(id, knownReason(reason), text)
@@ -542,13 +829,21 @@ func (r *runtime) newResult(id ident, o events.Outcome) *events.StoreResult {
 		Store:      r.kind,
 		Outcome:    o,
 		Attempt:    id.attempt,
+		Run:        id.run,
 	}
 }
 
 // settle publishes the reply (if any) and then acks, terminates or naks
-// the command. It returns the metrics outcome label.
-func (r *runtime) settle(ctx context.Context, msg jetstream.Msg, id ident, v *verdict, delivery uint64, start time.Time, stopProgress func()) string {
+// the command. It returns the metrics outcome label. It does nothing when
+// drain already handed the command back.
+func (r *runtime) settle(d *delivery, id ident, v *verdict, start time.Time, stopProgress func()) string {
 	defer stopProgress()
+	if !d.claim() {
+		return OutcomeInterrupted
+	}
+	// The verdict stands even if the command's context was cancelled
+	// since: publish and settle on a context of their own.
+	ctx, msg, delivery := context.WithoutCancel(d.ctx), d.msg, d.n
 	label := OutcomeDropped
 	if v.reply != nil {
 		v.reply.DurationMS = r.now().Sub(start).Milliseconds()
@@ -579,8 +874,15 @@ func (r *runtime) settle(ctx context.Context, msg jetstream.Msg, id ident, v *ve
 	case settleTerm:
 		err = msg.TermWithReason(v.reason)
 	case settleNak:
-		err = msg.NakWithDelay(v.delay)
+		if v.delay > 0 {
+			err = msg.NakWithDelay(v.delay)
+		} else {
+			err = msg.Nak()
+		}
 		label = OutcomeRetried
+		if v.label != "" {
+			label = v.label
+		}
 	}
 	if err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 		r.log.Warn("could not settle the command; JetStream redelivers it after AckWait",
@@ -599,7 +901,7 @@ func (r *runtime) publish(ctx context.Context, res *events.StoreResult) (*events
 	if err != nil {
 		fb := &events.StoreResult{
 			TenantID: res.TenantID, Generation: res.Generation, SagaID: res.SagaID, Store: res.Store,
-			Outcome: failedOutcome(res.Outcome.Action()), Attempt: res.Attempt,
+			Outcome: failedOutcome(res.Outcome.Action()), Attempt: res.Attempt, Run: res.Run,
 			Reason:     events.ReasonStoreError,
 			Error:      errorText(fmt.Errorf("the agent's reply could not be encoded: %w", err)),
 			DurationMS: res.DurationMS, CompletedAt: res.CompletedAt,

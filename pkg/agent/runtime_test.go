@@ -35,6 +35,8 @@ type scriptStore struct {
 	provision   func(ProvisionRequest) (ProvisionResponse, error)
 	verify      func(VerifyRequest) (VerifyResponse, error)
 	deprovision func(DeprovisionRequest) (DeprovisionResponse, error)
+	// before, when set, runs first in every store call with its context.
+	before func(ctx context.Context, call string) error
 
 	mu    sync.Mutex
 	calls []string
@@ -55,8 +57,13 @@ func (s *scriptStore) Calls() []string {
 
 func (s *scriptStore) Kind() events.Store { return s.kind }
 
-func (s *scriptStore) Provision(_ context.Context, req ProvisionRequest) (ProvisionResponse, error) {
+func (s *scriptStore) Provision(ctx context.Context, req ProvisionRequest) (ProvisionResponse, error) {
 	s.record("provision")
+	if s.before != nil {
+		if err := s.before(ctx, "provision"); err != nil {
+			return ProvisionResponse{}, err
+		}
+	}
 	s.mu.Lock()
 	s.pws = append(s.pws, req.Password)
 	s.mu.Unlock()
@@ -77,8 +84,13 @@ func (s *scriptStore) Verify(_ context.Context, req VerifyRequest) (VerifyRespon
 	return allPassed(), nil
 }
 
-func (s *scriptStore) Deprovision(_ context.Context, req DeprovisionRequest) (DeprovisionResponse, error) {
+func (s *scriptStore) Deprovision(ctx context.Context, req DeprovisionRequest) (DeprovisionResponse, error) {
 	s.record("deprovision")
+	if s.before != nil {
+		if err := s.before(ctx, "deprovision"); err != nil {
+			return DeprovisionResponse{}, err
+		}
+	}
 	if s.deprovision != nil {
 		return s.deprovision(req)
 	}
@@ -206,6 +218,7 @@ func newHarness(t *testing.T, store *scriptStore, tweak ...func(*Config)) *harne
 		t.Fatal(err)
 	}
 	rt := newRuntime(svc, Sanitize(Instrument(recovering(store), m)), cfg, rcpts, m)
+	rt.useLocker(&memLocker{held: map[string]bool{}})
 	return &harness{rt: rt, store: store, js: js, trail: tr, identity: id, logs: logs}
 }
 
@@ -227,7 +240,9 @@ func (h *harness) deliver(t *testing.T, subject string, data []byte, delivery ui
 	m := &memMsg{subject: subject, data: data, delivered: delivery, trail: h.trail}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	h.rt.handle(ctx, m)
+	d := newDelivery(ctx, m)
+	defer d.cancel(nil)
+	h.rt.handle(d)
 	return m
 }
 
@@ -584,5 +599,197 @@ func TestErrorTextIsBoundedSingleLineUTF8(t *testing.T) {
 		Outcome: events.OutcomeProvisionFailed, Reason: "store_error", Error: s, CompletedAt: time.Now()}
 	if _, err := events.Encode(res); err != nil {
 		t.Errorf("a result carrying errorText does not encode: %v", err)
+	}
+}
+
+// memLocker is an in-process locker for the unit tests (the KV locks are
+// tested end to end in testkit/storetest).
+type memLocker struct {
+	mu   sync.Mutex
+	held map[string]bool
+	// lose, when set, makes every lease granted from now on lost at once.
+	lose bool
+}
+
+func (l *memLocker) try(_ context.Context, key string, _ []byte) (lease, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held[key] {
+		return nil, errLockHeld
+	}
+	l.held[key] = true
+	ls := &memLease{l: l, key: key, lostCh: make(chan struct{})}
+	if l.lose {
+		close(ls.lostCh)
+	}
+	return ls, nil
+}
+
+type memLease struct {
+	l      *memLocker
+	key    string
+	lostCh chan struct{}
+}
+
+func (m *memLease) lost() <-chan struct{} { return m.lostCh }
+
+func (m *memLease) release(context.Context) {
+	m.l.mu.Lock()
+	defer m.l.mu.Unlock()
+	delete(m.l.held, m.key)
+}
+
+func (h *harness) locker() *memLocker { return h.rt.locks.(*memLocker) }
+
+func TestResultRunIsTheDeliveryCount(t *testing.T) {
+	for _, n := range []uint64{1, 4} {
+		h := newHarness(t, &scriptStore{})
+		h.deliverCmd(t, command(events.ActionProvision), n)
+		res, _ := h.reply(t)
+		if res.Run != n {
+			t.Errorf("delivery %d answered with Run %d", n, res.Run)
+		}
+		if id := events.ResultMsgID(res); !strings.Contains(id, fmt.Sprintf(":r%d", n)) {
+			t.Errorf("result ID %q, want one carrying run %d", id, n)
+		}
+	}
+	h := newHarness(t, &scriptStore{})
+	h.deliver(t, events.CommandSubject(events.StoreRedis, events.ActionProvision), []byte(`{"tenant_id":"acme","generation":2,"saga_id":"s","action":"provision"}`), 3)
+	if res, _ := h.reply(t); res.Run != 3 || res.Reason != events.ReasonInvalid {
+		t.Errorf("invalid command answered %s Run %d, want invalid Run 3", res.Reason, res.Run)
+	}
+}
+
+func TestLockedTenantIsHandedBackWithoutStoreCall(t *testing.T) {
+	for _, action := range []events.Action{events.ActionProvision, events.ActionDeprovision} {
+		t.Run(string(action), func(t *testing.T) {
+			h := newHarness(t, &scriptStore{})
+			h.rt.lockWait = 100 * time.Millisecond
+			h.locker().held[events.AgentLockKey(events.StoreRedis, "acme")] = true
+			m := h.deliverCmd(t, command(action), 1)
+			wantTrail(t, h, "nak")
+			if m.nakDelay <= 0 {
+				t.Errorf("nak delay %s, want a short pause", m.nakDelay)
+			}
+			if c := h.store.Calls(); len(c) != 0 {
+				t.Errorf("store calls %v while the tenant was locked", c)
+			}
+		})
+	}
+}
+
+func TestLockIsHeldAcrossTheCommandAndReleased(t *testing.T) {
+	key := events.AgentLockKey(events.StoreRedis, "acme")
+	var h *harness
+	held := false
+	h = newHarness(t, &scriptStore{before: func(context.Context, string) error {
+		h.locker().mu.Lock()
+		held = h.locker().held[key]
+		h.locker().mu.Unlock()
+		return nil
+	}})
+	h.deliverCmd(t, command(events.ActionDeprovision), 1)
+	if !held {
+		t.Error("the store ran without the tenant's lock")
+	}
+	if h.locker().held[key] {
+		t.Error("the lock was not released after the command")
+	}
+}
+
+func TestProvisionWaitingForTheLockPastItsDeadlineExpires(t *testing.T) {
+	h := newHarness(t, &scriptStore{})
+	h.locker().held[events.AgentLockKey(events.StoreRedis, "acme")] = true
+	h.deliverCmd(t, command(events.ActionProvision, func(c *events.StoreCommand) { c.Deadline = time.Now().Add(200 * time.Millisecond) }), 1)
+	res, _ := h.reply(t)
+	if res.Outcome != events.OutcomeProvisionFailed || res.Reason != events.ReasonExpired {
+		t.Errorf("%s (%s), want provision_failed (expired): the store was never touched", res.Outcome, res.Reason)
+	}
+	if c := h.store.Calls(); len(c) != 0 {
+		t.Errorf("store calls %v", c)
+	}
+}
+
+func TestProvisionContextEndsAtTheDeadline(t *testing.T) {
+	deadline := time.Now().Add(time.Minute)
+	var got time.Time
+	h := newHarness(t, &scriptStore{before: func(ctx context.Context, _ string) error {
+		got, _ = ctx.Deadline()
+		return nil
+	}})
+	h.deliverCmd(t, command(events.ActionProvision, func(c *events.StoreCommand) { c.Deadline = deadline }), 1)
+	if got.IsZero() || got.After(deadline) {
+		t.Errorf("store context deadline %v, want at most the command's %v", got, deadline)
+	}
+	// A deprovision is not bound by the saga's deadline.
+	h2 := newHarness(t, &scriptStore{before: func(ctx context.Context, _ string) error {
+		got, _ = ctx.Deadline()
+		return nil
+	}})
+	h2.deliverCmd(t, command(events.ActionDeprovision, func(c *events.StoreCommand) { c.Deadline = time.Now().Add(time.Millisecond) }), 1)
+	if got.Before(time.Now().Add(5 * time.Second)) {
+		t.Errorf("deprovision context deadline %v, want it far past the command's deadline", got)
+	}
+}
+
+func TestLostLockInterruptsTheStoreCall(t *testing.T) {
+	h := newHarness(t, &scriptStore{before: func(ctx context.Context, _ string) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	h.locker().lose = true
+	m := h.deliverCmd(t, command(events.ActionProvision), 1)
+	wantTrail(t, h, "nak") // no reply: it did not fail, it was cut short
+	if m.nakDelay <= 0 {
+		t.Errorf("nak delay %s", m.nakDelay)
+	}
+}
+
+func TestShutdownInterruptsWithoutReply(t *testing.T) {
+	started := make(chan struct{})
+	h := newHarness(t, &scriptStore{before: func(ctx context.Context, _ string) error {
+		close(started)
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	data, _ := json.Marshal(command(events.ActionProvision))
+	m := &memMsg{subject: events.CommandSubject(events.StoreRedis, events.ActionProvision), data: data, delivered: 1, trail: h.trail}
+	d := newDelivery(context.Background(), m)
+	done := make(chan struct{})
+	go func() { h.rt.handle(d); close(done) }()
+	<-started
+	d.cancel(errShuttingDown)
+	<-done
+	wantTrail(t, h, "nak")
+	if m.nakDelay != 0 {
+		t.Errorf("nak delay %s, want none: another replica should take it at once", m.nakDelay)
+	}
+	if h.locker().held[events.AgentLockKey(events.StoreRedis, "acme")] {
+		t.Error("lock kept after the interrupted command")
+	}
+}
+
+func TestDrainHandsBackWhatDoesNotStop(t *testing.T) {
+	started := make(chan struct{})
+	unblock := make(chan struct{})
+	defer close(unblock)
+	h := newHarness(t, &scriptStore{before: func(context.Context, string) error {
+		close(started)
+		<-unblock // ignores its context
+		return nil
+	}}, func(c *Config) { c.ShutdownTimeout = 500 * time.Millisecond })
+	data, _ := json.Marshal(command(events.ActionProvision))
+	m := &memMsg{subject: events.CommandSubject(events.StoreRedis, events.ActionProvision), data: data, delivered: 1, trail: h.trail}
+	fl := &flight{set: map[*delivery]struct{}{}}
+	d := newDelivery(context.Background(), m)
+	fl.add(d)
+	go func() { defer fl.done(d); h.rt.handle(d) }()
+	<-started
+	h.rt.drain(fl, time.Now())
+	wantTrail(t, h, "nak")
+	select {
+	case <-h.rt.stopping:
+	default:
+		t.Error("drain did not signal stopping")
 	}
 }

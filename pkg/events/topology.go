@@ -113,6 +113,26 @@ func (t Topology) KeyValue() jetstream.KeyValueConfig {
 	}
 }
 
+// AgentLockTTL is how long a lock in KVAgentLocks lives after it was last
+// written (the bucket's MaxAge): a holder refreshes its lock well within it,
+// and the lock of a holder that died (SIGKILL, lost its connection) expires
+// at most AgentLockTTL after its last refresh.
+const AgentLockTTL = 15 * time.Second
+
+// AgentLocks returns the configuration of the agents' per-tenant lock
+// bucket: one revision per key, every entry expiring AgentLockTTL after it
+// was written.
+func (t Topology) AgentLocks() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      KVAgentLocks,
+		Description: "store agents' per-tenant locks, <store>.<tenant_id>; an entry expires unless its holder refreshes it",
+		History:     1,
+		TTL:         AgentLockTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    t.replicas(),
+	}
+}
+
 // ObjectStore returns the configuration of the sealed-secrets store.
 func (t Topology) ObjectStore() jetstream.ObjectStoreConfig {
 	return jetstream.ObjectStoreConfig{
@@ -149,6 +169,9 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, t.KeyValue()); err != nil {
 		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVTenants, err))
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, t.AgentLocks()); err != nil {
+		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVAgentLocks, err))
 	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, t.ObjectStore()); err != nil {
 		errs = append(errs, fmt.Errorf("ensure object store %s: %w", ObjectStoreSecrets, err))

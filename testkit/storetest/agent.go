@@ -56,6 +56,7 @@ type Agent struct {
 	done    chan error
 	stop    sync.Once
 	stopErr error
+	killed  atomic.Bool
 }
 
 // AgentOption adjusts RunAgent.
@@ -86,11 +87,11 @@ func WithName(name string) AgentOption {
 }
 
 // TestAgentConfig is the runtime configuration RunAgent starts from: the
-// production defaults with retries and ack waits short enough for tests.
+// production defaults (AckWait and ShutdownTimeout included) with retries
+// short enough for tests.
 func TestAgentConfig(recipient string) agent.Config {
 	cfg := agent.DefaultConfig()
 	cfg.ControlPlaneRecipient = recipient
-	cfg.AckWait = 30 * time.Second
 	cfg.CommandTimeout = 60 * time.Second
 	cfg.MaxDeliver = 5
 	cfg.RetryBaseDelay = 50 * time.Millisecond
@@ -103,6 +104,19 @@ func TestAgentConfig(recipient string) agent.Config {
 // exists). The agent is stopped (drained) when the test ends; Stop stops
 // it earlier.
 func RunAgent(t testing.TB, n *testkit.NATS, store agent.Store, opts ...AgentOption) *Agent {
+	t.Helper()
+	return runAgent(t, n.URL, 1, n.Connect(t), store, opts...)
+}
+
+// RunAgentOnCluster is RunAgent on a NATS cluster, as in production
+// (DESIGN.md §12): the agent connects to every node and the topology has
+// one replica per node (3 on a 3-node cluster).
+func RunAgentOnCluster(t testing.TB, c *testkit.NATSCluster, store agent.Store, opts ...AgentOption) *Agent {
+	t.Helper()
+	return runAgent(t, c.URLs(), len(c.Nodes), c.Connect(t), store, opts...)
+}
+
+func runAgent(t testing.TB, url string, replicas int, nc *nats.Conn, store agent.Store, opts ...AgentOption) *Agent {
 	t.Helper()
 	o := agentOptions{name: string(store.Kind()) + "-agent"}
 	for _, opt := range opts {
@@ -120,7 +134,6 @@ func RunAgent(t testing.TB, n *testkit.NATS, store agent.Store, opts ...AgentOpt
 		f(&cfg)
 	}
 
-	nc := n.Connect(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatalf("storetest: jetstream: %v", err)
@@ -134,7 +147,7 @@ func RunAgent(t testing.TB, n *testkit.NATS, store agent.Store, opts ...AgentOpt
 
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	svcCfg := service.Config{NATSURL: n.URL, HTTPAddr: "127.0.0.1:0", LogLevel: "debug", JetStreamReplicas: 1, ShutdownTimeout: 10 * time.Second}
+	svcCfg := service.Config{NATSURL: url, HTTPAddr: "127.0.0.1:0", LogLevel: "debug", JetStreamReplicas: replicas, ShutdownTimeout: cfg.ShutdownTimeout}
 	go func() {
 		a.done <- service.RunWithLogger(ctx, o.name, svcCfg, log, func(ctx context.Context, s *service.Service) error {
 			a.svc.Store(s)
@@ -142,7 +155,7 @@ func RunAgent(t testing.TB, n *testkit.NATS, store agent.Store, opts ...AgentOpt
 		})
 	}()
 	t.Cleanup(func() {
-		if err := a.Stop(); err != nil {
+		if err := a.Stop(); err != nil && !a.killed.Load() {
 			t.Errorf("storetest: agent stopped with error: %v", err)
 		}
 		if t.Failed() {
@@ -206,6 +219,21 @@ func (a *Agent) Stop() error {
 		}
 	})
 	return a.stopErr
+}
+
+// Kill makes the agent vanish from NATS as a SIGKILLed process would: its
+// connection is closed at once, so nothing it does afterwards (a reply, an
+// ack, an InProgress signal, a lock refresh) reaches the server, and its
+// context is cancelled. Commands it was working on go on in this process
+// until their store calls return, but only JetStream's redelivery can
+// finish them. The error the agent then stops with is expected and not
+// reported.
+func (a *Agent) Kill() {
+	a.killed.Store(true)
+	if svc := a.Service(); svc != nil && svc.NATS != nil {
+		svc.NATS.Close()
+	}
+	a.cancel()
 }
 
 // StopAsync starts Stop in the background; the channel yields its result.

@@ -521,13 +521,14 @@ func TestAgentMetricsAndReadiness(t *testing.T) {
 		{agent.MetricStoreCallDuration, map[string]string{"store": "redis", "call": "provision"}, 1},
 		{agent.MetricStoreCallDuration, map[string]string{"store": "redis", "call": "verify"}, 1},
 		{agent.MetricCommandsInFlight, map[string]string{"store": "redis"}, 0},
+		{agent.MetricLockWait, map[string]string{"store": "redis"}, 1},
 	} {
 		if got := count(c.name, c.labels); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
 	problems, err := testutil.GatherAndLint(reg, agent.MetricCommandsTotal, agent.MetricCommandDuration,
-		agent.MetricStoreCallDuration, agent.MetricStoreCallErrorsTotal, agent.MetricCommandsInFlight)
+		agent.MetricStoreCallDuration, agent.MetricStoreCallErrorsTotal, agent.MetricCommandsInFlight, agent.MetricLockWait)
 	if err != nil || len(problems) > 0 {
 		t.Errorf("metric lint: %v %+v", err, problems)
 	}
