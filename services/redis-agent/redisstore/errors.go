@@ -22,6 +22,11 @@ var ErrNoACLFile = errors.New("redis has no aclfile")
 // generation's user is left untouched.
 var ErrStaleGeneration = errors.New("command is for an older generation than the managed record")
 
+// ErrNotRemoved reports a deprovision that found the tenant's ACL user or
+// keys still there after removing them. It is transient: the runtime retries
+// it, and the deprovision is not reported done until nothing is left.
+var ErrNotRemoved = errors.New("tenant's user or keys remain after deprovision")
+
 // permanentPrefixes are Redis error replies that retrying cannot fix: the
 // admin credential lacks a permission, is wrong, or the server does not
 // understand a command or ACL rule (a server older than Redis 7).

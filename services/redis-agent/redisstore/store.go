@@ -226,7 +226,7 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 
 	hash := passwordHash(req.Password)
 	args := []any{"ACL", "SETUSER", user}
-	for _, r := range aclRules(id, req.Password) {
+	for _, r := range aclRules(id, req.Password, s.cfg.TenantScripting) {
 		args = append(args, r)
 	}
 	if err := s.admin.Do(ctx, args...).Err(); err != nil {
@@ -268,10 +268,15 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 // Deprovision removes the tenant's ACL user (which disconnects its sessions),
 // persists that with ACL SAVE, unlinks every key under tenant:<id>: (SCAN,
 // not KEYS), and finally drops tenantprov's record, so that a deprovision
-// interrupted at any point is finished by the next one. Without a record
-// nothing is touched: a foreign user with the tenant's name is reported in
-// Skipped, and keys under the prefix are left alone too (see the comment in
-// the body).
+// interrupted at any point is finished by the next one. It reports success
+// only once the user is gone and no key under the prefix is left (otherwise
+// an error matching ErrNotRemoved, which the runtime retries). Without a
+// record nothing is touched: a foreign user with the tenant's name is
+// reported in Skipped, and keys under the prefix are left alone too (see the
+// comment in the body). A record of a newer generation than the command's
+// means the user now belongs to that generation: it is left in place with a
+// warning (the record is the agent's own, written only by the admin, so a
+// tenant cannot forge a newer generation).
 func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (agent.DeprovisionResponse, error) {
 	id, err := tenantOf(req.Tenant)
 	if err != nil {
@@ -323,10 +328,51 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 	if _, err := s.unlinkPrefix(ctx, id.RedisKeyPrefix()); err != nil {
 		return resp, err
 	}
+	// Success means the tenant can no longer authenticate and nothing of it
+	// remains; anything else is a transient failure, retried (with the
+	// record kept, so that the retry finishes the job).
+	if err := s.checkRemoved(ctx, id); err != nil {
+		return resp, err
+	}
 	if err := s.admin.HDel(ctx, ManagedUsersKey, user).Err(); err != nil {
 		return resp, storeError("delete managed record of "+user, err)
 	}
 	return resp, nil
+}
+
+// checkRemoved returns an error matching ErrNotRemoved when the tenant's
+// ACL user still exists or a key under its prefix is left.
+func (s *Store) checkRemoved(ctx context.Context, id events.TenantID) error {
+	user := id.RedisUser()
+	exists, err := s.userExists(ctx, user)
+	if err != nil {
+		return err
+	}
+	if exists {
+		return fmt.Errorf("redis: deprovision %s: ACL user %s still exists: %w", id, user, ErrNotRemoved)
+	}
+	n, err := s.countPrefix(ctx, id.RedisKeyPrefix())
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("redis: deprovision %s: %d keys left under %s: %w", id, n, id.RedisKeyPrefix(), ErrNotRemoved)
+	}
+	return nil
+}
+
+// countPrefix counts the keys beginning with prefix (by SCAN).
+func (s *Store) countPrefix(ctx context.Context, prefix string) (int, error) {
+	pattern := escapeGlob(prefix) + "*"
+	n := 0
+	iter := s.admin.Scan(ctx, 0, pattern, scanCount).Iterator()
+	for iter.Next(ctx) {
+		n++
+	}
+	if err := iter.Err(); err != nil {
+		return n, storeError("scan "+pattern, err)
+	}
+	return n, nil
 }
 
 // unlinkPrefix unlinks every key beginning with prefix, page by page, and

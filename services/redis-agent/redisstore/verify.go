@@ -3,9 +3,11 @@ package redisstore
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,10 +65,77 @@ func adminProbes(id events.TenantID) []probe {
 		p("SLOWLOG", "GET"), p("CLIENT", "LIST"), p("CLIENT", "KILL", "USER", "default"),
 		p("SCAN", "0"), p("RANDOMKEY"), p("DBSIZE"), p("SELECT", "1"), p("SWAPDB", "0", "1"),
 		p("MOVE", own, "1"), p("COPY", own, own+":copy", "DB", "1"),
-		p("PUBSUB", "CHANNELS"), p("CLIENT", "TRACKING", "ON", "BCAST"),
-		p("FUNCTION", "LIST"), p("FUNCTION", "FLUSH"), p("SCRIPT", "FLUSH"), p("MEMORY", "STATS"),
+		p("PUBSUB", "CHANNELS"), p("CLIENT", "TRACKING", "ON", "BCAST"), p("MEMORY", "STATS"),
 	}
 }
+
+// Scripts the scripting probes name. loopScript would stop the server: it is
+// only ever queued inside MULTI, and discarded.
+const (
+	loopScript  = "while true do end"
+	canaryRead  = "return redis.call('GET', KEYS[1])"
+	probeScript = "return 1"
+	// probeLibrary is a function library the FUNCTION probes name.
+	probeLibrary = "#!lua name=tenantprov_probe\nredis.register_function('tenantprov_probe', function() return 1 end)"
+)
+
+// scriptingProbes are the scripting commands the tenant must be refused
+// under stance (see Scripting): SCRIPT DEBUG/EXISTS/FLUSH/KILL and every
+// FUNCTION command always, EVAL and friends as the stance says, and — where
+// scripts are allowed — a script declaring the canary key.
+func scriptingProbes(stance Scripting) []probe {
+	sha := sha1Hex(probeScript)
+	probes := []probe{
+		{"SCRIPT DEBUG SYNC", []any{"SCRIPT", "DEBUG", "SYNC"}},
+		{"SCRIPT DEBUG YES", []any{"SCRIPT", "DEBUG", "YES"}},
+		{"SCRIPT EXISTS", []any{"SCRIPT", "EXISTS", sha}},
+		{"SCRIPT FLUSH", []any{"SCRIPT", "FLUSH"}},
+		{"SCRIPT KILL", []any{"SCRIPT", "KILL"}},
+		{"FUNCTION LIST", []any{"FUNCTION", "LIST", "WITHCODE"}},
+		{"FUNCTION LOAD", []any{"FUNCTION", "LOAD", "REPLACE", probeLibrary}},
+		{"FUNCTION DELETE", []any{"FUNCTION", "DELETE", "tenantprov_probe"}},
+		{"FUNCTION FLUSH", []any{"FUNCTION", "FLUSH"}},
+		{"FUNCTION DUMP", []any{"FUNCTION", "DUMP"}},
+		{"FUNCTION RESTORE", []any{"FUNCTION", "RESTORE", "x", "REPLACE"}},
+		{"FUNCTION STATS", []any{"FUNCTION", "STATS"}},
+		{"FUNCTION KILL", []any{"FUNCTION", "KILL"}},
+		{"FCALL", []any{"FCALL", "tenantprov_probe", "0"}},
+		{"FCALL_RO", []any{"FCALL_RO", "tenantprov_probe", "0"}},
+	}
+	switch stance {
+	case ScriptingReadOnly, ScriptingAllow:
+		probes = append(probes,
+			probe{"EVAL_RO of a script declaring " + CanaryKey, []any{"EVAL_RO", canaryRead, "1", CanaryKey}})
+	default:
+		probes = append(probes,
+			probe{"EVAL_RO", []any{"EVAL_RO", probeScript, "0"}},
+			probe{"EVALSHA_RO", []any{"EVALSHA_RO", sha, "0"}},
+			probe{"SCRIPT LOAD", []any{"SCRIPT", "LOAD", probeScript}})
+	}
+	if stance != ScriptingAllow {
+		probes = append(probes,
+			probe{"EVAL of a Lua loop", []any{"EVAL", loopScript, "0"}},
+			probe{"EVALSHA", []any{"EVALSHA", sha, "0"}})
+	} else {
+		probes = append(probes,
+			probe{"EVAL of a script declaring " + CanaryKey, []any{"EVAL", canaryRead, "1", CanaryKey}})
+	}
+	return probes
+}
+
+// Names of the checks this Verify reports beyond agent.RequiredChecks; every
+// one must pass.
+const (
+	// CheckScriptingConfined passes when the tenant may run exactly the
+	// scripting commands its stance allows.
+	CheckScriptingConfined = "scripting_confined"
+	// CheckInwardIsolation passes when no other ACL user can reach the
+	// tenant's keys or channels.
+	CheckInwardIsolation = "inward_isolation"
+	// CheckRuleAsProvisioned passes when the tenant's ACL user has exactly
+	// the rules Provision gave it.
+	CheckRuleAsProvisioned = "rule_as_provisioned"
+)
 
 // Verify runs the isolation checks with the tenant's credential against the
 // agent's own address (REDIS_ADDR; the credential's addr is what tenants use
@@ -79,7 +148,23 @@ func adminProbes(id events.TenantID) []probe {
 //     connection without credentials cannot read the canary (catches an open
 //     default user);
 //   - admin_denied: KEYS, FLUSHALL, CONFIG, ACL and the other server-wide
-//     commands of CommandRules are refused with NOPERM.
+//     commands of CommandRules are refused with NOPERM;
+//   - scripting_confined: the scripting commands the stance (Scripting)
+//     denies are refused with NOPERM — SCRIPT DEBUG/EXISTS/FLUSH/KILL and
+//     FUNCTION/FCALL always — and the ones it allows run;
+//
+// and, as the admin, inward (DESIGN.md §5: nobody but the tenant and the
+// control plane reaches the slice):
+//
+//   - inward_isolation: no ACL user but the tenant's, the agent's admin and
+//     REDIS_TRUSTED_USERS has a key pattern (~, %R~, %W~, allkeys) or
+//     channel pattern (&, allchannels), in its root or any selector, that
+//     could match a name under tenant:<id>: (globReaches, conservative), and
+//     the default user is off or has no patterns at all;
+//   - rule_as_provisioned: the tenant's user is exactly what Provision set:
+//     on, the credential's password hash and no other (no nopass), the one
+//     key and one channel pattern, no selector, and the same command rules
+//     as a scratch user given CommandRules and the stance's rules.
 //
 // Denials are probed inside MULTI and then discarded, so a probe the server
 // wrongly allows is queued but never executed (a bad rule cannot make
@@ -111,6 +196,9 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 		func(ctx context.Context) (events.Check, error) {
 			return checkDenied(ctx, tenant, agent.CheckAdminDenied, adminProbes(id))
 		},
+		func(ctx context.Context) (events.Check, error) { return s.checkScripting(ctx, tenant) },
+		func(ctx context.Context) (events.Check, error) { return s.checkInward(ctx, id) },
+		func(ctx context.Context) (events.Check, error) { return s.checkRule(ctx, id, password) },
 	} {
 		c, err := check(ctx)
 		if err != nil {
@@ -119,6 +207,239 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 		resp.Checks = append(resp.Checks, c)
 	}
 	return resp, nil
+}
+
+// checkScripting refuses, inside a discarded MULTI, every scripting command
+// the stance denies, then runs the harmless scripts it allows.
+func (s *Store) checkScripting(ctx context.Context, tenant *redis.Client) (events.Check, error) {
+	stance := s.cfg.TenantScripting
+	if stance == "" {
+		stance = ScriptingDeny
+	}
+	check, err := checkDenied(ctx, tenant, CheckScriptingConfined, scriptingProbes(stance))
+	if err != nil || !check.Passed {
+		return check, err
+	}
+	var allowed [][]any
+	switch stance {
+	case ScriptingAllow:
+		allowed = [][]any{{"EVAL", probeScript, "0"}, {"EVAL_RO", probeScript, "0"}}
+	case ScriptingReadOnly:
+		allowed = [][]any{{"EVAL_RO", probeScript, "0"}}
+	}
+	for _, args := range allowed {
+		n, err := tenant.Do(ctx, args...).Int()
+		if err != nil && !isRedisReply(err) {
+			return check, storeError(fmt.Sprintf("verify %s: %v", CheckScriptingConfined, args[0]), err)
+		}
+		if err != nil || n != 1 {
+			check.Passed = false
+			check.Detail = fmt.Sprintf("stance %s: %v %q returned %d, %v", stance, args[0], probeScript, n, err)
+			return check, nil
+		}
+	}
+	check.Detail = fmt.Sprintf("stance %s: %s", stance, check.Detail)
+	if len(allowed) > 0 {
+		check.Detail += fmt.Sprintf("; %d allowed scripts ran", len(allowed))
+	}
+	return check, nil
+}
+
+// checkInward reads every ACL user (ACL LIST, as the admin) and fails for
+// each one outside the tenant, the admin and the trusted users whose key or
+// channel patterns could reach the tenant's prefix, and for a default user
+// that is on with any pattern. Details name users and patterns, never the
+// password hashes ACL LIST also shows.
+func (s *Store) checkInward(ctx context.Context, id events.TenantID) (events.Check, error) {
+	check := events.Check{Name: CheckInwardIsolation}
+	lines, err := s.admin.Do(ctx, "ACL", "LIST").StringSlice()
+	if err != nil {
+		return check, storeError("verify "+CheckInwardIsolation+": acl list", err)
+	}
+	exempt := map[string]bool{s.cfg.adminUser(): true, id.RedisUser(): true}
+	for _, u := range s.cfg.TrustedUsers {
+		exempt[strings.TrimSpace(u)] = true
+	}
+	var failures []string
+	for _, line := range lines {
+		fields := strings.Fields(line)
+		if len(fields) < 2 || fields[0] != "user" {
+			failures = append(failures, fmt.Sprintf("an ACL LIST line this check cannot read (%d fields)", len(fields)))
+			continue
+		}
+		name, rules := fields[1], fields[2:]
+		if exempt[name] {
+			continue
+		}
+		keys, channels := aclPatterns(rules)
+		for _, k := range keys {
+			if globReaches(k, id.RedisKeyPrefix()) {
+				failures = append(failures, fmt.Sprintf("user %s has key pattern %q", name, k))
+			}
+		}
+		for _, c := range channels {
+			if globReaches(c, id.RedisChannelPrefix()) {
+				failures = append(failures, fmt.Sprintf("user %s has channel pattern %q", name, c))
+			}
+		}
+		if name == "default" && len(keys)+len(channels) > 0 && slices.Contains(rules, "on") {
+			failures = append(failures, "user default is on and has key or channel patterns")
+		}
+	}
+	if len(failures) > 0 {
+		check.Detail = "reachable by others: " + strings.Join(failures, "; ")
+		return check, nil
+	}
+	check.Passed = true
+	check.Detail = fmt.Sprintf("%d ACL users checked: none but %s and the admin reaches %s", len(lines), id.RedisUser(), id.RedisKeyPrefix())
+	return check, nil
+}
+
+// aclUser is what ACL GETUSER tells about a user.
+type aclUser struct {
+	flags     []string
+	passwords []string
+	commands  string
+	keys      string
+	channels  string
+	selectors int
+}
+
+// getUser runs ACL GETUSER; ok is false when the user does not exist.
+func (s *Store) getUser(ctx context.Context, user string) (u aclUser, ok bool, err error) {
+	v, err := s.admin.Do(ctx, "ACL", "GETUSER", user).Result()
+	if errors.Is(err, redis.Nil) {
+		return u, false, nil
+	}
+	if err != nil {
+		return u, false, storeError("acl getuser "+user, err)
+	}
+	fields := map[string]any{}
+	switch m := v.(type) {
+	case map[any]any: // RESP3
+		for k, val := range m {
+			fields[fmt.Sprint(k)] = val
+		}
+	case []any: // RESP2: name, value, name, value, …
+		for i := 0; i+1 < len(m); i += 2 {
+			fields[fmt.Sprint(m[i])] = m[i+1]
+		}
+	default:
+		return u, false, fmt.Errorf("redis: acl getuser %s: unexpected reply %T", user, v)
+	}
+	strs := func(x any) []string {
+		list, _ := x.([]any)
+		out := make([]string, 0, len(list))
+		for _, e := range list {
+			out = append(out, fmt.Sprint(e))
+		}
+		return out
+	}
+	str := func(x any) string {
+		if x == nil {
+			return ""
+		}
+		return fmt.Sprint(x)
+	}
+	u.flags = strs(fields["flags"])
+	u.passwords = strs(fields["passwords"])
+	u.commands = str(fields["commands"])
+	u.keys = str(fields["keys"])
+	u.channels = str(fields["channels"])
+	if sel, ok := fields["selectors"].([]any); ok {
+		u.selectors = len(sel)
+	}
+	return u, true, nil
+}
+
+// checkRule compares the tenant's user with what Provision sets. The
+// expected command rules are Redis's own rendering of CommandRules and the
+// stance's rules, read off a scratch user (off, no password, no key or
+// channel pattern, so it can reach nothing) that is deleted again.
+func (s *Store) checkRule(ctx context.Context, id events.TenantID, password secret.String) (events.Check, error) {
+	check := events.Check{Name: CheckRuleAsProvisioned}
+	user := id.RedisUser()
+	got, ok, err := s.getUser(ctx, user)
+	if err != nil {
+		return check, err
+	}
+	if !ok {
+		check.Detail = "ACL user " + user + " does not exist"
+		return check, nil
+	}
+
+	ref := events.ReservedPrefix + "-rule-" + randomToken()
+	args := []any{"ACL", "SETUSER", ref, "reset"}
+	for _, r := range commandRules(s.cfg.TenantScripting) {
+		args = append(args, r)
+	}
+	if err := s.admin.Do(ctx, args...).Err(); err != nil {
+		return check, storeError("verify "+CheckRuleAsProvisioned+": acl setuser "+ref, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = s.admin.Do(dctx, "ACL", "DELUSER", ref).Err()
+	}()
+	want, ok, err := s.getUser(ctx, ref)
+	if err != nil {
+		return check, err
+	}
+	if !ok {
+		return check, fmt.Errorf("redis: verify %s: scratch user %s vanished", CheckRuleAsProvisioned, ref)
+	}
+
+	var diffs []string
+	wantFlags := make([]string, 0, len(want.flags))
+	for _, f := range want.flags {
+		if f == "off" {
+			f = "on"
+		}
+		wantFlags = append(wantFlags, f)
+	}
+	if !sameSet(got.flags, wantFlags) {
+		diffs = append(diffs, fmt.Sprintf("flags %v, want %v", got.flags, wantFlags))
+	}
+	if len(got.passwords) != 1 || got.passwords[0] != passwordHash(password) {
+		// Hashes stay out of the detail.
+		diffs = append(diffs, fmt.Sprintf("%d password hashes, want exactly the credential's", len(got.passwords)))
+	}
+	if got.keys != keyPattern(id) {
+		diffs = append(diffs, fmt.Sprintf("key patterns %q, want %q", got.keys, keyPattern(id)))
+	}
+	if got.channels != channelPattern(id) {
+		diffs = append(diffs, fmt.Sprintf("channel patterns %q, want %q", got.channels, channelPattern(id)))
+	}
+	if got.commands != want.commands {
+		diffs = append(diffs, fmt.Sprintf("commands %q, want %q", got.commands, want.commands))
+	}
+	if got.selectors > 0 {
+		diffs = append(diffs, fmt.Sprintf("%d selectors, want none", got.selectors))
+	}
+	if len(diffs) > 0 {
+		check.Detail = "ACL user " + user + " differs from what was provisioned: " + strings.Join(diffs, "; ")
+		return check, nil
+	}
+	check.Passed = true
+	check.Detail = "ACL user " + user + ": on, one password (the credential's), " + keyPattern(id) + ", " + channelPattern(id) + ", no selector, the provisioned command rules"
+	return check, nil
+}
+
+// sameSet reports whether a and b hold the same strings, ignoring order.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(x, y)
+}
+
+// sha1Hex is the SHA-1 Redis names a script by (not a security use).
+func sha1Hex(script string) string {
+	sum := sha1.Sum([]byte(script))
+	return hex.EncodeToString(sum[:])
 }
 
 // client returns a client that authenticates as user on the agent's
@@ -179,9 +500,13 @@ func (s *Store) checkWrongPassword(ctx context.Context, user string) (events.Che
 		what     string
 		user     string
 		password secret.String
+		// authOnly: only a refused authentication will do. A wrong password
+		// that gets as far as NOPERM was accepted (nopass, or a second
+		// password).
+		authOnly bool
 	}{
-		{"AUTH " + user + " with a wrong password", user, wrong},
-		{"a connection without credentials", "", ""},
+		{"AUTH " + user + " with a wrong password", user, wrong, true},
+		{"a connection without credentials", "", "", false},
 	} {
 		c, err := s.client(attempt.user, attempt.password)
 		if err != nil {
@@ -190,7 +515,7 @@ func (s *Store) checkWrongPassword(ctx context.Context, user string) (events.Che
 		err = c.Get(ctx, CanaryKey).Err()
 		_ = c.Close()
 		switch {
-		case redis.IsAuthError(err) || redis.IsPermissionError(err):
+		case redis.IsAuthError(err) || (!attempt.authOnly && redis.IsPermissionError(err)):
 			// Refused, as it must be.
 		case err == nil || errors.Is(err, redis.Nil):
 			check.Detail = attempt.what + " could run GET " + CanaryKey
