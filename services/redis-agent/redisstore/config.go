@@ -37,15 +37,15 @@ type Config struct {
 	TLSCAFile string `env:"REDIS_TLS_CA_FILE"`
 	// TenantScripting is the stance on tenants' Lua scripts: deny (the
 	// default; also when empty), readonly or allow. See Scripting.
-	TenantScripting Scripting `env:"REDIS_TENANT_SCRIPTING"`
+	TenantScripting Scripting `env:"REDIS_TENANT_SCRIPTING" envDefault:"deny"`
 	// ScriptKillAfter is how long the script watchdog lets the server answer
 	// BUSY (a script has run past busy-reply-threshold) before it runs
 	// SCRIPT KILL. Used only when TenantScripting lets tenants run scripts;
 	// zero means DefaultScriptKillAfter.
-	ScriptKillAfter time.Duration `env:"REDIS_SCRIPT_KILL_AFTER"`
+	ScriptKillAfter time.Duration `env:"REDIS_SCRIPT_KILL_AFTER" envDefault:"1s"`
 	// ScriptWatchdogInterval is how often the watchdog looks; zero means
 	// DefaultScriptWatchdogInterval.
-	ScriptWatchdogInterval time.Duration `env:"REDIS_SCRIPT_WATCHDOG_INTERVAL"`
+	ScriptWatchdogInterval time.Duration `env:"REDIS_SCRIPT_WATCHDOG_INTERVAL" envDefault:"250ms"`
 	// TrustedUsers are ACL users, besides AdminUser, that may reach every
 	// tenant's keys and channels (an operator's superuser, a backup user).
 	// Verify's inward check fails for any other user whose key or channel
