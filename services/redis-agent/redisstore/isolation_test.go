@@ -298,6 +298,10 @@ func TestVerifyCatchesBrokenIsolation(t *testing.T) {
 			[]string{CheckRuleAsProvisioned, agent.CheckCanaryDenied}},
 		{"an extra channel on the tenant user", [][]any{{"ACL", "SETUSER", user, "&news"}},
 			[]string{CheckRuleAsProvisioned}},
+		{"another user may MONITOR", [][]any{{"ACL", "SETUSER", "ops", "on", ">ops-pw", "-@all", "+monitor"}},
+			[]string{CheckInwardIsolation}},
+		{"another user may FLUSHALL", [][]any{{"ACL", "SETUSER", "ops", "on", ">ops-pw", "~ops:*", "+@all"}},
+			[]string{CheckInwardIsolation}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -355,7 +359,7 @@ func TestVerifyCatchesBrokenIsolation(t *testing.T) {
 		resp := e.provision(t, ctx, leaky, 1)
 		e.provision(t, ctx, events.MustTenantID("leaky-two"), 1)
 		for _, cmd := range [][]any{
-			{"ACL", "SETUSER", "app", "on", ">app-pw", "~cache:*", "~tenant:leaky-two:*", "&tenant:leakyx:*", "%R~tenant:lea", "+@all"},
+			{"ACL", "SETUSER", "app", "on", ">app-pw", "~cache:*", "~tenant:leaky-two:*", "&tenant:leakyx:*", "%R~tenant:lea", "+@read", "+@write", "-@dangerous", "-scan", "-randomkey", "-pubsub", "-client"},
 			{"ACL", "SETUSER", "backup", "on", ">b-pw", "~*", "&*", "+@read"},
 			{"ACL", "SETUSER", "default", "on", "nopass", "-@all", "+ping"},
 		} {

@@ -627,7 +627,7 @@ func TestConcurrentTenants(t *testing.T) {
 
 // agentACLCommands are the command rules of the least-privilege admin user
 // that README.md documents for the agent.
-const agentACLCommands = "-@all +ping +acl|setuser +acl|getuser +acl|deluser +acl|list +acl|save +client|kill +script|kill +scan +unlink +set +hget +hset +hdel"
+const agentACLCommands = "-@all +ping +acl|setuser +acl|getuser +acl|deluser +acl|list +acl|dryrun +acl|save +client|kill +script|kill +scan +unlink +set +hget +hset +hdel"
 
 // TestLeastPrivilegeAdmin runs the whole life of a tenant as an admin user
 // holding only what README.md says the agent needs.

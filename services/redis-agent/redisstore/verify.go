@@ -159,8 +159,11 @@ const (
 //   - inward_isolation: no ACL user but the tenant's, the agent's admin and
 //     REDIS_TRUSTED_USERS has a key pattern (~, %R~, %W~, allkeys) or
 //     channel pattern (&, allchannels), in its root or any selector, that
-//     could match a name under tenant:<id>: (globReaches, conservative), and
-//     the default user is off or has no patterns at all;
+//     could match a name under tenant:<id>: (globReaches, conservative),
+//     the default user is off or has no patterns at all, and none of those
+//     users may run a command that reaches every key without a pattern
+//     (serverWideCommands: MONITOR, KEYS, FLUSHALL, ACL SETUSER, …; asked
+//     with ACL DRYRUN);
 //   - rule_as_provisioned: the tenant's user is exactly what Provision set:
 //     on, the credential's password hash and no other (no nopass), the one
 //     key and one channel pattern, no selector, and the same command rules
@@ -261,6 +264,7 @@ func (s *Store) checkInward(ctx context.Context, id events.TenantID) (events.Che
 		exempt[strings.TrimSpace(u)] = true
 	}
 	var failures []string
+	var others []string
 	for _, line := range lines {
 		fields := strings.Fields(line)
 		if len(fields) < 2 || fields[0] != "user" {
@@ -285,7 +289,13 @@ func (s *Store) checkInward(ctx context.Context, id events.TenantID) (events.Che
 		if name == "default" && len(keys)+len(channels) > 0 && slices.Contains(rules, "on") {
 			failures = append(failures, "user default is on and has key or channel patterns")
 		}
+		others = append(others, name)
 	}
+	more, err := s.serverWideReach(ctx, others)
+	if err != nil {
+		return check, err
+	}
+	failures = append(failures, more...)
 	if len(failures) > 0 {
 		check.Detail = "reachable by others: " + strings.Join(failures, "; ")
 		return check, nil
@@ -293,6 +303,65 @@ func (s *Store) checkInward(ctx context.Context, id events.TenantID) (events.Che
 	check.Passed = true
 	check.Detail = fmt.Sprintf("%d ACL users checked: none but %s and the admin reaches %s", len(lines), id.RedisUser(), id.RedisKeyPrefix())
 	return check, nil
+}
+
+// serverWideCommands reach every key or channel without a key or channel
+// pattern: they read all of them (MONITOR streams every command with its
+// values; KEYS, SCAN, RANDOMKEY, CLIENT TRACKING BCAST, PUBSUB reveal
+// names), destroy them (FLUSHALL, FLUSHDB, SWAPDB, REPLICAOF) or grant
+// anything (ACL SETUSER, CONFIG SET, MODULE LOAD, DEBUG).
+var serverWideCommands = []probe{
+	{"MONITOR", []any{"MONITOR"}}, {"KEYS", []any{"KEYS", "*"}}, {"SCAN", []any{"SCAN", "0"}},
+	{"RANDOMKEY", []any{"RANDOMKEY"}}, {"CLIENT TRACKING", []any{"CLIENT", "TRACKING", "ON", "BCAST"}},
+	{"PUBSUB CHANNELS", []any{"PUBSUB", "CHANNELS"}}, {"FLUSHALL", []any{"FLUSHALL"}}, {"FLUSHDB", []any{"FLUSHDB"}},
+	{"SWAPDB", []any{"SWAPDB", "0", "1"}}, {"REPLICAOF", []any{"REPLICAOF", "127.0.0.1", "1"}},
+	{"ACL SETUSER", []any{"ACL", "SETUSER", "x"}}, {"CONFIG SET", []any{"CONFIG", "SET", "dir", "/"}},
+	{"MODULE LOAD", []any{"MODULE", "LOAD", "x"}}, {"DEBUG", []any{"DEBUG", "SLEEP", "0"}},
+}
+
+// serverWideReach asks Redis (ACL DRYRUN, which checks and never runs)
+// whether any of users may run a serverWideCommands entry; it returns one
+// failure per user naming what it may run. A command the server does not
+// have (rename-command … "") reaches nothing; a user deleted meanwhile is
+// skipped.
+func (s *Store) serverWideReach(ctx context.Context, users []string) ([]string, error) {
+	if len(users) == 0 {
+		return nil, nil
+	}
+	pipe := s.admin.Pipeline()
+	cmds := make([][]*redis.Cmd, len(users))
+	for i, u := range users {
+		for _, c := range serverWideCommands {
+			cmds[i] = append(cmds[i], pipe.Do(ctx, append([]any{"ACL", "DRYRUN", u}, c.args...)...))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isRedisReply(err) {
+		return nil, storeError("verify "+CheckInwardIsolation+": acl dryrun", err)
+	}
+	var failures []string
+	for i, u := range users {
+		var allowed []string
+		for j, cmd := range cmds[i] {
+			name := serverWideCommands[j].name
+			reply, err := cmd.Text()
+			switch {
+			case err == nil && reply == "OK":
+				allowed = append(allowed, name)
+			case err == nil:
+				// "This user has no permissions to run the '…' command"
+			case redis.HasErrorPrefix(err, "Command") && strings.Contains(err.Error(), "not found"):
+			case redis.HasErrorPrefix(err, "User") && strings.Contains(err.Error(), "not found"):
+			case redis.IsPermissionError(err) || !isRedisReply(err):
+				return nil, storeError("verify "+CheckInwardIsolation+": acl dryrun "+u+" "+name, err)
+			default:
+				allowed = append(allowed, name+" (cannot tell: "+err.Error()+")")
+			}
+		}
+		if len(allowed) > 0 {
+			failures = append(failures, fmt.Sprintf("user %s may run %s", u, strings.Join(allowed, ", ")))
+		}
+	}
+	return failures, nil
 }
 
 // aclUser is what ACL GETUSER tells about a user.
