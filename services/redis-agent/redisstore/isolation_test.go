@@ -401,3 +401,51 @@ func TestDeprovisionRequiresRemoval(t *testing.T) {
 		t.Errorf("after Deprovision: %v", err)
 	}
 }
+
+// TestScriptWatchdogUnkillable: under allow, a script that writes and then
+// loops cannot be killed; the watchdog says so (once) instead of claiming a
+// kill. This is why deny is the default. The server stays busy until the
+// test's server is stopped (SIGKILL, by testkit's cleanup); the script's
+// call has a deadline.
+func TestScriptWatchdogUnkillable(t *testing.T) {
+	e := newEnvWith(t, func(c *Config) {
+		c.TenantScripting = ScriptingAllow
+		c.ScriptKillAfter = 100 * time.Millisecond
+		c.ScriptWatchdogInterval = 50 * time.Millisecond
+	})
+	ctx := ctxFor(t, 90*time.Second)
+	if err := e.admin.ConfigSet(ctx, "busy-reply-threshold", "100").Err(); err != nil {
+		t.Fatal(err)
+	}
+	a := tenantClient(t, e.provision(t, ctx, acme, 1).Credential)
+
+	wctx, stop := context.WithCancel(ctx)
+	kills := make(chan ScriptKill, 10)
+	watched := make(chan error, 1)
+	go func() { watched <- e.store.WatchScripts(wctx, func(k ScriptKill) { kills <- k }) }()
+	defer func() { stop(); <-watched }()
+
+	evalCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	evalDone := make(chan error, 1)
+	go func() {
+		evalDone <- a.Do(evalCtx, "EVAL", "redis.call('SET', KEYS[1], '1') while true do end", "1", "tenant:acme:x").Err()
+	}()
+	defer func() { cancel(); <-evalDone }()
+
+	select {
+	case k := <-kills:
+		if k.Killed || k.Err == nil || !strings.Contains(k.Err.Error(), "UNKILLABLE") {
+			t.Errorf("watchdog report: %+v, want UNKILLABLE", k)
+		}
+	case err := <-evalDone:
+		t.Fatalf("the writing script ended: %v", err)
+	case <-ctx.Done():
+		t.Fatal("no watchdog report")
+	}
+	// Reported once per busy spell, not every interval.
+	select {
+	case k := <-kills:
+		t.Errorf("second report for the same script: %+v", k)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
