@@ -449,3 +449,15 @@ func TestScriptWatchdogUnkillable(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 }
+
+func TestCommandShape(t *testing.T) {
+	a := strings.Fields("on #h1 ~tenant:a:* resetchannels &tenant:a:* +@all -keys (~x:* &y +get)")
+	b := strings.Fields("off nopass ~tenant:b:* resetchannels &* +@all -keys (~z:* +get)")
+	c := strings.Fields("on #h1 ~tenant:a:* +@all -keys +get")
+	if commandShape(a) != commandShape(b) {
+		t.Errorf("same commands, different shapes:\n%q\n%q", commandShape(a), commandShape(b))
+	}
+	if commandShape(a) == commandShape(c) {
+		t.Errorf("a selector's command and a root command share a shape: %q", commandShape(a))
+	}
+}
