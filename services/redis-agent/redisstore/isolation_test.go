@@ -3,6 +3,7 @@ package redisstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -459,5 +460,88 @@ func TestCommandShape(t *testing.T) {
 	}
 	if commandShape(a) == commandShape(c) {
 		t.Errorf("a selector's command and a root command share a shape: %q", commandShape(a))
+	}
+}
+
+// TestRecordEvictedByTenant: a tenant cannot write tenantprov's record, but
+// under maxmemory-policy allkeys-lru it can get it evicted by filling memory.
+// Provision warns about such a policy; the tenant's user, now without a
+// record, must not be reported deprovisioned while it can still log in.
+func TestRecordEvictedByTenant(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxFor(t, 120*time.Second)
+	if err := e.admin.ConfigSet(ctx, "maxmemory-policy", "allkeys-lru").Err(); err != nil {
+		t.Fatal(err)
+	}
+	resp := e.provision(t, ctx, acme, 1)
+	if !strings.Contains(strings.Join(resp.Warnings, "\n"), "maxmemory-policy is allkeys-lru") {
+		t.Errorf("no warning about the eviction policy: %q", resp.Warnings)
+	}
+	used, err := e.admin.Info(ctx, "memory").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var usedBytes int64
+	for _, line := range strings.Split(used, "\r\n") {
+		if v, ok := strings.CutPrefix(line, "used_memory:"); ok {
+			fmt.Sscan(v, &usedBytes)
+		}
+	}
+	if err := e.admin.ConfigSet(ctx, "maxmemory", fmt.Sprint(usedBytes+4<<20)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.admin.ConfigSet(context.Background(), "maxmemory", "0").Err() })
+
+	// The tenant fills memory with its own keys until the record is gone.
+	a := tenantClient(t, resp.Credential)
+	blob := strings.Repeat("x", 4096)
+	evicted := false
+	for i := 0; i < 20000 && !evicted; i += 100 {
+		pipe := a.Pipeline()
+		for j := i; j < i+100; j++ {
+			pipe.Set(ctx, fmt.Sprintf("tenant:acme:fill:%d", j), blob, 0)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatalf("tenant fill: %v", err)
+		}
+		n, err := e.admin.Exists(ctx, ManagedUsersKey).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		evicted = n == 0
+	}
+	if !evicted {
+		t.Fatal("the record survived 80 MB of tenant writes over maxmemory")
+	}
+
+	_, err = e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: acme, Generation: 1})
+	if !errors.Is(err, ErrRecordLost) {
+		t.Fatalf("Deprovision without the record: %v, want ErrRecordLost", err)
+	}
+	if perm, _ := agent.Classify(err); perm {
+		t.Error("ErrRecordLost is permanent; it must be retried and surfaced")
+	}
+	if err := a.Ping(ctx).Err(); err != nil {
+		t.Errorf("the tenant's session: %v", err)
+	}
+	if ok, err := e.userExists(ctx, acme.RedisUser()); err != nil || !ok {
+		t.Errorf("user deleted without a record (%v, %v)", ok, err)
+	}
+	_, err = e.store.Provision(ctx, agent.ProvisionRequest{Tenant: acme, Generation: 2, Password: password(t)})
+	if !errors.Is(err, agent.ErrConflict) || !strings.Contains(err.Error(), "no record") {
+		t.Errorf("Provision over the record-less user: %v", err)
+	}
+
+	// The operator decides it is ours and restores the record; deprovision
+	// then removes the user and every key.
+	if err := e.admin.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.admin.HSet(ctx, ManagedUsersKey, acme.RedisUser(), `{"tenant":"acme","generation":1}`).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.deprovision(t, ctx, acme, 1)
+	if ok, err := e.exists(ctx, acme); err != nil || ok {
+		t.Errorf("tenant left after deprovision (%v, %v)", ok, err)
 	}
 }

@@ -200,7 +200,11 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 		return agent.ProvisionResponse{}, err
 	}
 	if existed && !managed {
-		return agent.ProvisionResponse{}, agent.Conflict("redis ACL user " + user)
+		what := "redis ACL user " + user
+		if lost, err := s.looksProvisioned(ctx, id); err == nil && lost {
+			what += " (it has tenantprov's rules but no record in " + ManagedUsersKey + ": evicted, or deleted by hand?)"
+		}
+		return agent.ProvisionResponse{}, agent.Conflict(what)
 	}
 	if managed && req.Generation != 0 && rec.Generation > req.Generation {
 		return agent.ProvisionResponse{}, agent.Permanent(events.ReasonInvalid,
@@ -240,6 +244,9 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 	}
 
 	var warnings []string
+	if w := s.evictionWarning(ctx); w != "" {
+		warnings = append(warnings, w)
+	}
 	switch err := s.saveACL(ctx); {
 	case errors.Is(err, ErrNoACLFile):
 		warnings = append(warnings, fmt.Sprintf("redis has no aclfile: ACL user %s will not survive a server restart", user))
@@ -299,9 +306,24 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 		if err != nil {
 			return resp, err
 		}
-		if exists {
-			resp.Skipped = append(resp.Skipped, "redis ACL user "+user+" (not created by tenantprov)")
+		if !exists {
+			return resp, nil
 		}
+		// A tenant cannot write the record, but one that fills memory
+		// under an allkeys-* maxmemory-policy can get it evicted. A user
+		// with exactly tenantprov's rules is then almost certainly ours:
+		// neither deleted (it may not be ours) nor reported gone (it may
+		// be, and can still authenticate) — the failure is retried and
+		// surfaced until an operator decides.
+		lost, err := s.looksProvisioned(ctx, id)
+		if err != nil {
+			return resp, err
+		}
+		if lost {
+			return resp, fmt.Errorf("redis: deprovision %s: ACL user %s has exactly tenantprov's rules but no record in %s (evicted, or deleted by hand): left in place until an operator restores the record (HSET %s %s '{\"tenant\":%q,\"generation\":<n>}'; deprovision then removes the user and its keys) or deletes the user: %w",
+				id, user, ManagedUsersKey, ManagedUsersKey, user, id, ErrRecordLost)
+		}
+		resp.Skipped = append(resp.Skipped, "redis ACL user "+user+" (not created by tenantprov)")
 		return resp, nil
 	}
 	if req.Generation != 0 && rec.Generation > req.Generation {
@@ -338,6 +360,40 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 		return resp, storeError("delete managed record of "+user, err)
 	}
 	return resp, nil
+}
+
+// looksProvisioned reports whether the tenant's ACL user has exactly the
+// rules Provision sets (under any stance), passwords and on/off aside.
+func (s *Store) looksProvisioned(ctx context.Context, id events.TenantID) (bool, error) {
+	got, ok, err := s.getUser(ctx, id.RedisUser())
+	if err != nil || !ok {
+		return false, err
+	}
+	for _, stance := range []Scripting{ScriptingDeny, ScriptingReadOnly, ScriptingAllow} {
+		diffs, err := s.ruleDiffs(ctx, id, got, stance)
+		if err != nil {
+			return false, err
+		}
+		if len(diffs) == 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// evictionWarning returns a warning when the server may evict keys without
+// a TTL (maxmemory-policy allkeys-*): a tenant that fills memory could then
+// get tenantprov's records evicted. "" when the policy is safe or the admin
+// may not read it.
+func (s *Store) evictionWarning(ctx context.Context) string {
+	v, err := s.admin.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		return ""
+	}
+	if p := v["maxmemory-policy"]; strings.HasPrefix(p, "allkeys-") {
+		return fmt.Sprintf("redis maxmemory-policy is %s: a tenant filling memory can get tenantprov's records (%s) evicted, and its user then cannot be deprovisioned without an operator; use noeviction or a volatile-* policy", p, ManagedUsersKey)
+	}
+	return ""
 }
 
 // checkRemoved returns an error matching ErrNotRemoved when the tenant's

@@ -472,10 +472,8 @@ func (s *Store) getUser(ctx context.Context, user string) (u aclUser, ok bool, e
 	return u, true, nil
 }
 
-// checkRule compares the tenant's user with what Provision sets. The
-// expected command rules are Redis's own rendering of CommandRules and the
-// stance's rules, read off a scratch user (off, no password, no key or
-// channel pattern, so it can reach nothing) that is deleted again.
+// checkRule compares the tenant's user with what Provision sets (ruleDiffs),
+// and requires it to be on with exactly the credential's password.
 func (s *Store) checkRule(ctx context.Context, id events.TenantID, password secret.String) (events.Check, error) {
 	check := events.Check{Name: CheckRuleAsProvisioned}
 	user := id.RedisUser()
@@ -488,13 +486,40 @@ func (s *Store) checkRule(ctx context.Context, id events.TenantID, password secr
 		return check, nil
 	}
 
+	diffs, err := s.ruleDiffs(ctx, id, got, s.cfg.TenantScripting)
+	if err != nil {
+		return check, err
+	}
+	if !slices.Contains(got.flags, "on") {
+		diffs = append(diffs, "the user is off")
+	}
+	if len(got.passwords) != 1 || got.passwords[0] != passwordHash(password) {
+		// Hashes stay out of the detail.
+		diffs = append(diffs, fmt.Sprintf("%d password hashes, want exactly the credential's", len(got.passwords)))
+	}
+	if len(diffs) > 0 {
+		check.Detail = "ACL user " + user + " differs from what was provisioned: " + strings.Join(diffs, "; ")
+		return check, nil
+	}
+	check.Passed = true
+	check.Detail = "ACL user " + user + ": on, one password (the credential's), " + keyPattern(id) + ", " + channelPattern(id) + ", no selector, the provisioned command rules"
+	return check, nil
+}
+
+// ruleDiffs compares everything of got but its on/off flag and passwords
+// with what Provision sets for id under stance, and describes each
+// difference. The expected command rules are Redis's own rendering of
+// CommandRules and the stance's rules, read off a scratch user (off, no
+// password, no key or channel pattern, so it can reach nothing) that is
+// deleted again.
+func (s *Store) ruleDiffs(ctx context.Context, id events.TenantID, got aclUser, stance Scripting) ([]string, error) {
 	ref := events.ReservedPrefix + "-rule-" + randomToken()
 	args := []any{"ACL", "SETUSER", ref, "reset"}
-	for _, r := range commandRules(s.cfg.TenantScripting) {
+	for _, r := range commandRules(stance) {
 		args = append(args, r)
 	}
 	if err := s.admin.Do(ctx, args...).Err(); err != nil {
-		return check, storeError("verify "+CheckRuleAsProvisioned+": acl setuser "+ref, err)
+		return nil, storeError("acl setuser "+ref, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -503,26 +528,16 @@ func (s *Store) checkRule(ctx context.Context, id events.TenantID, password secr
 	}()
 	want, ok, err := s.getUser(ctx, ref)
 	if err != nil {
-		return check, err
+		return nil, err
 	}
 	if !ok {
-		return check, fmt.Errorf("redis: verify %s: scratch user %s vanished", CheckRuleAsProvisioned, ref)
+		return nil, fmt.Errorf("redis: scratch user %s vanished", ref)
 	}
 
 	var diffs []string
-	wantFlags := make([]string, 0, len(want.flags))
-	for _, f := range want.flags {
-		if f == "off" {
-			f = "on"
-		}
-		wantFlags = append(wantFlags, f)
-	}
-	if !sameSet(got.flags, wantFlags) {
-		diffs = append(diffs, fmt.Sprintf("flags %v, want %v", got.flags, wantFlags))
-	}
-	if len(got.passwords) != 1 || got.passwords[0] != passwordHash(password) {
-		// Hashes stay out of the detail.
-		diffs = append(diffs, fmt.Sprintf("%d password hashes, want exactly the credential's", len(got.passwords)))
+	onOff := func(f string) bool { return f == "on" || f == "off" }
+	if g, w := slices.DeleteFunc(slices.Clone(got.flags), onOff), slices.DeleteFunc(slices.Clone(want.flags), onOff); !sameSet(g, w) {
+		diffs = append(diffs, fmt.Sprintf("flags %v, want %v", got.flags, append([]string{"on"}, w...)))
 	}
 	if got.keys != keyPattern(id) {
 		diffs = append(diffs, fmt.Sprintf("key patterns %q, want %q", got.keys, keyPattern(id)))
@@ -541,13 +556,7 @@ func (s *Store) checkRule(ctx context.Context, id events.TenantID, password secr
 	if got.selectors > 0 {
 		diffs = append(diffs, fmt.Sprintf("%d selectors, want none", got.selectors))
 	}
-	if len(diffs) > 0 {
-		check.Detail = "ACL user " + user + " differs from what was provisioned: " + strings.Join(diffs, "; ")
-		return check, nil
-	}
-	check.Passed = true
-	check.Detail = "ACL user " + user + ": on, one password (the credential's), " + keyPattern(id) + ", " + channelPattern(id) + ", no selector, the provisioned command rules"
-	return check, nil
+	return diffs, nil
 }
 
 // sameSet reports whether a and b hold the same strings as many times each,
