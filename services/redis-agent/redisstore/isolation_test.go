@@ -545,3 +545,68 @@ func TestRecordEvictedByTenant(t *testing.T) {
 		t.Errorf("tenant left after deprovision (%v, %v)", ok, err)
 	}
 }
+
+// TestGlobReachesAgainstRedis checks globReaches against Redis's own
+// matcher: for random patterns, any key under the prefix that ACL DRYRUN
+// says a user holding the pattern may read must be predicted by
+// globReaches (it may say "reaches" more often — that is its conservative
+// side — but never less).
+func TestGlobReachesAgainstRedis(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxFor(t, 120*time.Second)
+	const prefix = "tenant:ab:"
+	alphabet := []byte("tenant:ab**??[]^-\\x")
+	suffixes := []string{"", "x", "a", ":", "ab:x", "*", "]", "-"}
+	rnd := uint64(1)
+	next := func(n int) int { // xorshift: deterministic, no timing
+		rnd ^= rnd << 13
+		rnd ^= rnd >> 7
+		rnd ^= rnd << 17
+		return int(rnd % uint64(n))
+	}
+	checked, reaching := 0, 0
+	for round := 0; round < 200; round++ {
+		var patterns []string
+		for i := 0; i < 25; i++ {
+			var b []byte
+			if next(2) == 0 {
+				b = append(b, prefix[:next(len(prefix)+1)]...)
+			}
+			for n := next(6); n > 0; n-- {
+				b = append(b, alphabet[next(len(alphabet))])
+			}
+			patterns = append(patterns, string(b))
+		}
+		pipe := e.admin.Pipeline()
+		var dry [][]*redis.Cmd
+		for i, p := range patterns {
+			u := fmt.Sprintf("glob%d", i)
+			pipe.Do(ctx, "ACL", "SETUSER", u, "reset", "on", "nopass", "~"+p, "+get")
+			var cmds []*redis.Cmd
+			for _, s := range suffixes {
+				cmds = append(cmds, pipe.Do(ctx, "ACL", "DRYRUN", u, "GET", prefix+s))
+			}
+			dry = append(dry, cmds)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		for i, p := range patterns {
+			redisReaches := false
+			for _, c := range dry[i] {
+				redisReaches = redisReaches || c.Val() == "OK"
+			}
+			checked++
+			if redisReaches {
+				reaching++
+				if !globReaches(p, prefix) {
+					t.Errorf("Redis lets pattern %q read a key under %q; globReaches says no", p, prefix)
+				}
+			}
+		}
+	}
+	if reaching == 0 {
+		t.Fatalf("none of %d patterns reached the prefix: the test checks nothing", checked)
+	}
+	t.Logf("%d random patterns, %d reach %s per Redis", checked, reaching, prefix)
+}
