@@ -408,11 +408,19 @@ func (s *Store) serverWideReach(ctx context.Context, groups [][]string) ([]strin
 			continue
 		}
 		if len(allowed) > 0 {
-			failures = append(failures, fmt.Sprintf("user %s may run %s", strings.Join(g, ", "), strings.Join(allowed, ", ")))
+			failures = append(failures, fmt.Sprintf("user %s may run %s", nameList(g), strings.Join(allowed, ", ")))
 		}
 	}
 	more, err := s.serverWideReach(ctx, retry)
 	return append(failures, more...), err
+}
+
+// nameList joins up to five names, and says how many more there are.
+func nameList(names []string) string {
+	if len(names) <= 5 {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:5], ", "), len(names)-5)
 }
 
 // aclUser is what ACL GETUSER tells about a user.
