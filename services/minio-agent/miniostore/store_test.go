@@ -294,6 +294,48 @@ func TestForeignResourcesAreNeverTouched(t *testing.T) {
 		}
 	})
 
+	// Tags are information, not evidence: a bucket tagged as tenantprov's
+	// by someone with s3:PutBucketTagging is still foreign.
+	t.Run("forged tags", func(t *testing.T) {
+		tenant := events.MustTenantID("forged-tags")
+		if err := h.CreateForeign(ctx, tenant); err != nil {
+			t.Fatal(err)
+		}
+		e.tag(t, tenant.MinIOBucket(), bucketTags(tenant, 1))
+		_, err := e.store.Provision(ctx, agent.ProvisionRequest{Tenant: tenant, Generation: 1, Password: mustGenerate(t)})
+		if !errors.Is(err, agent.ErrConflict) {
+			t.Fatalf("Provision over a bucket with forged tags: %v, want ErrConflict", err)
+		}
+		r, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
+		if err != nil || len(r.Skipped) != 1 || !strings.Contains(r.Skipped[0], "bucket "+tenant.MinIOBucket()) {
+			t.Fatalf("Deprovision: %v, skipped %v", err, r.Skipped)
+		}
+		if found, _ := e.resources(ctx, tenant); !slices.Equal(found, []string{"bucket"}) {
+			t.Fatalf("after the rollback: %v, want only the foreign bucket", found)
+		}
+	})
+
+	// A bucket re-created under a provisioned tenant's name (after someone
+	// deleted tenantprov's) is not the one the record names.
+	t.Run("re-created bucket", func(t *testing.T) {
+		tenant := events.MustTenantID("recreated")
+		e.provision(t, tenant, 1)
+		if err := e.root.RemoveBucketWithOptions(ctx, tenant.MinIOBucket(), minio.RemoveBucketOptions{ForceDelete: true}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1100 * time.Millisecond) // a different creation time, to the millisecond at least
+		if err := h.CreateForeign(ctx, tenant); err != nil {
+			t.Fatal(err)
+		}
+		r, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
+		if err != nil || len(r.Skipped) != 1 || !strings.Contains(r.Skipped[0], "bucket "+tenant.MinIOBucket()) {
+			t.Fatalf("Deprovision: %v, skipped %v", err, r.Skipped)
+		}
+		if err := h.ForeignIntact(ctx, tenant); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("user", func(t *testing.T) {
 		tenant := events.MustTenantID("foreign-user")
 		foreignSecret := "foreign-secret-123"
