@@ -146,6 +146,49 @@ func TestSquattedAccessKeyIsAConflict(t *testing.T) {
 	}
 }
 
+// TestKeySquattedAfterTheRecord: the key is squatted after tenantprov
+// recorded its intent (an agent that died after writing the record, or a
+// squat between the record and add-user). Provision is still a conflict,
+// and the rollback removes what is tenantprov's — the record — and leaves
+// the service account alone.
+func TestKeySquattedAfterTheRecord(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	victim := events.MustTenantID("late-victim")
+	if err := e.store.ensureSystem(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.writeRecord(ctx, newRecord(victim, 1, "s", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.AddServiceAccount(ctx, madmin.AddServiceAccountReq{
+		TargetUser: e.minio.RootUser, AccessKey: victim.MinIOUser(), SecretKey: "squatter-secret-123",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	req := agent.ProvisionRequest{Tenant: victim, Generation: 1, SagaID: "s", Password: mustGenerate(t)}
+	if _, err := e.store.Provision(ctx, req); !errors.Is(err, agent.ErrConflict) {
+		t.Fatalf("Provision: %v, want ErrConflict", err)
+	}
+	// The squat after the look: add-user's answer is a conflict too.
+	for _, seq := range []Sequence{Optimized, Sequential} {
+		st := envOn(t, e.minio, Config{}, WithSequence(seq)).store
+		if err := st.provisionIAM(ctx, victim, req, false); !errors.Is(err, agent.ErrConflict) {
+			t.Fatalf("sequence %d: add-user over a service account: %v, want ErrConflict", seq, err)
+		}
+	}
+	r, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: victim, Generation: 1, SagaID: "s"})
+	if err != nil || len(r.Skipped) != 1 {
+		t.Fatalf("rollback: %v, skipped %q", err, r.Skipped)
+	}
+	if found, err := e.resources(ctx, victim); err != nil || len(found) > 0 {
+		t.Fatalf("after the rollback: %v (err %v), want nothing of tenantprov's", found, err)
+	}
+	if info, err := e.admin.InfoServiceAccount(ctx, victim.MinIOUser()); err != nil || info.AccountStatus != "on" {
+		t.Fatalf("squatting service account after the rollback: %+v, %v", info, err)
+	}
+}
+
 // mintTemporaryKey gets an STS key with the tenant's credential and returns
 // a client that uses it.
 func (e *env) mintTemporaryKey(t *testing.T, cred agent.Credential) *minio.Client {
