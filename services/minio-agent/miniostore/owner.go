@@ -61,7 +61,7 @@ const (
 	canaryObject      = "canary.txt"
 	recordPrefix      = "tenants/"
 	recordContentType = "application/json"
-	// clockSkew is how much earlier than its record an untagged bucket may
+	// clockSkew is how much earlier than its record an unstamped bucket may
 	// look created and still count as ours (both times come from the
 	// server, which may be several nodes).
 	clockSkew = 2 * time.Second
