@@ -67,6 +67,23 @@ func TestTenantCannotMintOrChangeKeys(t *testing.T) {
 	if _, err := ta.GetUserInfo(ctx, attacker.MinIOUser()); adminCode(err) != codeAccessDenied {
 		t.Errorf("tenant reads its own user: %v, want AccessDenied", err)
 	}
+
+	// A temporary key (STS AssumeRole, which no policy governs) inherits
+	// the deny.
+	sts, err := credentials.NewSTSAssumeRole("http://"+e.minio.Endpoint, credentials.STSAssumeRoleOptions{
+		AccessKey: cred.String(CredAccessKey), SecretKey: cred.Secret(CredSecretKey).Reveal(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tempAdmin, err := madmin.NewWithOptions(e.minio.Endpoint, &madmin.Options{Creds: sts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tempAdmin.AddServiceAccount(ctx, madmin.AddServiceAccountReq{AccessKey: "tenant-victim", SecretKey: "victim-secret-123"})
+	if adminCode(err) != codeAccessDenied {
+		t.Errorf("tenant's temporary key creates service account tenant-victim: %v, want AccessDenied", err)
+	}
 }
 
 // TestSquattedAccessKeyIsAConflict is the second half of scenario 4: an

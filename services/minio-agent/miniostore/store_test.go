@@ -608,6 +608,9 @@ func TestVerifyCatchesBrokenIsolation(t *testing.T) {
 			}
 		}
 	}
+	if l, err := e.admin.ListServiceAccounts(ctx, tenant.MinIOUser()); err != nil || len(l.Accounts) > 0 {
+		t.Errorf("probe service accounts left behind: %+v (err %v)", l.Accounts, err)
+	}
 }
 
 func TestQuota(t *testing.T) {
