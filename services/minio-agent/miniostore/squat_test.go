@@ -58,6 +58,20 @@ func TestTenantCannotMintOrChangeKeys(t *testing.T) {
 	if _, err := ta.ListServiceAccounts(ctx, "tenant-other"); adminCode(err) != codeAccessDenied {
 		t.Errorf("tenant lists another user's service accounts: %v, want AccessDenied", err)
 	}
+	// Another user's service account can be neither changed nor removed.
+	if err := e.admin.AddUser(ctx, "someone", "someone-secret-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.AddServiceAccount(ctx, madmin.AddServiceAccountReq{TargetUser: "someone", AccessKey: "someone-key", SecretKey: "someone-key-secret"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ta.UpdateServiceAccount(ctx, "someone-key", madmin.UpdateServiceAccountReq{NewSecretKey: "tenant-chosen-secret-2"}); adminCode(err) != codeAccessDenied {
+		t.Errorf("tenant updates another user's service account: %v, want AccessDenied", err)
+	}
+	_ = ta.DeleteServiceAccount(ctx, "someone-key")
+	if info, err := e.admin.InfoServiceAccount(ctx, "someone-key"); err != nil || info.ParentUser != "someone" {
+		t.Errorf("another user's service account after the tenant's attempts: %+v, %v", info, err)
+	}
 	if err := ta.AddUser(ctx, attacker.MinIOUser(), "tenant-chosen-secret-1"); adminCode(err) != codeAccessDenied {
 		t.Errorf("tenant changes its own secret: %v, want AccessDenied", err)
 	}
