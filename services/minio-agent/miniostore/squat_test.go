@@ -272,3 +272,34 @@ func TestDeprovisionAfterCrashRemovesMintedKeys(t *testing.T) {
 		t.Fatalf("after Deprovision: %v (err %v)", found, err)
 	}
 }
+
+// TestConfirmGoneReportsLeftovers: Deprovision's final look fails (and so
+// the command is retried) while anything it removed is still there.
+func TestConfirmGoneReportsLeftovers(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	tenant := events.MustTenantID("lingering")
+	e.provision(t, tenant, 1)
+	const svcKey = "lingering-svc"
+	if _, err := e.admin.AddServiceAccount(ctx, madmin.AddServiceAccountReq{TargetUser: tenant.MinIOUser(), AccessKey: svcKey, SecretKey: "lingering-secret-1"}); err != nil {
+		t.Fatal(err)
+	}
+	err := e.store.confirmGone(ctx, tenant, true, true, true, []string{"svc:" + svcKey})
+	if !errors.Is(err, errLeftInPlace) {
+		t.Fatalf("confirmGone with everything in place: %v, want errLeftInPlace", err)
+	}
+	if perm, _ := agent.Classify(err); perm {
+		t.Fatalf("leftovers classified permanent: %v", err)
+	}
+	for _, want := range []string{"user " + tenant.MinIOUser(), "access key " + svcKey, "policy " + tenant.MinIOPolicy(), "bucket " + tenant.MinIOBucket()} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	if _, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.confirmGone(ctx, tenant, true, true, true, []string{"svc:" + svcKey}); err != nil {
+		t.Fatalf("confirmGone after Deprovision: %v", err)
+	}
+}
