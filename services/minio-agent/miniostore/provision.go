@@ -243,7 +243,11 @@ func (s *Store) userInfo(ctx context.Context, t events.TenantID) (madmin.UserInf
 		case adminCode(err) == codeAdminNoSuchUser:
 			st, err = keyAbsent, nil
 		case squatted(err):
-			st, err = keySquatted, nil
+			// Only if the name really is some other kind of key (and not,
+			// say, a server whose users come from LDAP).
+			if _, kerr := s.admin.InfoAccessKey(ctx, t.MinIOUser()); kerr == nil {
+				st, err = keySquatted, nil
+			}
 		}
 		return err
 	})
