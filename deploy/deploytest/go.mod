@@ -10,6 +10,7 @@ require (
 	github.com/tenantprov/tenantprov/services/orchestrator v0.0.0
 	github.com/tenantprov/tenantprov/testkit v0.0.0
 	k8s.io/api v0.32.2
+	k8s.io/apimachinery v0.32.2
 	sigs.k8s.io/yaml v1.4.0
 )
 
@@ -216,7 +217,6 @@ require (
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	gopkg.in/ini.v1 v1.67.3 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
-	k8s.io/apimachinery v0.32.2 // indirect
 	k8s.io/klog/v2 v2.140.0 // indirect
 	k8s.io/utils v0.0.0-20260626114624-be93311217bd // indirect
 	sigs.k8s.io/json v0.0.0-20250730193827-2d320260d730 // indirect
