@@ -430,3 +430,29 @@ func TestPromtoolCheckRules(t *testing.T) {
 	}
 	t.Logf("%s", out)
 }
+
+// docs/PRODUCTION.md lists every alert (and no alert that does not exist),
+// so an operator paged by one finds it there.
+func TestProductionGuideListsEveryAlert(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(root(t), "docs", "PRODUCTION.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	guide := string(data)
+	alerts := map[string]bool{}
+	for _, g := range loadRules(t).Groups {
+		for _, r := range g.Rules {
+			if r.Alert != "" {
+				alerts[r.Alert] = true
+				if !strings.Contains(guide, "| `"+r.Alert+"` |") {
+					t.Errorf("docs/PRODUCTION.md's alert table lacks %s", r.Alert)
+				}
+			}
+		}
+	}
+	for _, m := range regexp.MustCompile("\\| `(Tenantprov[A-Za-z]+)` \\|").FindAllStringSubmatch(guide, -1) {
+		if !alerts[m[1]] {
+			t.Errorf("docs/PRODUCTION.md lists alert %s, which rules.yaml does not define", m[1])
+		}
+	}
+}
