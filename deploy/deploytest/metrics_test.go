@@ -456,3 +456,51 @@ func TestProductionGuideListsEveryAlert(t *testing.T) {
 		}
 	}
 }
+
+// The rules' unit tests pass: each alert tested fires with the labels and
+// annotations stated, and stays silent where it should.
+func TestPromtoolTestRules(t *testing.T) {
+	promtool := testkit.RequireBinary(t, "promtool", "make tools (scripts/tools.sh builds promtool from the Go module proxy)")
+	cmd := exec.Command(promtool, "test", "rules", "rules_test.yaml")
+	cmd.Dir = filepath.Join(root(t), "deploy", "prometheus")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool test rules: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}
+
+// The unit tests feed series under names the services really export, or
+// they would test rules against metrics that never arrive.
+func TestRuleTestsUseExportedMetrics(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(root(t), "deploy", "prometheus", "rules_test.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Tests []struct {
+			Name        string `json:"name"`
+			InputSeries []struct {
+				Series string `json:"series"`
+			} `json:"input_series"`
+		} `json:"tests"`
+	}
+	if err := yaml.Unmarshal(data, &f); err != nil {
+		t.Fatal(err)
+	}
+	exported := exportedMetrics(t)
+	n := 0
+	for _, tc := range f.Tests {
+		for _, s := range tc.InputSeries {
+			n++
+			for _, name := range metricNames(t, "rules_test.yaml "+strconv.Quote(tc.Name), s.Series) {
+				if !exportedAs(name, exported) && externalMetrics[name] == "" {
+					t.Errorf("rules_test.yaml %q feeds %s, which no service or named exporter exports", tc.Name, name)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("rules_test.yaml feeds no series")
+	}
+}
