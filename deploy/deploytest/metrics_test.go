@@ -504,3 +504,76 @@ func TestRuleTestsUseExportedMetrics(t *testing.T) {
 		t.Fatal("rules_test.yaml feeds no series")
 	}
 }
+
+// The dashboard imports cleanly: unique panel ids, every query on the
+// dashboard's datasource variable with its own refId, a grid position each.
+func TestDashboardShape(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(root(t), "deploy", "grafana", "tenantprov.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		UID        string `json:"uid"`
+		Templating struct {
+			List []struct {
+				Name string `json:"name"`
+				Type string `json:"type"`
+			} `json:"list"`
+		} `json:"templating"`
+		Panels []struct {
+			ID         int             `json:"id"`
+			Type       string          `json:"type"`
+			Title      string          `json:"title"`
+			GridPos    *map[string]int `json:"gridPos"`
+			Datasource *struct {
+				UID string `json:"uid"`
+			} `json:"datasource"`
+			Targets []struct {
+				RefID      string `json:"refId"`
+				Expr       string `json:"expr"`
+				Datasource *struct {
+					UID string `json:"uid"`
+				} `json:"datasource"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.UID == "" {
+		t.Error("dashboard needs a stable uid")
+	}
+	vars := map[string]string{}
+	for _, v := range d.Templating.List {
+		vars[v.Name] = v.Type
+	}
+	if vars["datasource"] != "datasource" {
+		t.Error("dashboard needs a datasource variable, so it imports into any Grafana")
+	}
+	ids := map[int]bool{}
+	for _, p := range d.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d used twice", p.ID)
+		}
+		ids[p.ID] = true
+		if p.GridPos == nil {
+			t.Errorf("panel %q has no gridPos", p.Title)
+		}
+		if p.Type == "row" {
+			continue
+		}
+		if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q does not use the datasource variable", p.Title)
+		}
+		refs := map[string]bool{}
+		for _, tg := range p.Targets {
+			if tg.RefID == "" || refs[tg.RefID] || tg.Expr == "" {
+				t.Errorf("panel %q: target %q has a missing or repeated refId or no expr", p.Title, tg.RefID)
+			}
+			refs[tg.RefID] = true
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+	}
+}
