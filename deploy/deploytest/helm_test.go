@@ -242,7 +242,28 @@ func keys[V any](m map[string]V) []string {
 // The chart renders with the real helm into objects that decode strictly
 // into the Kubernetes API types, and every service gets what it needs.
 func TestHelmChartRendersValidDeployments(t *testing.T) {
-	r := renderChart(t)
+	variants := []struct {
+		name string
+		args []string
+	}{
+		{"production values", nil},
+		{"no private CA, migration off, shorter drain", []string{"--set", "caBundle.configMap=", "--set", "auditSink.migration.enabled=false", "--set", "shutdownTimeoutSeconds=10"}},
+	}
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			r := renderChart(t, v.args...)
+			checkDeployments(t, r)
+			if v.args != nil && len(r.jobs) != 0 {
+				t.Errorf("auditSink.migration.enabled=false still renders %d Jobs", len(r.jobs))
+			}
+		})
+	}
+}
+
+// checkDeployments checks every service's Deployment and the objects that
+// go with it.
+func checkDeployments(t *testing.T, r *rendered) {
+	t.Helper()
 	natsSecrets := map[string]string{}
 	for _, name := range services {
 		t.Run(name, func(t *testing.T) {
