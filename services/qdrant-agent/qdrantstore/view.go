@@ -1,0 +1,183 @@
+package qdrantstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/qdrant/go-client/qdrant"
+
+	"github.com/tenantprov/tenantprov/pkg/events"
+)
+
+// systemView is what the system collection says about one tenant, read
+// once and judged the same way by Verify's inward check (checkNoOtherToken)
+// and by Observe (which may repair it).
+type systemView struct {
+	// markerFound is false when no marker of origin exists.
+	markerFound bool
+	// markerProblem says what is wrong with an existing marker ("" when
+	// intact for the tenant, its collection and, when asked, the
+	// generation).
+	markerProblem string
+	// versions are the credential versions the marker records ([1] when
+	// it records none or is missing).
+	versions []int
+	// records are the tenant's token records the marker vouches for: for
+	// this tenant, collection and generation, each of a recorded version
+	// (at most one per version), point ID equal to token_id, expiring
+	// within QDRANT_TOKEN_TTL. The credential's own record is among them
+	// when own is set.
+	records []tokenRecord
+	// own is the credential's own record when it is one of records and
+	// matches the credential (token_id, exp) and is not suspended.
+	own *tokenRecord
+	// ownPoint is true when a point with the credential's token_id as its
+	// ID exists (own or not).
+	ownPoint bool
+	// ownProblem says why own is nil when a credential was given.
+	ownProblem string
+	// strays are the other points that name the tenant, its collection or
+	// the credential's token_id: ways into the collection the control
+	// plane did not issue to the tenant.
+	strays []strayPoint
+}
+
+// strayPoint is a point of the system collection that names the tenant
+// but is neither its marker nor one of its recorded token records.
+type strayPoint struct {
+	id     *qdrant.PointId
+	token  bool // a token record (kind "token"); otherwise another point carrying the name or token_id
+	detail string
+}
+
+// suspended reports whether every recorded token of the tenant is
+// suspended (and there is at least one).
+func (v systemView) suspended() bool {
+	for _, r := range v.records {
+		if !r.suspended {
+			return false
+		}
+	}
+	return len(v.records) > 0
+}
+
+// pointIDString is a point ID as text (UUID or number).
+func pointIDString(id *qdrant.PointId) string {
+	if u := id.GetUuid(); u != "" {
+		return u
+	}
+	return fmt.Sprint(id.GetNum())
+}
+
+// readSystem reads, with the admin key, every point of the system
+// collection naming the tenant, its collection or tok's token_id, and
+// sorts them into a systemView. generation 0 accepts any generation;
+// tok.tokenID "" means no credential is being judged.
+func (s *Store) readSystem(admin context.Context, tenant events.TenantID, generation uint64, tok scopedToken) (systemView, error) {
+	var v systemView
+	name := tenant.QdrantCollection()
+	f := &qdrant.Filter{Should: namingTenant(tenant)}
+	if tok.tokenID != "" {
+		f.Should = append(f.Should, qdrant.NewMatchKeyword(keyTokenID, tok.tokenID), qdrant.NewMatchKeyword(keySuspendedTokenID, tok.tokenID))
+	}
+	pts, err := s.scrollSystem(admin, f)
+	if err != nil {
+		return v, err
+	}
+	v.versions = []int{1}
+	mid := markerID(tenant).GetUuid()
+	var rest []*qdrant.RetrievedPoint
+	for _, p := range pts {
+		pl := p.GetPayload()
+		if p.GetId().GetUuid() == mid && pl[keyKind].GetStringValue() == kindCollection {
+			v.markerFound = true
+			v.versions = markerVersions(pl)
+			switch {
+			case pl[keyTenant].GetStringValue() != tenant.String() || pl[keyCollection].GetStringValue() != name:
+				v.markerProblem = "the marker of origin names another tenant or collection"
+			case generation != 0 && uint64(max(pl[keyGeneration].GetIntegerValue(), 0)) != generation:
+				v.markerProblem = fmt.Sprintf("the marker of origin records generation %d, want %d", pl[keyGeneration].GetIntegerValue(), generation)
+			case len(v.versions) > 2:
+				v.markerProblem = fmt.Sprintf("the marker records %d credential versions, at most 2 may exist", len(v.versions))
+			}
+			continue
+		}
+		rest = append(rest, p)
+	}
+	// The credential's own point first, so that a stray of the same version
+	// never displaces it.
+	slices.SortStableFunc(rest, func(a, b *qdrant.RetrievedPoint) int {
+		ao, bo := tok.tokenID != "" && a.GetId().GetUuid() == tok.tokenID, tok.tokenID != "" && b.GetId().GetUuid() == tok.tokenID
+		switch {
+		case ao && !bo:
+			return -1
+		case bo && !ao:
+			return 1
+		}
+		return 0
+	})
+	maxExp := s.now().Add(s.cfg.TokenTTL + expSlack).Unix()
+	seen := map[int]bool{}
+	for _, p := range rest {
+		pl := p.GetPayload()
+		id := pointIDString(p.GetId())
+		r, isToken := parseTokenRecord(p)
+		recorded := isToken && id == r.tokenID && r.tenant == tenant.String() && r.collection == name &&
+			(generation == 0 || r.generation == generation) && r.expiresAt > 0 && r.expiresAt <= maxExp &&
+			slices.Contains(v.versions, r.version) && !seen[r.version]
+		if tok.tokenID != "" && id == tok.tokenID {
+			v.ownPoint = true
+			switch {
+			case recorded && r.expiresAt == tok.exp && !r.suspended:
+				seen[r.version] = true
+				v.records = append(v.records, r)
+				v.own = &v.records[len(v.records)-1]
+				continue
+			case recorded && r.expiresAt == tok.exp:
+				seen[r.version] = true
+				v.records = append(v.records, r)
+				v.ownProblem = "the credential is suspended (its revocation point carries no token_id)"
+				continue
+			}
+			v.ownProblem = fmt.Sprintf("the credential's token record %s does not match it (kind %q, tenant %q, collection %q, generation %d, version %d, expires_at %d)",
+				id, pl[keyKind].GetStringValue(), r.tenant, r.collection, r.generation, r.version, r.expiresAt)
+			v.strays = append(v.strays, strayPoint{id: p.GetId(), token: isToken, detail: v.ownProblem})
+			continue
+		}
+		if recorded {
+			seen[r.version] = true
+			v.records = append(v.records, r)
+			continue
+		}
+		sp := strayPoint{id: p.GetId(), token: isToken}
+		if isToken {
+			sp.detail = fmt.Sprintf("another live token record %s (tenant %q, collection %q, generation %d, version %d) names %s; the marker records versions %v",
+				id, r.tenant, r.collection, r.generation, r.version, name, v.versions)
+		} else {
+			sp.detail = fmt.Sprintf("point %s (kind %q) names %s or carries the credential's token_id", id, pl[keyKind].GetStringValue(), name)
+		}
+		v.strays = append(v.strays, sp)
+	}
+	if v.own != nil {
+		// v.records may have grown after own was taken; re-point it.
+		for i := range v.records {
+			if v.records[i].tokenID == tok.tokenID {
+				v.own = &v.records[i]
+			}
+		}
+	}
+	if tok.tokenID != "" && v.own == nil && v.ownProblem == "" {
+		v.ownProblem = "the credential's revocation point is missing: it is not bound to the tenant's token record"
+	}
+	if tok.tokenID == "" && v.ownProblem == "" {
+		v.ownProblem = "the credential names no token_id"
+	}
+	return v, nil
+}
+
+// expiresIn says how long until exp (Unix seconds), as text.
+func expiresText(exp int64) string {
+	return time.Unix(exp, 0).UTC().Format(time.RFC3339)
+}
