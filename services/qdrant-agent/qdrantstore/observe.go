@@ -34,6 +34,11 @@ const (
 	// that is not one of its recorded credential versions (inward: another
 	// token reaches the collection). Repair deletes it.
 	DriftTokenAdded = "token_added"
+	// DriftTokenDuplicated: two token records claim the same recorded
+	// credential version, neither the credential's; which is genuine is
+	// unknown, so neither is removed. Reported (observe with that
+	// version's credential to resolve it, or rotate).
+	DriftTokenDuplicated = "token_duplicated"
 	// DriftTokenIDCopied: another point carries the tenant's name or its
 	// credential's token_id, which keeps that token valid beyond its
 	// revocation (outward: the credential outlives what the control plane
@@ -151,6 +156,10 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 		kind := DriftTokenIDCopied
 		if sp.token {
 			kind = DriftTokenAdded
+		}
+		if sp.ambiguous {
+			report(agent.Drift{Kind: DriftTokenDuplicated, Resource: name, Detail: sp.detail})
+			continue
 		}
 		id := sp.id
 		fixes = append(fixes, fix{agent.Drift{Kind: kind, Resource: name, Detail: sp.detail}, func() error { return s.deletePoint(admin, id) }})

@@ -47,9 +47,25 @@ type systemView struct {
 // strayPoint is a point of the system collection that names the tenant
 // but is neither its marker nor one of its recorded token records.
 type strayPoint struct {
-	id     *qdrant.PointId
-	token  bool // a token record (kind "token"); otherwise another point carrying the name or token_id
-	detail string
+	id        *qdrant.PointId
+	token     bool // a token record (kind "token"); otherwise another point carrying the name or token_id
+	ambiguous bool // one of several records claiming the same recorded version: not removed by a repair
+	detail    string
+}
+
+// stray describes a point that names the tenant but is not what the
+// marker vouches for.
+func (s *Store) stray(p *qdrant.RetrievedPoint, tenant events.TenantID, versions []int) strayPoint {
+	id := pointIDString(p.GetId())
+	r, isToken := parseTokenRecord(p)
+	sp := strayPoint{id: p.GetId(), token: isToken}
+	if isToken {
+		sp.detail = fmt.Sprintf("another live token record %s (tenant %q, collection %q, generation %d, version %d) names %s; the marker records versions %v",
+			id, r.tenant, r.collection, r.generation, r.version, tenant.QdrantCollection(), versions)
+	} else {
+		sp.detail = fmt.Sprintf("point %s (kind %q) names %s or carries the credential's token_id", id, p.GetPayload()[keyKind].GetStringValue(), tenant.QdrantCollection())
+	}
+	return sp
 }
 
 // suspended reports whether every recorded token of the tenant is
@@ -106,66 +122,62 @@ func (s *Store) readSystem(admin context.Context, tenant events.TenantID, genera
 		}
 		rest = append(rest, p)
 	}
-	// The credential's own point first, so that a stray of the same version
-	// never displaces it.
-	slices.SortStableFunc(rest, func(a, b *qdrant.RetrievedPoint) int {
-		ao, bo := tok.tokenID != "" && a.GetId().GetUuid() == tok.tokenID, tok.tokenID != "" && b.GetId().GetUuid() == tok.tokenID
-		switch {
-		case ao && !bo:
-			return -1
-		case bo && !ao:
-			return 1
-		}
-		return 0
-	})
 	maxExp := s.now().Add(s.cfg.TokenTTL + expSlack).Unix()
 	seen := map[int]bool{}
+	var candidates []*qdrant.RetrievedPoint
+	// The credential's own point first, so that a stray of the same version
+	// never displaces it.
 	for _, p := range rest {
 		pl := p.GetPayload()
 		id := pointIDString(p.GetId())
 		r, isToken := parseTokenRecord(p)
 		recorded := isToken && id == r.tokenID && r.tenant == tenant.String() && r.collection == name &&
 			(generation == 0 || r.generation == generation) && r.expiresAt > 0 && r.expiresAt <= maxExp &&
-			slices.Contains(v.versions, r.version) && !seen[r.version]
-		if tok.tokenID != "" && id == tok.tokenID {
-			v.ownPoint = true
-			switch {
-			case recorded && r.expiresAt == tok.exp && !r.suspended:
-				seen[r.version] = true
-				v.records = append(v.records, r)
-				v.own = &v.records[len(v.records)-1]
-				continue
-			case recorded && r.expiresAt == tok.exp:
-				seen[r.version] = true
-				v.records = append(v.records, r)
-				v.ownProblem = "the credential is suspended (its revocation point carries no token_id)"
-				continue
+			slices.Contains(v.versions, r.version)
+		if tok.tokenID == "" || id != tok.tokenID {
+			if recorded {
+				candidates = append(candidates, p)
+			} else {
+				v.strays = append(v.strays, s.stray(p, tenant, v.versions))
 			}
-			v.ownProblem = fmt.Sprintf("the credential's token record %s does not match it (kind %q, tenant %q, collection %q, generation %d, version %d, expires_at %d)",
-				id, pl[keyKind].GetStringValue(), r.tenant, r.collection, r.generation, r.version, r.expiresAt)
-			v.strays = append(v.strays, strayPoint{id: p.GetId(), token: isToken, detail: v.ownProblem})
 			continue
 		}
-		if recorded {
+		v.ownPoint = true
+		if recorded && r.expiresAt == tok.exp {
 			seen[r.version] = true
 			v.records = append(v.records, r)
+			if r.suspended {
+				v.ownProblem = "the credential is suspended (its revocation point carries no token_id)"
+			} else {
+				v.own = &tokenRecord{}
+				*v.own = r
+			}
 			continue
 		}
-		sp := strayPoint{id: p.GetId(), token: isToken}
-		if isToken {
-			sp.detail = fmt.Sprintf("another live token record %s (tenant %q, collection %q, generation %d, version %d) names %s; the marker records versions %v",
-				id, r.tenant, r.collection, r.generation, r.version, name, v.versions)
-		} else {
-			sp.detail = fmt.Sprintf("point %s (kind %q) names %s or carries the credential's token_id", id, pl[keyKind].GetStringValue(), name)
-		}
-		v.strays = append(v.strays, sp)
+		v.ownProblem = fmt.Sprintf("the credential's token record %s does not match it (kind %q, tenant %q, collection %q, generation %d, version %d, expires_at %d)",
+			id, pl[keyKind].GetStringValue(), r.tenant, r.collection, r.generation, r.version, r.expiresAt)
+		v.strays = append(v.strays, strayPoint{id: p.GetId(), token: isToken, detail: v.ownProblem})
 	}
-	if v.own != nil {
-		// v.records may have grown after own was taken; re-point it.
-		for i := range v.records {
-			if v.records[i].tokenID == tok.tokenID {
-				v.own = &v.records[i]
-			}
+	// One record per recorded version. Two records claiming the same
+	// version, neither of them the credential's, cannot be told apart: both
+	// are reported, and neither is removed by a repair (ambiguous).
+	byVersion := map[int][]*qdrant.RetrievedPoint{}
+	for _, p := range candidates {
+		r, _ := parseTokenRecord(p)
+		byVersion[r.version] = append(byVersion[r.version], p)
+	}
+	for _, p := range candidates {
+		r, _ := parseTokenRecord(p)
+		switch {
+		case seen[r.version]:
+			v.strays = append(v.strays, s.stray(p, tenant, v.versions))
+		case len(byVersion[r.version]) > 1:
+			sp := s.stray(p, tenant, v.versions)
+			sp.ambiguous = true
+			sp.detail = fmt.Sprintf("%d token records claim credential version %d of %s (%s among them); which one the tenant holds is unknown", len(byVersion[r.version]), r.version, name, pointIDString(p.GetId()))
+			v.strays = append(v.strays, sp)
+		default:
+			v.records = append(v.records, r)
 		}
 	}
 	if tok.tokenID != "" && v.own == nil && v.ownProblem == "" {
