@@ -200,7 +200,7 @@ func (s *Store) checkNoOtherToken(ctx context.Context, tenant events.TenantID, g
 	c := events.Check{Name: CheckNoOtherToken}
 	admin := withKey(ctx, s.cfg.APIKey)
 	name := tenant.QdrantCollection()
-	v, err := s.readSystem(admin, tenant, 0, tok)
+	v, err := s.readSystem(admin, tenant, 0, tok, nil)
 	if err != nil {
 		return c, err
 	}

@@ -415,3 +415,30 @@ func TestObserveRestoresOnlyTheTenantsOwnToken(t *testing.T) {
 		verifyPasses(t, e, acme, cred)
 	})
 }
+
+// TestObserveRepairsMarkerDuringGrace: a marker deleted during a
+// rotation's grace is rebuilt with both versions (from the credential's
+// version and the tenant's records), never by revoking one of the two
+// tokens.
+func TestObserveRepairsMarkerDuringGrace(t *testing.T) {
+	withQdrant(t, func(t *testing.T, e *env) {
+		acme := events.MustTenantID("acme")
+		old := provision(t, e, acme, 1).Credential
+		next := rotate(t, e, acme, 1, 2).Credential
+		e.deleteSystemPoint(t, markerID(acme))
+		got := observe(t, e, acme, 2, next, true)
+		if !slices.Equal(kinds(got.Repaired), []string{DriftMarkerMissing}) {
+			t.Fatalf("repaired %v (drift %v), want marker_missing only", kinds(got.Repaired), kinds(got.Drift))
+		}
+		for _, c := range []agent.Credential{old, next} {
+			if err := ownAccess(testCtx(t), acme, c); err != nil {
+				t.Fatalf("after the marker repair a credential fails: %v", err)
+			}
+			verifyPasses(t, e, acme, c)
+		}
+		m, err := e.store.getMarker(e.adminCtx(testCtx(t)), acme)
+		if err != nil || m == nil || !slices.Equal(m.versions, []int{1, 2}) {
+			t.Fatalf("rebuilt marker %+v (%v), want versions [1 2]", m, err)
+		}
+	})
+}

@@ -123,7 +123,11 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 			resp.Drift = append(resp.Drift, agent.Drift{Kind: DriftCredentialInvalid, Resource: name, Detail: c.Detail})
 		}
 	}
-	v, err := s.readSystem(admin, tenant, generation, scoped)
+	fallback, err := s.inferVersions(admin, tenant, generation, req.CredentialVersion)
+	if err != nil {
+		return resp, classify(err)
+	}
+	v, err := s.readSystem(admin, tenant, generation, scoped, fallback)
 	if err != nil {
 		return resp, classify(err)
 	}
@@ -136,8 +140,8 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 	report := func(d agent.Drift) { resp.Drift = append(resp.Drift, d) }
 
 	versions := v.versions
-	if !v.markerFound {
-		versions = s.inferVersions(v, req.CredentialVersion)
+	if v.markerProblem != "" && !slices.Contains(versions, max(req.CredentialVersion, 1)) {
+		versions = fallback
 	}
 	switch {
 	case !v.markerFound:
@@ -211,8 +215,15 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 		resp.Repaired = append(resp.Repaired, f.drift)
 	}
 
-	if scoped.exp > 0 {
-		exp := scoped.exp
+	exp := scoped.exp
+	if exp == 0 && tok.IsZero() {
+		for _, r := range v.records {
+			if r.version == req.CredentialVersion {
+				exp = r.expiresAt
+			}
+		}
+	}
+	if exp > 0 {
 		switch now := s.now(); {
 		case exp <= now.Unix():
 			report(agent.Drift{Kind: DriftCredentialExpired, Resource: name, Detail: "the credential expired at " + expiresText(exp) + "; rotate it"})
@@ -246,19 +257,25 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 	return resp, nil
 }
 
-// inferVersions is what a lost marker is rebuilt with: the credential's
-// version, and the neighbouring version of a well-formed token record of
-// the tenant (a rotation's grace).
-func (s *Store) inferVersions(v systemView, current int) []int {
+// inferVersions is what the tenant's credential versions are taken to be
+// when the marker cannot say (missing, or naming something else): the
+// credential's version, and a neighbouring version of a token record of
+// the tenant's generation (a rotation's grace).
+func (s *Store) inferVersions(admin context.Context, tenant events.TenantID, generation uint64, current int) ([]int, error) {
 	current = max(current, 1)
+	recs, err := s.tokenRecords(admin, tenant)
+	if err != nil {
+		return nil, err
+	}
 	vs := []int{current}
-	for _, r := range v.records {
-		if (r.version == current-1 || r.version == current+1) && !slices.Contains(vs, r.version) && len(vs) < 2 {
+	for _, r := range recs {
+		if r.generation == generation && r.collection == tenant.QdrantCollection() && r.tenant == tenant.String() &&
+			(r.version == current-1 || r.version == current+1) && !slices.Contains(vs, r.version) && len(vs) < 2 {
 			vs = append(vs, r.version)
 		}
 	}
 	slices.Sort(vs)
-	return vs
+	return vs, nil
 }
 
 // deletePoint deletes one point of the system collection; absent is fine.

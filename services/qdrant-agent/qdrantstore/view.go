@@ -90,8 +90,10 @@ func pointIDString(id *qdrant.PointId) string {
 // readSystem reads, with the admin key, every point of the system
 // collection naming the tenant, its collection or tok's token_id, and
 // sorts them into a systemView. generation 0 accepts any generation;
-// tok.tokenID "" means no credential is being judged.
-func (s *Store) readSystem(admin context.Context, tenant events.TenantID, generation uint64, tok scopedToken) (systemView, error) {
+// tok.tokenID "" means no credential is being judged. fallback are the
+// credential versions to judge token records by when the marker is
+// missing or names something else ([1] when nil).
+func (s *Store) readSystem(admin context.Context, tenant events.TenantID, generation uint64, tok scopedToken, fallback []int) (systemView, error) {
 	var v systemView
 	name := tenant.QdrantCollection()
 	f := &qdrant.Filter{Should: namingTenant(tenant)}
@@ -103,16 +105,22 @@ func (s *Store) readSystem(admin context.Context, tenant events.TenantID, genera
 		return v, err
 	}
 	v.versions = []int{1}
+	if len(fallback) > 0 {
+		v.versions = fallback
+	}
 	mid := markerID(tenant).GetUuid()
 	var rest []*qdrant.RetrievedPoint
 	for _, p := range pts {
 		pl := p.GetPayload()
 		if p.GetId().GetUuid() == mid && pl[keyKind].GetStringValue() == kindCollection {
 			v.markerFound = true
-			v.versions = markerVersions(pl)
 			switch {
 			case pl[keyTenant].GetStringValue() != tenant.String() || pl[keyCollection].GetStringValue() != name:
 				v.markerProblem = "the marker of origin names another tenant or collection"
+				continue
+			}
+			v.versions = markerVersions(pl)
+			switch {
 			case generation != 0 && uint64(max(pl[keyGeneration].GetIntegerValue(), 0)) != generation:
 				v.markerProblem = fmt.Sprintf("the marker of origin records generation %d, want %d", pl[keyGeneration].GetIntegerValue(), generation)
 			case len(v.versions) > 2:
