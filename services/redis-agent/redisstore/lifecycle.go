@@ -60,9 +60,14 @@ func (s *Store) owned(ctx context.Context, id events.TenantID, gen uint64, op st
 		return rec, got, agent.Permanent(events.ReasonStoreError,
 			fmt.Errorf("redis: %s %s: %w (%s): observe with repair recreates it", op, id, ErrUserMissing, user))
 	}
-	if len(rec.Credentials) == 0 && len(got.passwords) == 1 {
+	if len(rec.Credentials) == 0 {
 		// A record from before rotation existed: the user's one password
-		// is the provisioned credential, version 1.
+		// is the provisioned credential, version 1. With any other number
+		// nobody knows which is the tenant's.
+		if len(got.passwords) != 1 {
+			return rec, got, agent.Permanent(events.ReasonStoreError,
+				fmt.Errorf("redis: %s %s: the record names no credential version and ACL user %s has %d passwords: observe with the current credential and repair first", op, id, user, len(got.passwords)))
+		}
 		rec.Credentials = []credentialHash{{Version: 1, SHA256: got.passwords[0]}}
 	}
 	return rec, got, nil

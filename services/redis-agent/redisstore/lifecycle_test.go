@@ -464,3 +464,73 @@ func TestLifecycleRefusesForeign(t *testing.T) {
 		t.Errorf("foreign user changed: %q → %q", before, after)
 	}
 }
+
+// TestLegacyRecord: a record written before rotation existed (no credential
+// versions) still verifies; Observe completes it from the credential;
+// Rotate takes the user's one password as version 1.
+func TestLegacyRecord(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxFor(t, 60*time.Second)
+	v1 := e.provision(t, ctx, acme, 1).Credential
+	legacy := func() {
+		t.Helper()
+		rec, _, err := e.store.record(ctx, "tenant_acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Credentials = nil
+		if err := e.store.writeRecord(ctx, "tenant_acme", rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	legacy()
+	requirePassed(t, e.verify(t, ctx, acme, v1))
+	ob, err := e.store.Observe(ctx, agent.ObserveRequest{Tenant: acme, Generation: 1, CredentialVersion: 1, Credential: v1, Repair: true})
+	if err != nil || !slices.Equal(kinds(ob.Drift), []string{DriftMarkerIncomplete}) || !slices.Equal(kinds(ob.Repaired), []string{DriftMarkerIncomplete}) {
+		t.Fatalf("Observe of a legacy record = drift %v, repaired %v, %v", kinds(ob.Drift), kinds(ob.Repaired), err)
+	}
+	if ob, err := e.store.Observe(ctx, agent.ObserveRequest{Tenant: acme, Generation: 1, CredentialVersion: 1, Credential: v1}); err != nil || len(ob.Drift) > 0 {
+		t.Fatalf("Observe after completing the record = %v, %v", kinds(ob.Drift), err)
+	}
+
+	legacy()
+	v2 := e.rotate(t, ctx, acme, 1, 2)
+	requirePassed(t, e.verify(t, ctx, acme, v1))
+	requirePassed(t, e.verify(t, ctx, acme, v2))
+	if _, err := e.store.Retire(ctx, agent.RetireRequest{Tenant: acme, Generation: 1, Keep: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tenantClient(t, v1).Ping(ctx).Err(); !redis.IsAuthError(err) {
+		t.Errorf("v1 after Retire: err = %v, want WRONGPASS", err)
+	}
+}
+
+// TestObserveReSuspends: a suspended tenant's user turned on behind the
+// agent's back is turned off again by Observe's repair, and sessions opened
+// meanwhile are ended.
+func TestObserveReSuspends(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxFor(t, 60*time.Second)
+	cred := e.provision(t, ctx, acme, 1).Credential
+	if err := e.store.Suspend(ctx, agent.SuspendRequest{Tenant: acme, Generation: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.admin.Do(ctx, "ACL", "SETUSER", "tenant_acme", "on").Err(); err != nil {
+		t.Fatal(err)
+	}
+	conn := tenantClient(t, cred).Conn()
+	defer conn.Close()
+	if err := conn.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ob, err := e.store.Observe(ctx, agent.ObserveRequest{Tenant: acme, Generation: 1, CredentialVersion: 1, Credential: cred, Repair: true})
+	if err != nil || !slices.Equal(kinds(ob.Repaired), []string{DriftEnabledChanged}) {
+		t.Fatalf("Observe = drift %v, repaired %v, %v; want %s repaired", kinds(ob.Drift), kinds(ob.Repaired), err, DriftEnabledChanged)
+	}
+	if err := conn.Ping(ctx).Err(); err == nil {
+		t.Error("session opened while the user was wrongly on survives the repair")
+	}
+	if err := tenantClient(t, cred).Ping(ctx).Err(); !redis.IsAuthError(err) {
+		t.Errorf("login after the repair: err = %v, want WRONGPASS", err)
+	}
+}

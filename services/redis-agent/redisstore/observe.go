@@ -15,8 +15,8 @@ import (
 
 // Drift kinds Observe reports (agent.Drift.Kind).
 const (
-	// DriftKeyspaceLost: tenantprov's record and the canary are both gone,
-	// so the server lost its key space (FLUSHALL, or a restart without
+	// DriftKeyspaceLost: tenantprov's record hash (every tenant's record)
+	// and the canary are all gone, so the server lost its key space (FLUSHALL, or a restart without
 	// RDB/AOF): the tenant's keys went with it. Never repaired.
 	DriftKeyspaceLost = "keyspace_lost"
 	// DriftTenantMissing: neither record nor ACL user exists, but the key
@@ -100,7 +100,13 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 	if err != nil {
 		return resp, storeError("exists "+CanaryKey, err)
 	}
-	if !managed && canary == 0 {
+	records, err := s.admin.Exists(ctx, ManagedUsersKey).Result()
+	if err != nil {
+		return resp, storeError("exists "+ManagedUsersKey, err)
+	}
+	// Our record, the whole record hash (every tenant's) and the canary all
+	// gone: the key space itself was lost, not one key deleted by hand.
+	if !managed && canary == 0 && records == 0 {
 		report(agent.Drift{Kind: DriftKeyspaceLost, Resource: id.RedisKeyPrefix() + "*", DataLost: true,
 			Detail: fmt.Sprintf("tenantprov's record of %s and the canary %s are both gone: the server lost its key space (FLUSHALL/FLUSHDB, or a restart without persistence), the tenant's keys with it; not recreated", user, CanaryKey)})
 		return resp, nil
@@ -135,14 +141,15 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 		rec = managedUser{Tenant: string(id), Generation: req.Generation, CreatedAt: s.now().UTC(),
 			Credentials: []credentialHash{{Version: max(req.CredentialVersion, 1), SHA256: credHash}},
 			Suspended:   !slices.Contains(got.flags, "on")}
-		if !req.Repair {
-			return resp, nil
+		// Without Repair the comparison goes on against this record, held
+		// in memory only.
+		if req.Repair {
+			rec.UpdatedAt = rec.CreatedAt
+			if err := s.writeRecord(ctx, user, rec); err != nil {
+				return resp, err
+			}
+			repaired(d)
 		}
-		rec.UpdatedAt = rec.CreatedAt
-		if err := s.writeRecord(ctx, user, rec); err != nil {
-			return resp, err
-		}
-		repaired(d)
 	}
 
 	if req.Generation != 0 && rec.Generation != req.Generation {
@@ -245,6 +252,12 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 	}
 	if err := s.admin.Do(ctx, args...).Err(); err != nil {
 		return resp, storeError("acl setuser "+user+" (repair)", err, rec.hashes()...)
+	}
+	if rec.Suspended {
+		// Whoever turned the user on may have logged in meanwhile.
+		if err := s.admin.ClientKillByFilter(ctx, "USER", user).Err(); err != nil && !redis.HasErrorPrefix(err, "No such user") {
+			return resp, storeError("client kill user "+user, err)
+		}
 	}
 	if _, err := s.persist(ctx, user); err != nil {
 		return resp, err
