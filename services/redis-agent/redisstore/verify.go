@@ -518,7 +518,7 @@ func (s *Store) checkRule(ctx context.Context, id events.TenantID, password secr
 		return check, nil
 	}
 	check.Passed = true
-	check.Detail = "ACL user " + user + fmt.Sprintf(": on, %d password(s), all recorded credential versions, the credential's among them, ", len(got.passwords)) + keyPattern(id) + ", " + channelPattern(id) + ", no selector, the provisioned command rules"
+	check.Detail = "ACL user " + user + fmt.Sprintf(": on, %d password hash(es), each a recorded credential version, the credential's among them, ", len(got.passwords)) + keyPattern(id) + ", " + channelPattern(id) + ", no selector, the provisioned command rules"
 	return check, nil
 }
 
