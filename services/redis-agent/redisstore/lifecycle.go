@@ -85,11 +85,21 @@ func (r managedUser) hashOf(v int) string {
 
 // hashes returns the recorded hashes, by version.
 func (r managedUser) hashes() []string {
+	return r.hashesWhere(func(credentialHash) bool { return true })
+}
+
+// activeHashes returns the recorded hashes of the versions not being
+// retired, by version: the passwords the user should have.
+func (r managedUser) activeHashes() []string {
+	return r.hashesWhere(func(c credentialHash) bool { return !c.Retiring })
+}
+
+func (r managedUser) hashesWhere(keep func(credentialHash) bool) []string {
 	cs := slices.Clone(r.Credentials)
 	sort.Slice(cs, func(i, j int) bool { return cs[i].Version < cs[j].Version })
 	out := make([]string, 0, len(cs))
 	for _, c := range cs {
-		if !slices.Contains(out, c.SHA256) {
+		if keep(c) && !slices.Contains(out, c.SHA256) {
 			out = append(out, c.SHA256)
 		}
 	}
@@ -198,6 +208,20 @@ func (s *Store) Retire(ctx context.Context, req agent.RetireRequest) (agent.Reti
 	if keep == "" {
 		return agent.RetireResponse{}, agent.Permanent(events.ReasonInvalid,
 			fmt.Errorf("redis: retire %s: credential version %d is not recorded", id, req.Keep))
+	}
+	// Mark first: an agent killed after the ACL change must not leave a
+	// record from which Observe's repair would put a retired password back.
+	marked := false
+	for i, c := range rec.Credentials {
+		if c.Version != req.Keep && !c.Retiring {
+			rec.Credentials[i].Retiring, marked = true, true
+		}
+	}
+	if marked {
+		rec.UpdatedAt = s.now().UTC()
+		if err := s.writeRecord(ctx, user, rec); err != nil {
+			return agent.RetireResponse{}, err
+		}
 	}
 	if err := s.admin.Do(ctx, "ACL", "SETUSER", user, "resetpass", "#"+keep).Err(); err != nil {
 		return agent.RetireResponse{}, storeError("acl setuser "+user+" (retire passwords)", err, keep)

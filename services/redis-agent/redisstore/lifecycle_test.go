@@ -534,3 +534,52 @@ func TestObserveReSuspends(t *testing.T) {
 		t.Errorf("login after the repair: err = %v, want WRONGPASS", err)
 	}
 }
+
+// TestRetireInterrupted: an agent killed inside Retire — after marking the
+// old version retiring, before or after removing its password — leaves the
+// kept credential working and Verify passing; Observe's repair never puts
+// the retired password back, and the redelivered Retire converges.
+func TestRetireInterrupted(t *testing.T) {
+	for _, aclChanged := range []bool{false, true} {
+		t.Run(fmt.Sprintf("password removed=%v", aclChanged), func(t *testing.T) {
+			e := newEnv(t)
+			ctx := ctxFor(t, 60*time.Second)
+			v1 := e.provision(t, ctx, acme, 1).Credential
+			v2 := e.rotate(t, ctx, acme, 1, 2)
+			rec, _, err := e.store.record(ctx, "tenant_acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range rec.Credentials {
+				rec.Credentials[i].Retiring = rec.Credentials[i].Version == 1
+			}
+			if err := e.store.writeRecord(ctx, "tenant_acme", rec); err != nil {
+				t.Fatal(err)
+			}
+			if aclChanged {
+				if err := e.admin.Do(ctx, "ACL", "SETUSER", "tenant_acme", "resetpass", "#"+passwordHash(v2.Secret(CredPassword))).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			requirePassed(t, e.verify(t, ctx, acme, v2))
+			ob, err := e.store.Observe(ctx, agent.ObserveRequest{Tenant: acme, Generation: 1, CredentialVersion: 2, Credential: v2, Repair: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := map[bool][]string{false: {DriftRetireUnfinished}, true: {}}[aclChanged]; !slices.Equal(kinds(ob.Drift), want) {
+				t.Errorf("Observe = drift %v, want %v", kinds(ob.Drift), want)
+			}
+			if err := tenantClient(t, v1).Ping(ctx).Err(); !redis.IsAuthError(err) {
+				t.Errorf("the retiring credential after Observe's repair: err = %v, want WRONGPASS", err)
+			}
+			resp, err := e.store.Retire(ctx, agent.RetireRequest{Tenant: acme, Generation: 1, Keep: 2})
+			if err != nil || !slices.Equal(resp.Retired, []int{1}) {
+				t.Fatalf("redelivered Retire = %+v, %v", resp, err)
+			}
+			requirePassed(t, e.verify(t, ctx, acme, v2))
+			if ob, err := e.store.Observe(ctx, agent.ObserveRequest{Tenant: acme, Generation: 1, CredentialVersion: 2, Credential: v2}); err != nil || len(ob.Drift) > 0 {
+				t.Errorf("Observe after the redelivered Retire = %v, %v", kinds(ob.Drift), err)
+			}
+		})
+	}
+}

@@ -41,6 +41,10 @@ const (
 	// DriftPasswordAdded: the user has a password no recorded credential
 	// version has (someone else can log in as the tenant). Repaired.
 	DriftPasswordAdded = "password_added"
+	// DriftRetireUnfinished: the password of a version Retire marked
+	// retiring is still on the user. Repaired (removed), as the
+	// redelivered Retire would.
+	DriftRetireUnfinished = "retire_unfinished"
 	// DriftPasswordMissing: a recorded credential version's password is
 	// gone from the user. Repaired.
 	DriftPasswordMissing = "password_missing"
@@ -192,16 +196,19 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 		if len(diffs) > 0 {
 			userDrift = append(userDrift, agent.Drift{Kind: DriftRuleChanged, Resource: user, Detail: strings.Join(diffs, "; ")})
 		}
-		want := rec.hashes()
-		var added, missing int
+		want, all := rec.activeHashes(), rec.hashes()
+		var added, retiring, missing int
 		for _, h := range got.passwords {
-			if !slices.Contains(want, h) {
+			switch {
+			case !slices.Contains(all, h):
 				added++
+			case !slices.Contains(want, h):
+				retiring++
 			}
 		}
 		var missingVersions []int
 		for _, c := range rec.Credentials {
-			if !slices.Contains(got.passwords, c.SHA256) {
+			if !c.Retiring && !slices.Contains(got.passwords, c.SHA256) {
 				missing++
 				missingVersions = append(missingVersions, c.Version)
 			}
@@ -209,6 +216,10 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 		if added > 0 {
 			userDrift = append(userDrift, agent.Drift{Kind: DriftPasswordAdded, Resource: user,
 				Detail: fmt.Sprintf("%d password(s) belong to no recorded credential version", added)})
+		}
+		if retiring > 0 {
+			userDrift = append(userDrift, agent.Drift{Kind: DriftRetireUnfinished, Resource: user,
+				Detail: fmt.Sprintf("%d password(s) of credential versions being retired are still there (an interrupted Retire)", retiring)})
 		}
 		if missing > 0 {
 			userDrift = append(userDrift, agent.Drift{Kind: DriftPasswordMissing, Resource: user,
@@ -247,7 +258,7 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 		return resp, nil
 	}
 	args := []any{"ACL", "SETUSER", user}
-	for _, r := range userRules(id, rec.hashes(), !rec.Suspended, s.cfg.TenantScripting) {
+	for _, r := range userRules(id, rec.activeHashes(), !rec.Suspended, s.cfg.TenantScripting) {
 		args = append(args, r)
 	}
 	if err := s.admin.Do(ctx, args...).Err(); err != nil {

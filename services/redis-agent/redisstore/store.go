@@ -131,6 +131,9 @@ type managedUser struct {
 type credentialHash struct {
 	Version int    `json:"version"`
 	SHA256  string `json:"sha256"`
+	// Retiring is set by Retire before it removes the password, so that a
+	// Retire interrupted there is never undone by Observe's repair.
+	Retiring bool `json:"retiring,omitempty"`
 }
 
 // record returns tenantprov's record of user, if any.
