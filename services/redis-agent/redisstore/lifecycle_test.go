@@ -71,7 +71,8 @@ func TestRotateWithOpenClient(t *testing.T) {
 	}
 	// A pool on the old credential, dialling new connections as it goes.
 	var requests, failures atomic.Int64
-	var firstErr atomic.Value
+	var errMu sync.Mutex
+	var firstErr error
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for w := range 4 {
@@ -102,7 +103,11 @@ func TestRotateWithOpenClient(t *testing.T) {
 				requests.Add(1)
 				if err != nil {
 					failures.Add(1)
-					firstErr.CompareAndSwap(nil, err)
+					errMu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					errMu.Unlock()
 				}
 			}
 		}()
@@ -132,7 +137,7 @@ func TestRotateWithOpenClient(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if n := failures.Load(); n > 0 {
-		t.Fatalf("%d of %d requests on the old credential failed during the grace; first: %v", n, requests.Load(), firstErr.Load())
+		t.Fatalf("%d of %d requests on the old credential failed during the grace; first: %v", n, requests.Load(), firstErr)
 	}
 
 	resp, err := e.store.Retire(ctx, agent.RetireRequest{Tenant: acme, Generation: 1, Keep: 2})
