@@ -60,6 +60,21 @@ type repairStmt struct{ db, sql string }
 // generation 0 accepts any. conn is an admin connection (the tenant lock may
 // be held on it).
 func (s *Store) inspect(ctx context.Context, conn querier, st *state, generation uint64) ([]finding, error) {
+	out, err := s.inspectAll(ctx, conn, st, generation)
+	if err != nil {
+		return nil, err
+	}
+	// What the record does not name is not tenantprov's: it is reported,
+	// never changed.
+	if !st.roleOurs() || (st.dbOID != nil && !st.dbOurs()) {
+		for i := range out {
+			out[i].repair = nil
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) inspectAll(ctx context.Context, conn querier, st *state, generation uint64) ([]finding, error) {
 	var out []finding
 	out = append(out, recordFindings(st, generation)...)
 	roles, err := s.roleFindings(ctx, conn, st)
@@ -195,7 +210,7 @@ func (s *Store) roleFindings(ctx context.Context, q querier, st *state) ([]findi
 	ownerLogin := (st.ownerLogin() || len(st.creds) == 0) && !st.suspended
 	want := []expect{{oid: *st.roleOID, login: ownerLogin}}
 	for _, c := range st.versionRoles() {
-		want = append(want, expect{oid: c.roleOID, login: !st.suspended, version: true})
+		want = append(want, expect{oid: c.roleOID, login: !st.suspended && !c.retiring, version: true})
 	}
 	var out []finding
 	for _, e := range want {

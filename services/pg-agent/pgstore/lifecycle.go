@@ -290,7 +290,14 @@ func (s *Store) retireOne(ctx context.Context, conn *pgxpool.Conn, st *state, c 
 		err := pgx.BeginFunc(ctx, conn, deleteRow)
 		return wrap("retire credential of "+string(st.tenant), err)
 	}
-	if _, err := conn.Exec(ctx, "ALTER ROLE "+ident(c.name)+" NOLOGIN"); err != nil {
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "ALTER ROLE "+ident(c.name)+" NOLOGIN"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "UPDATE "+credentialsTable+" SET retiring = true WHERE tenant = $1 AND version = $2", string(st.tenant), c.version)
+		return err
+	})
+	if err != nil {
 		return wrap("alter role "+c.name+" nologin", err)
 	}
 	if err := terminateSessions(ctx, conn, []string{c.name}); err != nil {
@@ -414,7 +421,7 @@ func (s *Store) setSuspended(ctx context.Context, req agent.SuspendRequest, susp
 		}
 		var roles []string
 		for _, c := range st.creds {
-			if c.exists {
+			if c.exists && !(c.retiring && !suspend) {
 				roles = append(roles, c.name)
 			}
 		}

@@ -521,3 +521,77 @@ func noSecretIn(resp agent.ObserveResponse, pw secret.String) error {
 	}
 	return nil
 }
+
+// An agent that dies in the middle of Retire leaves the retired version
+// role NOLOGIN and marked retiring in the record: Observe (with Repair)
+// does not turn its LOGIN back on, Resume neither, and the redelivered
+// Retire finishes; the kept credential works throughout.
+func TestRetireInterruptedConverges(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx := lifecycleCtx(t)
+	tenant := events.MustTenantID("retire-crash")
+	db := tenant.PostgresDatabase()
+	ts.provision(t, ctx, tenant, 1)
+	defer ts.store.Deprovision(context.Background(), agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
+	v2cred, pw2 := ts.rotate(t, ctx, tenant, 1, 2)
+	v3cred, pw3 := ts.rotate(t, ctx, tenant, 2, 3)
+	v2user := v2cred.String("user")
+	// What retireOne commits first for version 2, and nothing after.
+	mustExecPool(t, ctx, ts,
+		`ALTER ROLE "`+v2user+`" NOLOGIN`,
+		"UPDATE "+credentialsTable+" SET retiring = true WHERE tenant = '"+string(tenant)+"' AND version = 2")
+
+	got := ts.observe(t, ctx, tenant, v3cred, 3, true)
+	if hasDrift(got.Drift, DriftRoleLogin) {
+		t.Fatalf("Observe wants a half-retired role's LOGIN back: %+v", got.Drift)
+	}
+	if err := ts.store.Resume(ctx, agent.SuspendRequest{Tenant: tenant, Generation: 1}); err != nil {
+		t.Fatal(err)
+	}
+	ts.refused(t, ctx, v2user, pw2, db, "a half-retired credential after Observe and Resume")
+	ts.mustConnect(t, ctx, v3cred.String("user"), pw3, db)
+
+	resp := ts.retire(t, ctx, tenant, 3)
+	if len(resp.Retired) != 2 {
+		t.Fatalf("the redelivered Retire retired %v, want [1 2]", resp.Retired)
+	}
+	ts.mustConnect(t, ctx, v3cred.String("user"), pw3, db)
+	vr, err := ts.store.Verify(ctx, agent.VerifyRequest{Tenant: tenant, Generation: 1, Credential: v3cred})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requirePassed(t, vr)
+}
+
+// Observe of a name held by a foreign role and database (not in the
+// record) reports and repairs nothing of theirs, and Rotate, Retire,
+// Suspend refuse to act on them.
+func TestLifecycleNeverTouchesForeign(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx := lifecycleCtx(t)
+	tenant := events.MustTenantID("lc-foreign")
+	if err := ts.createForeign(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	// The foreign database grants CONNECT to its own role and the role has
+	// no tenantprov record: on a tenant's, Observe would repair both.
+	got := ts.observe(t, ctx, tenant, nil, 1, true)
+	if len(got.Repaired) != 0 {
+		t.Fatalf("Observe repaired a foreign resource: %+v", got.Repaired)
+	}
+	if !hasDrift(got.Drift, DriftMarkerMissing) {
+		t.Fatalf("Observe of a foreign name: want %s, got %+v", DriftMarkerMissing, got.Drift)
+	}
+	if _, err := ts.store.Rotate(ctx, agent.RotateRequest{Tenant: tenant, Generation: 1, CurrentVersion: 1, Version: 2, Password: newPassword(t)}); !errors.Is(err, ErrNotProvisioned) {
+		t.Fatalf("Rotate of a foreign name: want ErrNotProvisioned, got %v", err)
+	}
+	if _, err := ts.store.Retire(ctx, agent.RetireRequest{Tenant: tenant, Generation: 1, Keep: 2}); !errors.Is(err, ErrNotProvisioned) {
+		t.Fatalf("Retire of a foreign name: want ErrNotProvisioned, got %v", err)
+	}
+	if err := ts.store.Suspend(ctx, agent.SuspendRequest{Tenant: tenant, Generation: 1}); !errors.Is(err, ErrNotProvisioned) {
+		t.Fatalf("Suspend of a foreign name: want ErrNotProvisioned, got %v", err)
+	}
+	if err := ts.foreignIntact(ctx, tenant); err != nil {
+		t.Fatalf("the foreign role or database changed: %v", err)
+	}
+}

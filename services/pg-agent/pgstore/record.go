@@ -43,6 +43,9 @@ type credential struct {
 	// the agent's back); name is then its current name.
 	exists bool
 	name   string
+	// retiring: Retire has disabled it (NOLOGIN) and not yet dropped it;
+	// a redelivered Retire finishes the job, nothing turns LOGIN back on.
+	retiring bool
 }
 
 // querier is what the record's readers need: the pool, a connection or a
@@ -62,14 +65,14 @@ func loadCredentials(ctx context.Context, q querier, st *state) error {
 		return nil
 	}
 	rows, err := q.Query(ctx, `
-SELECT c.version, c.role_oid, r.oid IS NOT NULL, coalesce(r.rolname::text, '')
+SELECT c.version, c.role_oid, r.oid IS NOT NULL, coalesce(r.rolname::text, ''), c.retiring
 FROM `+credentialsTable+` c LEFT JOIN pg_roles r ON r.oid = c.role_oid
 WHERE c.tenant = $1 ORDER BY c.version`, string(st.tenant))
 	if err != nil {
 		return wrap("read credentials of tenant "+string(st.tenant), err)
 	}
 	var c credential
-	_, err = pgx.ForEachRow(rows, []any{&c.version, &c.roleOID, &c.exists, &c.name}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&c.version, &c.roleOID, &c.exists, &c.name, &c.retiring}, func() error {
 		st.creds = append(st.creds, c)
 		return nil
 	})
@@ -99,8 +102,8 @@ func (st *state) cred(v int) (credential, bool) {
 // ownerLogin: the owner role (version 1) is a live credential, so it must
 // be able to log in unless the tenant is suspended.
 func (st *state) ownerLogin() bool {
-	_, ok := st.cred(1)
-	return ok
+	c, ok := st.cred(1)
+	return ok && !c.retiring
 }
 
 // versionRoles are the live credentials of version ≥ 2 whose roles exist.
@@ -117,7 +120,7 @@ func (st *state) versionRoles() []credential {
 // tenantRoleOIDs are the OIDs of every role that is the tenant: the owner
 // role (if ours) and the existing live version roles.
 func (st *state) tenantRoleOIDs() []uint32 {
-	var oids []uint32
+	oids := []uint32{} // never NULL in SQL: x = ANY(NULL) is NULL
 	if st.roleOurs() {
 		oids = append(oids, *st.roleOID)
 	}

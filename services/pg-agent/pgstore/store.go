@@ -741,6 +741,7 @@ func (s *Store) ensureSystemRecord(ctx context.Context, db adminDB) error {
     role_oid oid NOT NULL,
     PRIMARY KEY (tenant, version)
 )`,
+			"ALTER TABLE " + credentialsTable + " ADD COLUMN IF NOT EXISTS retiring boolean NOT NULL DEFAULT false",
 			"REVOKE ALL ON TABLE " + credentialsTable + " FROM PUBLIC",
 		} {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
