@@ -3,6 +3,8 @@ package pgstore
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -593,5 +595,50 @@ func TestLifecycleNeverTouchesForeign(t *testing.T) {
 	}
 	if err := ts.foreignIntact(ctx, tenant); err != nil {
 		t.Fatalf("the foreign role or database changed: %v", err)
+	}
+}
+
+// The server log, with every statement logged, shows the rotated
+// credentials' verifiers and never a password, through the whole
+// lifecycle.
+func TestLifecycleServerLogNeverHoldsPassword(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx := lifecycleCtx(t)
+	mustExecPool(t, ctx, ts, "ALTER SYSTEM SET log_statement = 'all'", "ALTER SYSTEM SET log_min_error_statement = 'error'", "SELECT pg_reload_conf()")
+	sleep(ctx, 200)
+	tenant := events.MustTenantID("logrot")
+	_, pw1 := ts.provision(t, ctx, tenant, 1)
+	v2cred, pw2 := ts.rotate(t, ctx, tenant, 1, 2)
+	_, pw2b := ts.rotate(t, ctx, tenant, 1, 2)
+	v2cred["password"] = pw2b
+	vr, err := ts.store.Verify(ctx, agent.VerifyRequest{Tenant: tenant, Generation: 1, Credential: v2cred})
+	if err != nil {
+		t.Fatal(err)
+	}
+	requirePassed(t, vr)
+	ts.observe(t, ctx, tenant, v2cred, 2, true)
+	ts.retire(t, ctx, tenant, 2)
+	for _, f := range []func(context.Context, agent.SuspendRequest) error{ts.store.Suspend, ts.store.Resume} {
+		if err := f(ctx, agent.SuspendRequest{Tenant: tenant, Generation: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ts.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(ts.pg.DataDir), "postgres.log"))
+	if err != nil {
+		t.Fatalf("server log: %v", err)
+	}
+	serverLog := string(b)
+	for _, want := range []string{`CREATE ROLE "tenant_logrot__v2"`, `ALTER ROLE "tenant_logrot__v2" WITH LOGIN`, "PASSWORD 'SCRAM-SHA-256$4096:", `DROP ROLE "tenant_logrot"`} {
+		if !strings.Contains(serverLog, want) {
+			t.Fatalf("the server log lacks %q: statement logging did not work", want)
+		}
+	}
+	for i, pw := range []secret.String{pw1, pw2, pw2b} {
+		if strings.Contains(serverLog, pw.Reveal()) {
+			t.Errorf("password %d is in the server log", i+1)
+		}
 	}
 }
