@@ -20,6 +20,9 @@
 //     never adopted (Provision fails with agent.ErrConflict), changed or
 //     dropped.
 //
+// After Rotate the tenant also has login roles "tenant_<id>__vN" that act
+// as "tenant_<id>", recorded by OID in credentialsTable (lifecycle.go).
+//
 // PUBLIC's CONNECT and TEMPORARY are revoked on every other database of the
 // server (except those in Config.KeepPublicConnect and the tenant namespace),
 // at start and before every provision, so a tenant reaches its own database

@@ -34,29 +34,40 @@ const (
 //     42501;
 //   - canary_denied: connecting to tenantprov_canary fails with 42501
 //     (no CONNECT privilege);
-//   - other_databases_denied: in pg_database, one query — the tenant role
-//     has CONNECT (has_database_privilege) on no connectable database but
-//     its own and Config.KeepPublicConnect;
+//   - other_databases_denied: in pg_database, one query — no role of the
+//     tenant has CONNECT (has_database_privilege) on a connectable database
+//     but its own and Config.KeepPublicConnect;
 //   - wrong_password_refused: logging in with a random wrong password fails
 //     with 28P01 — a server that lets it in (trust authentication) fails
 //     the check.
 //
 // Inward — who else reaches the tenant's slice, read from the catalogs with
-// the admin credential:
+// the admin credential (inspect, the code Observe runs too). "The tenant's
+// roles" are the owner role and the live version roles the system record
+// names by OID (credentialsTable; see Rotate):
 //
-//   - role_locked_down: the role has LOGIN and none of SUPERUSER, CREATEDB,
-//     CREATEROLE, REPLICATION, BYPASSRLS; its connection limit is set
-//     (1..PG_CONNECTION_LIMIT); no role but the agent's admin is a member of
-//     it (a member acts as the tenant), and it is a member of no role;
-//   - database_private: the database is owned by the role, is not a template
-//     (which any role with CREATEDB may copy), and its ACL (aclexplode)
-//     grants nothing to PUBLIC or to any role but the tenant's and the
-//     admin;
+//   - role_locked_down: none of the tenant's roles has SUPERUSER, CREATEDB,
+//     CREATEROLE, REPLICATION, BYPASSRLS; LOGIN is on exactly for the live
+//     credentials (none while suspended); the connection limit is set
+//     (1..PG_CONNECTION_LIMIT); no role but the agent's admin and the
+//     recorded version roles is a member of the owner role (a member acts
+//     as the tenant), the owner role is a member of no role, and a version
+//     role is a member of the owner role only, with INHERIT, its sessions
+//     starting as the owner role;
+//   - database_private: the database is owned by the owner role, is not a
+//     template (which any role with CREATEDB may copy), its ACL
+//     (aclexplode) grants nothing to PUBLIC or to any role but the tenant's
+//     and the admin, and the owner role keeps CONNECT and TEMPORARY;
 //   - schemas_private: in the tenant's database, every schema but the
-//     system ones is owned by the role and grants nothing to PUBLIC or any
-//     other role;
+//     system ones is owned by one of the tenant's roles and grants nothing
+//     to PUBLIC or any other role;
 //   - system_record: tenantprov's record names this role and database (by
-//     OID) at this generation.
+//     OID) at this generation, every recorded version role exists under its
+//     name, and the credential's user is one of them.
+//
+// The outward other_databases_denied covers every one of the tenant's
+// roles, and admin_denied looks at both the session user (the login role)
+// and the current user (the owner role a rotated credential acts as).
 //
 // It connects to the admin URL's host and port (with its TLS settings), not
 // to the public endpoint: the agent is known to reach that address, and what
