@@ -12,7 +12,7 @@ import (
 
 // Drift kinds Observe reports (agent.Drift.Kind). Each is found by the same
 // catalog inspection that Verify's inward checks and other_databases_denied
-// run; Repairable says whether Observe with Repair puts it back.
+// run; the comment says whether Observe with Repair puts it back.
 const (
 	// The system record (tenantprov's marker).
 	DriftMarkerMissing    = "marker_missing"    // no record, or it names another role/database: not repaired (ownership cannot be proven)
@@ -23,15 +23,15 @@ const (
 	DriftCredentialMissing = "credential_missing" // a recorded credential's login role is gone: not repaired (rotate)
 	DriftDatabaseMissing   = "database_missing"   // the database is gone: DataLost, never recreated
 	// Roles (inward and outward).
-	DriftRoleAttributes    = "role_attributes" // SUPERUSER, CREATEDB, … or INHERIT of a version role: repaired
-	DriftRoleLogin         = "role_login"      // LOGIN other than the record says (suspended, retired): repaired
-	DriftRoleConnLimit     = "role_connection_limit"
+	DriftRoleAttributes    = "role_attributes"         // SUPERUSER, CREATEDB, … or INHERIT of a version role: repaired
+	DriftRoleLogin         = "role_login"              // LOGIN other than the record says (suspended, retired): repaired
+	DriftRoleConnLimit     = "role_connection_limit"   // unset or above PG_CONNECTION_LIMIT: repaired
 	DriftRoleMemberAdded   = "role_member_added"       // another role is a member of a tenant role (inward): repaired (REVOKE)
 	DriftRoleMemberOf      = "role_member_of"          // a tenant role is a member of another role (outward): repaired (REVOKE)
 	DriftRoleMembership    = "role_membership_missing" // a version role is no longer a member of the owner role: repaired
 	DriftRoleSetting       = "role_setting"            // a version role's sessions no longer start as the owner role: repaired
 	DriftDatabaseOwner     = "database_owner"          // the database is owned by another role: repaired (ALTER OWNER)
-	DriftDatabaseTemplate  = "database_template"       // repaired
+	DriftDatabaseTemplate  = "database_template"       // the database was made a template: repaired
 	DriftGrantAdded        = "grant_added"             // PUBLIC or another role holds a privilege on the database (inward): repaired
 	DriftGrantMissing      = "grant_missing"           // the tenant lost CONNECT or TEMPORARY on its database: repaired
 	DriftSchemaOwner       = "schema_owner"            // a schema in the tenant's database owned by another role: reported only

@@ -170,6 +170,11 @@ func TestRotateWithConnectedClient(t *testing.T) {
 	if v2user != owner+"__v2" {
 		t.Fatalf("rotated credential's user = %q, want %s__v2", v2user, owner)
 	}
+	// Neither role can reach the record of credentials.
+	var reach bool
+	if err := ts.admin.QueryRow(ctx, "SELECT has_table_privilege($1, '"+credentialsTable+"', 'SELECT,INSERT,UPDATE,DELETE') OR has_table_privilege($2, '"+credentialsTable+"', 'SELECT,INSERT,UPDATE,DELETE')", owner, v2user).Scan(&reach); err != nil || reach {
+		t.Fatalf("a tenant role holds a privilege on %s (err %v)", credentialsTable, err)
+	}
 	// The new credential's sessions act as the owner role.
 	v2 := ts.mustConnect(t, ctx, v2user, pw2, db)
 	var cur, sess string
