@@ -1,0 +1,218 @@
+package busauth_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantprov/tenantprov/pkg/busauth"
+	"github.com/tenantprov/tenantprov/pkg/events"
+)
+
+// kvPut binds bucket and puts key as c.
+func kvPut(bucket, key string) func(context.Context, *client) error {
+	return func(ctx context.Context, c *client) error {
+		kv, err := c.js.KeyValue(ctx, bucket)
+		if err != nil {
+			return err
+		}
+		_, err = kv.Put(ctx, key, []byte(`{"forged":true}`))
+		return err
+	}
+}
+
+func jsPublish(subject string) func(context.Context, *client) error {
+	return func(ctx context.Context, c *client) error {
+		_, err := c.js.Publish(ctx, subject, []byte(`{"tenant_id":"acme","generation":1}`))
+		return err
+	}
+}
+
+func corePublish(subject string) func(context.Context, *client) error {
+	return func(_ context.Context, c *client) error {
+		if err := c.nc.Publish(subject, []byte(`{"tenant_id":"acme"}`)); err != nil {
+			return err
+		}
+		return c.nc.Flush()
+	}
+}
+
+func subscribe(subject string) func(context.Context, *client) error {
+	return func(_ context.Context, c *client) error {
+		if _, err := c.nc.SubscribeSync(subject); err != nil {
+			return err
+		}
+		return c.nc.Flush()
+	}
+}
+
+// TestForbiddenActionsAreRefusedByTheServer: each case is an identity
+// trying something outside its role; the server must refuse it (a
+// permissions violation naming the subject), and where the action would
+// change state, the state is checked unchanged afterwards.
+func TestForbiddenActionsAreRefusedByTheServer(t *testing.T) {
+	b, orch := setUp(t)
+	ctx := ctxT(t, 10*time.Minute)
+	// Legitimate state the forbidden actions aim at.
+	kv, err := orch.js.KeyValue(ctx, events.KVTenants)
+	must(t, "bind registry", err)
+	_, err = kv.Put(ctx, "acme", []byte(`{"tenant_id":"acme","state":"active"}`))
+	must(t, "orchestrator writes registry", err)
+	obj, err := orch.js.ObjectStore(ctx, events.ObjectStoreSecrets)
+	must(t, "bind secrets", err)
+	_, err = obj.PutBytes(ctx, "acme.sops.yaml", []byte("sealed"))
+	must(t, "orchestrator puts secrets", err)
+	pg := b.as(busauth.RolePGAgent)
+	_, err = pg.js.CreateOrUpdateConsumer(ctx, events.StreamStoreCommands, events.AgentConsumerConfig(events.StorePostgres, 30*time.Second, 8))
+	must(t, "pg-agent creates its consumer", err)
+	_, err = orch.js.Publish(ctx, events.CommandSubject(events.StorePostgres, events.ActionProvision), []byte(`{"tenant_id":"acme"}`))
+	must(t, "orchestrator sends a postgres command", err)
+
+	forged := events.EventSubject(events.StorePostgres, events.OutcomeProvisioned)
+	cases := []struct {
+		name    string
+		role    busauth.Role
+		subject string // what the server's refusal names
+		act     func(context.Context, *client) error
+	}{
+		{"requester publishes a store result", busauth.RoleRequester, forged, jsPublish(forged)},
+		{"operator publishes a store result", busauth.RoleOperator, forged, corePublish(forged)},
+		{"orchestrator forges a store result", busauth.RoleOrchestrator, forged, jsPublish(forged)},
+		{"minio agent publishes the postgres result", busauth.RoleMinIOAgent, forged, jsPublish(forged)},
+		{"agent publishes a tenant request", busauth.RoleRedisAgent, events.SubjectTenantRequested, corePublish(events.SubjectTenantRequested)},
+		{"agent publishes a deprovision request", busauth.RolePGAgent, events.SubjectTenantDeprovisionRequested, jsPublish(events.SubjectTenantDeprovisionRequested)},
+		{"agent publishes a command", busauth.RolePGAgent, "store.cmd.postgres.deprovision", jsPublish(events.CommandSubject(events.StorePostgres, events.ActionDeprovision))},
+		{"requester publishes a command", busauth.RoleRequester, "store.cmd.minio.deprovision", corePublish(events.CommandSubject(events.StoreMinIO, events.ActionDeprovision))},
+		{"requester reads the registry", busauth.RoleRequester, "$JS.API.STREAM.INFO.KV_tenants", func(ctx context.Context, c *client) error {
+			_, err := c.js.KeyValue(ctx, events.KVTenants)
+			return err
+		}},
+		{"requester gets a registry record directly", busauth.RoleRequester, "$JS.API.DIRECT.GET.KV_tenants", func(ctx context.Context, c *client) error {
+			_, err := c.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_tenants.$KV.tenants.acme", nil)
+			return err
+		}},
+		{"requester reads the secrets object store", busauth.RoleRequester, "$JS.API.STREAM.INFO.OBJ_tenant-secrets", func(ctx context.Context, c *client) error {
+			_, err := c.js.ObjectStore(ctx, events.ObjectStoreSecrets)
+			return err
+		}},
+		{"requester subscribes to tenant events", busauth.RoleRequester, "tenant.>", subscribe("tenant.>")},
+		{"observer reads the secrets object store", busauth.RoleObserver, "$JS.API.DIRECT.GET.OBJ_tenant-secrets", func(ctx context.Context, c *client) error {
+			o, err := c.js.ObjectStore(ctx, events.ObjectStoreSecrets)
+			if err != nil {
+				return err
+			}
+			_, err = o.GetBytes(ctx, "acme.sops.yaml")
+			return err
+		}},
+		{"operator writes the registry", busauth.RoleOperator, "$KV.tenants.acme", kvPut(events.KVTenants, "acme")},
+		{"observer writes the registry", busauth.RoleObserver, "$KV.tenants.acme", kvPut(events.KVTenants, "acme")},
+		{"agent writes the registry", busauth.RolePGAgent, "$JS.API.STREAM.INFO.KV_tenants", kvPut(events.KVTenants, "acme")},
+		{"audit sink writes the registry", busauth.RoleAuditSink, "$JS.API.STREAM.INFO.KV_tenants", kvPut(events.KVTenants, "acme")},
+		{"operator puts a secrets object", busauth.RoleOperator, "$O.tenant-secrets.", func(ctx context.Context, c *client) error {
+			o, err := c.js.ObjectStore(ctx, events.ObjectStoreSecrets)
+			if err != nil {
+				return err
+			}
+			_, err = o.PutBytes(ctx, "acme.sops.yaml", []byte("attacker"))
+			return err
+		}},
+		{"operator deletes a secrets object", busauth.RoleOperator, "$O.tenant-secrets.", func(ctx context.Context, c *client) error {
+			o, err := c.js.ObjectStore(ctx, events.ObjectStoreSecrets)
+			if err != nil {
+				return err
+			}
+			return o.Delete(ctx, "acme.sops.yaml")
+		}},
+		{"agent puts a secrets object", busauth.RoleMinIOAgent, "$O.tenant-secrets.", corePublish("$O.tenant-secrets.C.forged")},
+		{"observer publishes a request", busauth.RoleObserver, events.SubjectTenantRequested, corePublish(events.SubjectTenantRequested)},
+		{"observer publishes an outcome", busauth.RoleObserver, "tenant.provisioned", corePublish("tenant.provisioned")},
+		{"requester publishes audit", busauth.RoleRequester, "audit.TENANT_PROVISIONED", corePublish("audit.TENANT_PROVISIONED")},
+		{"operator publishes audit", busauth.RoleOperator, "audit.TENANT_PROVISIONED", jsPublish("audit.TENANT_PROVISIONED")},
+		{"observer publishes audit", busauth.RoleObserver, "audit.TENANT_PROVISIONED", corePublish("audit.TENANT_PROVISIONED")},
+		{"audit sink publishes audit", busauth.RoleAuditSink, "audit.TENANT_PROVISIONED", jsPublish("audit.TENANT_PROVISIONED")},
+		{"agent creates a stream", busauth.RoleMinIOAgent, "$JS.API.STREAM.CREATE.EVIL", func(ctx context.Context, c *client) error {
+			_, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVIL", Subjects: []string{"evil.>"}})
+			return err
+		}},
+		{"agent deletes a stream", busauth.RolePGAgent, "$JS.API.STREAM.DELETE.STORE_COMMANDS", func(ctx context.Context, c *client) error {
+			return c.js.DeleteStream(ctx, events.StreamStoreCommands)
+		}},
+		{"operator purges a stream", busauth.RoleOperator, "$JS.API.STREAM.PURGE.AUDIT", func(ctx context.Context, c *client) error {
+			_, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.PURGE.AUDIT", nil)
+			return err
+		}},
+		{"agent binds another store's consumer", busauth.RoleMinIOAgent, "$JS.API.CONSUMER.INFO.STORE_COMMANDS.agent-postgres", func(ctx context.Context, c *client) error {
+			_, err := c.js.Consumer(ctx, events.StreamStoreCommands, events.AgentConsumer(events.StorePostgres))
+			return err
+		}},
+		{"agent pulls another store's commands", busauth.RoleMinIOAgent, "$JS.API.CONSUMER.MSG.NEXT.STORE_COMMANDS.agent-postgres", func(ctx context.Context, c *client) error {
+			_, err := c.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT.STORE_COMMANDS.agent-postgres", []byte(`{"batch":1,"expires":1000000000}`))
+			return err
+		}},
+		{"agent writes another store's lock", busauth.RolePGAgent, "$KV.agent-locks.minio.acme", kvPut(events.KVAgentLocks, events.AgentLockKey(events.StoreMinIO, "acme"))},
+		{"agent writes the audit anchors", busauth.RolePGAgent, "$JS.API.STREAM.INFO.KV_audit-anchors", kvPut(events.KVAuditAnchors, "head")},
+		{"orchestrator writes the audit anchors", busauth.RoleOrchestrator, "$KV.audit-anchors.head", corePublish("$KV.audit-anchors.head")},
+		{"operator writes the audit anchors", busauth.RoleOperator, "$KV.audit-anchors.head", kvPut(events.KVAuditAnchors, "head")},
+		{"operator reads the orchestrator's replies", busauth.RoleOperator, "_INBOX_orchestrator.>", subscribe("_INBOX_orchestrator.>")},
+		{"agent subscribes to other stores' commands", busauth.RoleMinIOAgent, "store.cmd.>", subscribe("store.cmd.>")},
+		{"requester uses the JetStream API", busauth.RoleRequester, "$JS.API.STREAM.NAMES", func(ctx context.Context, c *client) error {
+			_, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.NAMES", nil)
+			return err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := b.as(tc.role)
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := tc.act(actx, c)
+			cancel()
+			deadline := time.Now().Add(10 * time.Second)
+			for !c.sawViolation(tc.subject) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !c.sawViolation(tc.subject) {
+				t.Fatalf("%s: not refused by the server (action error: %v; violations: %v)", tc.role, err, c.violations)
+			}
+		})
+	}
+
+	// Nothing forbidden took effect.
+	ctx = ctxT(t, time.Minute)
+	observer := b.as(busauth.RoleObserver)
+	results, err := orch.js.Stream(ctx, events.StreamStoreEvents)
+	must(t, "bind STORE_EVENTS", err)
+	if m, err := results.GetLastMsgForSubject(ctx, forged); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("forged %s is in STORE_EVENTS (msg %v, err %v)", forged, m, err)
+	}
+	e, err := kv.Get(ctx, "acme")
+	must(t, "read registry", err)
+	if string(e.Value()) != `{"tenant_id":"acme","state":"active"}` || e.Revision() != 1 {
+		t.Errorf("registry record changed: rev %d %s", e.Revision(), e.Value())
+	}
+	got, err := obj.GetBytes(ctx, "acme.sops.yaml")
+	if err != nil || string(got) != "sealed" {
+		t.Errorf("sealed file changed: %q, %v", got, err)
+	}
+	if _, err := observer.js.Stream(ctx, "EVIL"); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("stream EVIL exists: %v", err)
+	}
+	if _, err := observer.js.Stream(ctx, events.StreamStoreCommands); err != nil {
+		t.Errorf("STORE_COMMANDS: %v", err)
+	}
+	audit, err := orch.js.Stream(ctx, events.StreamAudit)
+	must(t, "bind AUDIT", err)
+	if info, err := audit.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Errorf("AUDIT holds %v messages (err %v), want 0", info, err)
+	}
+	// The postgres command is still there for the postgres agent.
+	cons, err := pg.js.Consumer(ctx, events.StreamStoreCommands, events.AgentConsumer(events.StorePostgres))
+	must(t, "pg-agent binds its consumer", err)
+	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	must(t, "pg-agent gets its command", err)
+	if m.Subject() != events.CommandSubject(events.StorePostgres, events.ActionProvision) {
+		t.Errorf("pg-agent got %s", m.Subject())
+	}
+}
