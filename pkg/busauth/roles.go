@@ -101,7 +101,7 @@ const api = "$JS.API."
 // perms collects the allowed subjects of one role.
 type perms struct{ pub, pubDeny, sub []string }
 
-func (p *perms) publish(s ...string)  { p.pub = append(p.pub, s...) }
+func (p *perms) publish(s ...string)   { p.pub = append(p.pub, s...) }
 func (p *perms) subscribe(s ...string) { p.sub = append(p.sub, s...) }
 
 // bindStream is what looking up an existing stream needs.
