@@ -3,6 +3,7 @@ package busauth
 import (
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/nats-io/jwt/v2"
 
@@ -269,4 +270,21 @@ func dedup(in []string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// BoundStreams lists the streams (KV and object-store streams included)
+// role r may look up, that is, the part of the topology it works with: a
+// service checks at start that exactly these exist.
+func BoundStreams(r Role) ([]string, error) {
+	p, err := rolePerms(r)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, s := range dedup(p.pub) {
+		if name, ok := strings.CutPrefix(s, api+"STREAM.INFO."); ok && !strings.ContainsAny(name, "*>") {
+			out = append(out, name)
+		}
+	}
+	return out, nil
 }
