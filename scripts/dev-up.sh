@@ -5,13 +5,33 @@
 # a dev operator key, and all six services as separate processes. Everything
 # lives under .dev/ (data, logs, pids, keys); running it twice is harmless,
 # and `make down` stops exactly what it started.
+#
+# NATS runs authenticated (DESIGN.md §11): `tenantctl bus init` makes .dev/bus
+# the bus authority (keys/, auth.conf, creds/<role>.creds); each service gets
+# its own identity as NATS_CREDS, and .dev/env gives the operator's.
+#
+# Nothing secret is ever put in a process's argv: passwords reach servers and
+# services through the environment or files. Everything under .dev/ is
+# created private (umask 077 once the build is done): directories 0700,
+# files 0600.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 dev="$root/.dev"
-mkdir -p "$dev"/{logs,pids,keys,run}
-chmod 700 "$dev"
+(umask 077; mkdir -p "$dev"/{logs,pids,keys,run,bus})
+chmod 700 "$dev"/{logs,pids,keys,run,bus}
+# Run as root, PostgreSQL runs as the postgres user, which must traverse
+# .dev/ to reach its data directory: .dev/ is then group postgres, mode 0710
+# (traverse only, no listing, nothing for anyone else); otherwise 0700.
+private_dev() {
+	if [ "$(id -u)" -eq 0 ] && getent group postgres >/dev/null; then
+		chgrp postgres "$dev" && chmod 710 "$dev"
+	else
+		chmod 700 "$dev"
+	fi
+}
+private_dev
 
 # Ports: the standard port + 10000, so that a PostgreSQL, Redis, MinIO or
 # NATS already running on this machine does not clash.
@@ -29,6 +49,7 @@ running() { # running NAME: is the process in .dev/pids/NAME.pid alive?
 start_bg() { # start_bg NAME CMD...: run in the background, log and pid under .dev
 	local name=$1; shift
 	if running "$name"; then echo "    $name already running (pid $(cat "$dev/pids/$name.pid"))"; return; fi
+	(umask 077; : >>"$dev/logs/$name.log")
 	nohup setsid "$@" >>"$dev/logs/$name.log" 2>&1 </dev/null &
 	echo $! >"$dev/pids/$name.pid"
 	echo "    $name started (pid $!, log .dev/logs/$name.log)"
@@ -57,8 +78,12 @@ say "building the services, tenantctl and the Qdrant stand-in"
 mkdir -p "$bin"
 go build -o "$bin/" ./services/orchestrator ./services/minio-agent ./services/pg-agent ./services/qdrant-agent ./services/redis-agent ./services/audit-sink ./cmd/tenantctl ./testkit/cmd/qdrant-standin
 
+# From here on everything this script creates is private to its user.
+umask 077
+
 say "keys"
 "$bin/tenantctl" keys init --dir "$dev/keys" >/dev/null
+chmod 700 "$dev/keys"
 cp_recipient=$(grep -o 'age1[0-9a-z]*' "$dev/keys/control-plane.agekey" | head -1)
 op_recipient=$(grep -o 'age1[0-9a-z]*' "$dev/keys/operator.agekey" | head -1)
 echo "    control plane: $cp_recipient"
@@ -73,7 +98,8 @@ as_pg=()
 if [ "$(id -u)" -eq 0 ]; then as_pg=(runuser -u postgres --); fi
 if [ ! -f "$pgdata/PG_VERSION" ]; then
 	mkdir -p "$dev/pg"
-	chmod 755 "$dev" "$dev/pg" # postgres must traverse to its data dir
+	private_dev
+	chmod 700 "$dev/pg"
 	[ "$(id -u)" -eq 0 ] && chown postgres: "$dev/pg"
 	pwfile="$dev/pg/.pw"; (umask 077; echo "$pg_admin_pw" >"$pwfile"); [ "$(id -u)" -eq 0 ] && chown postgres: "$pwfile"
 	"${as_pg[@]}" "$pg_bin/initdb" -D "$pgdata" -U tpadmin --pwfile="$pwfile" --auth=scram-sha-256 -E UTF8 --locale=C >"$dev/logs/initdb.log" 2>&1
@@ -92,14 +118,13 @@ password_encryption = 'scram-sha-256'
 log_destination = 'stderr'
 CONF
 fi
-chmod 755 "$dev" "$dev/pg"
+private_dev
 if "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
 	echo "    postgres already running"
 else
 	"${as_pg[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -l "$dev/pg/postgres.log" -w -t 30 start >/dev/null
 	echo "    postgres started (log .dev/pg/postgres.log)"
 fi
-chmod 700 "$dev"; chmod 755 "$dev" # keep .dev traversable for the postgres user
 pg_admin_url="postgres://tpadmin:$pg_admin_pw@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
 
 say "Redis on 127.0.0.1:$REDIS_PORT"
@@ -111,17 +136,19 @@ if [ ! -f "$acl" ]; then
 	printf 'user default off\nuser tpadmin on #%s ~* &* +@all\n' "$hash" >"$acl"
 fi
 start_bg redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes --aclfile "$acl" --dir "$dev/redis" --save "" --appendonly no
-wait_for redis 20 redis-cli -p "$REDIS_PORT" --user tpadmin --pass "$redis_admin_pw" --no-auth-warning ping
+# redis-cli takes the password from REDISCLI_AUTH, not from argv.
+REDISCLI_AUTH="$redis_admin_pw" wait_for redis 20 redis-cli -p "$REDIS_PORT" --user tpadmin ping
 
 say "MinIO on 127.0.0.1:$MINIO_PORT"
 minio_root_pw=$(secret_of minio-root)
 mkdir -p "$dev/minio"
-start_bg minio env MINIO_ROOT_USER=tpadmin MINIO_ROOT_PASSWORD="$minio_root_pw" MINIO_BROWSER=off "$bin/minio" server "$dev/minio/data" --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT"
+MINIO_ROOT_USER=tpadmin MINIO_ROOT_PASSWORD="$minio_root_pw" MINIO_BROWSER=off start_bg minio "$bin/minio" server "$dev/minio/data" --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT"
 wait_for minio 60 curl -fsS "http://127.0.0.1:$MINIO_PORT/minio/health/cluster"
 
-say "NATS with JetStream on 127.0.0.1:$NATS_PORT"
+say "NATS with JetStream on 127.0.0.1:$NATS_PORT (authenticated: one identity per role, .dev/bus/creds/)"
+"$bin/tenantctl" bus init --dir "$dev/bus" >/dev/null
 mkdir -p "$dev/nats"
-start_bg nats-server "$bin/nats-server" -js -sd "$dev/nats" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -n tenantprov-dev
+start_bg nats-server "$bin/nats-server" -c "$dev/bus/auth.conf" -js -sd "$dev/nats" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -n tenantprov-dev
 wait_for nats 20 curl -fsS "http://127.0.0.1:$NATS_MONITOR_PORT/healthz?js-enabled-only=true"
 
 qdrant_api_key=$(secret_of qdrant-api-key)
@@ -143,7 +170,7 @@ elif docker info >/dev/null 2>&1; then
 else
 	warn "No QDRANT_URL and no Docker engine: starting the Qdrant STAND-IN (an in-memory imitation for"
 	warn "development and tests, NOT Qdrant). Tenant records will say so. Set QDRANT_URL for a real one."
-	start_bg qdrant-standin env QDRANT__SERVICE__API_KEY="$qdrant_api_key" "$bin/qdrant-standin" -listen "127.0.0.1:$QDRANT_STANDIN_PORT" -jwt-rbac
+	QDRANT__SERVICE__API_KEY="$qdrant_api_key" start_bg qdrant-standin "$bin/qdrant-standin" -listen "127.0.0.1:$QDRANT_STANDIN_PORT" -jwt-rbac
 	qdrant_host=127.0.0.1; qdrant_port=$QDRANT_STANDIN_PORT
 	qdrant_kind="Qdrant STAND-IN (no QDRANT_URL, no Docker)"
 fi
@@ -155,7 +182,10 @@ audit_pw=$(secret_of audit-writer)
 audit_url="postgres://tenantprov_audit_sink:$audit_pw@127.0.0.1:$PG_PORT/tenantprov_audit?sslmode=disable"
 audit_admin_url="postgres://tenantprov_audit_owner:$audit_owner_pw@127.0.0.1:$PG_PORT/tenantprov_audit?sslmode=disable"
 psql_admin() { PGPASSWORD="$pg_admin_pw" psql -h 127.0.0.1 -p "$PG_PORT" -U tpadmin -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
-psql_admin -v owner_pw="$audit_owner_pw" -v sink_pw="$audit_pw" >/dev/null <<'SQL'
+# The passwords reach psql through its environment (\getenv), never argv.
+AUDIT_OWNER_PW="$audit_owner_pw" AUDIT_SINK_PW="$audit_pw" psql_admin >/dev/null <<'SQL'
+\getenv owner_pw AUDIT_OWNER_PW
+\getenv sink_pw AUDIT_SINK_PW
 SELECT 'CREATE ROLE tenantprov_audit_owner LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantprov_audit_owner') \gexec
 SELECT 'CREATE ROLE tenantprov_audit_sink LOGIN CONNECTION LIMIT 20' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenantprov_audit_sink') \gexec
 ALTER ROLE tenantprov_audit_owner PASSWORD :'owner_pw';
@@ -167,16 +197,21 @@ SQL
 
 say "services"
 common=(NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL="${LOG_LEVEL:-info}" CONTROL_PLANE_RECIPIENT="$cp_recipient")
-svc() { # svc NAME PORT_OFFSET ENV...
+svc() { # svc NAME PORT_OFFSET ENV...: its own NATS identity; settings (secrets too) in its environment, not argv
 	local name=$1 off=$2; shift 2
-	start_bg "$name" env "${common[@]}" HTTP_ADDR="127.0.0.1:$((HEALTH_PORT_BASE + off))" "$@" "$bin/$name"
+	(
+		export "${common[@]}" NATS_CREDS="$dev/bus/creds/$name.creds" HTTP_ADDR="127.0.0.1:$((HEALTH_PORT_BASE + off))" "$@"
+		start_bg "$name" "$bin/$name"
+	)
 }
+# The orchestrator creates the JetStream topology; the others only bind to it.
+svc orchestrator 0 CONTROL_PLANE_IDENTITY_FILE="$dev/keys/control-plane.agekey" OPERATOR_RECIPIENTS="$op_recipient"
+wait_for orchestrator 90 curl -fsS "http://127.0.0.1:$HEALTH_PORT_BASE/readyz" || { tail -5 "$dev/logs/orchestrator.log" >&2; exit 1; }
 svc audit-sink 5 AUDIT_PG_URL="$audit_url" AUDIT_PG_ADMIN_URL="$audit_admin_url"
 svc pg-agent 2 PG_ADMIN_URL="$pg_admin_url" PG_SSLMODE=disable PG_TENANT_CIDR=127.0.0.1/32
 svc redis-agent 4 REDIS_ADDR="127.0.0.1:$REDIS_PORT" REDIS_ADMIN_USER=tpadmin REDIS_ADMIN_PASSWORD="$redis_admin_pw"
 svc minio-agent 1 MINIO_ENDPOINT="127.0.0.1:$MINIO_PORT" MINIO_ROOT_USER=tpadmin MINIO_ROOT_PASSWORD="$minio_root_pw"
 svc qdrant-agent 3 QDRANT_HOST="$qdrant_host" QDRANT_GRPC_PORT="$qdrant_port" QDRANT_API_KEY="$qdrant_api_key"
-svc orchestrator 0 CONTROL_PLANE_IDENTITY_FILE="$dev/keys/control-plane.agekey" OPERATOR_RECIPIENTS="$op_recipient"
 
 say "waiting for every service to be ready"
 ok=1
@@ -189,9 +224,12 @@ for pair in orchestrator:0 minio-agent:1 pg-agent:2 qdrant-agent:3 redis-agent:4
 	fi
 done
 
-cat >"$dev/env" <<ENV
+rm -f "$dev/env"
+(umask 077; cat >"$dev/env" <<ENV
 # Written by make up. Source it: . .dev/env
 export NATS_URL=nats://127.0.0.1:$NATS_PORT
+# The operator's NATS identity, for tenantctl and the nats CLI (both read NATS_CREDS).
+export NATS_CREDS=$dev/bus/creds/operator.creds
 export PG_ADMIN_URL='$pg_admin_url'
 export REDIS_ADDR=127.0.0.1:$REDIS_PORT
 export REDIS_ADMIN_USER=tpadmin
@@ -206,7 +244,7 @@ export SOPS_AGE_KEY_FILE=$dev/keys/operator.agekey
 export AUDIT_PG_URL='$audit_url'
 export PATH="$bin:\$PATH"
 ENV
-chmod 600 "$dev/env"
+)
 
 if [ $ok -ne 1 ]; then
 	warn "some services are not ready; logs are in .dev/logs/. \`make down\` stops everything."
@@ -220,6 +258,8 @@ cat <<TXT
   nats kv get tenants demo                     # the registry record
   tenantctl secrets get demo --store postgres --format env
   tenantctl deprovision demo --wait
+  tenantctl bus issue requester --dir .dev/bus --name requester-billing --out billing.creds
+                                               # a NATS identity for an upstream system
   make down                                    # stop everything make up started
 
 TXT
