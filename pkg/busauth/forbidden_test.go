@@ -158,6 +158,9 @@ func TestForbiddenActionsAreRefusedByTheServer(t *testing.T) {
 		{"operator writes the audit anchors", busauth.RoleOperator, "$KV.audit-anchors.head", kvPut(events.KVAuditAnchors, "head")},
 		{"operator reads the orchestrator's replies", busauth.RoleOperator, "_INBOX_orchestrator.>", subscribe("_INBOX_orchestrator.>")},
 		{"agent subscribes to other stores' commands", busauth.RoleMinIOAgent, "store.cmd.>", subscribe("store.cmd.>")},
+		{"operator deletes an agent's consumer", busauth.RoleOperator, "$JS.API.CONSUMER.DELETE.STORE_COMMANDS.agent-postgres", func(ctx context.Context, c *client) error {
+			return c.js.DeleteConsumer(ctx, events.StreamStoreCommands, events.AgentConsumer(events.StorePostgres))
+		}},
 		{"requester uses the JetStream API", busauth.RoleRequester, "$JS.API.STREAM.NAMES", func(ctx context.Context, c *client) error {
 			_, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.NAMES", nil)
 			return err

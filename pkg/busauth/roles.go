@@ -123,12 +123,14 @@ func (p *perms) durable(stream, consumer string) {
 
 // orderedReader is reading a stream through ephemeral ordered consumers
 // (KV watch and keys, object get): create with a generated name, flow
-// control. No delete: an abandoned ephemeral is removed by the server, and
-// a reader must not be able to delete another identity's consumer.
+// control, and delete when done. Only streams with no service durables get
+// this, so the worst a reader can delete is another reader's ephemeral
+// consumer (an ordered consumer recreates itself).
 func (p *perms) orderedReader(stream string) {
 	p.publish(
 		api+"CONSUMER.CREATE."+stream,
 		api+"CONSUMER.CREATE."+stream+".>",
+		api+"CONSUMER.DELETE."+stream+".*",
 		"$JS.FC."+stream+".>",
 	)
 }
