@@ -10,6 +10,7 @@ import (
 
 	"github.com/tenantprov/tenantprov/pkg/busauth"
 	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/testkit"
 )
 
 // kvPut binds bucket and puts key as c.
@@ -218,4 +219,58 @@ func TestForbiddenActionsAreRefusedByTheServer(t *testing.T) {
 	if m.Subject() != events.CommandSubject(events.StorePostgres, events.ActionProvision) {
 		t.Errorf("pg-agent got %s", m.Subject())
 	}
+}
+
+// TestForgedStoreResult is the server half of issue 11's forged-result
+// scenario: a store.evt.postgres.provisioned published by anyone but the
+// postgres agent. On the old, unauthenticated bus it lands in STORE_EVENTS
+// (where the orchestrator would consume it); on the generated
+// configuration the server refuses it and only the postgres agent's own
+// result gets in.
+func TestForgedStoreResult(t *testing.T) {
+	forged := events.EventSubject(events.StorePostgres, events.OutcomeProvisioned)
+	payload := []byte(`{"tenant_id":"acme","generation":1,"credential_id":"attacker"}`)
+
+	t.Run("unauthenticated bus accepts it", func(t *testing.T) {
+		n := testkit.StartNATS(t)
+		js, err := jetstream.New(n.Connect(t))
+		must(t, "jetstream", err)
+		ctx := ctxT(t, time.Minute)
+		must(t, "topology", (events.Topology{}).Ensure(ctx, js))
+		_, err = js.Publish(ctx, forged, payload)
+		must(t, "anyone publishes a postgres result", err)
+	})
+
+	t.Run("authenticated bus refuses it", func(t *testing.T) {
+		b, orch := setUp(t)
+		ctx := ctxT(t, 2*time.Minute)
+		for _, r := range []busauth.Role{busauth.RoleRequester, busauth.RoleOperator, busauth.RoleObserver,
+			busauth.RoleMinIOAgent, busauth.RoleQdrantAgent, busauth.RoleRedisAgent, busauth.RoleAuditSink, busauth.RoleOrchestrator} {
+			c := b.as(r)
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := c.js.Publish(pctx, forged, payload)
+			cancel()
+			if err == nil {
+				t.Errorf("%s published a postgres result", r)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for !c.sawViolation(forged) && time.Now().Before(deadline) {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if !c.sawViolation(forged) {
+				t.Errorf("%s: no permissions violation for %s (%v)", r, forged, err)
+			}
+		}
+		results, err := orch.js.Stream(ctx, events.StreamStoreEvents)
+		must(t, "bind STORE_EVENTS", err)
+		if _, err := results.GetLastMsgForSubject(ctx, forged); !errors.Is(err, jetstream.ErrMsgNotFound) {
+			t.Fatalf("a forged %s reached STORE_EVENTS (%v)", forged, err)
+		}
+		pg := b.as(busauth.RolePGAgent)
+		_, err = pg.js.Publish(ctx, forged, []byte(`{"tenant_id":"acme","generation":1}`))
+		must(t, "the postgres agent publishes its result", err)
+		if _, err := results.GetLastMsgForSubject(ctx, forged); err != nil {
+			t.Fatalf("the postgres agent's result is not in STORE_EVENTS: %v", err)
+		}
+	})
 }
