@@ -195,6 +195,33 @@ func (a *Authority) Issue(r Role, name string, ttl time.Duration) ([]byte, error
 	return jwt.FormatUserConfig(token, seed)
 }
 
+// IssueAdmin returns a creds file for an identity with no restriction at
+// all in the TENANTPROV account: for break-glass maintenance and for test
+// harnesses that watch the whole bus. No service or person uses it day to
+// day; it is never written by Init.
+func (a *Authority) IssueAdmin(name string, ttl time.Duration) ([]byte, error) {
+	user, err := nkeys.CreateUser()
+	if err != nil {
+		return nil, err
+	}
+	upk, _ := user.PublicKey()
+	uc := jwt.NewUserClaims(upk)
+	uc.Name = name
+	uc.IssuerAccount = a.AccountPublicKey()
+	if ttl > 0 {
+		uc.Expires = time.Now().Add(ttl).Unix()
+	}
+	token, err := uc.Encode(a.signer)
+	if err != nil {
+		return nil, fmt.Errorf("admin jwt for %s: %w", name, err)
+	}
+	seed, err := user.Seed()
+	if err != nil {
+		return nil, err
+	}
+	return jwt.FormatUserConfig(token, seed)
+}
+
 const roleTag = "tenantprov-role:"
 
 // Init makes dir a complete bus authority for one deployment: it keeps the

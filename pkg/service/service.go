@@ -40,6 +40,7 @@ type Service struct {
 	JS      jetstream.JetStream
 	Metrics *prometheus.Registry
 
+	role     busauth.Role // from NATS_CREDS; "" without
 	httpAddr atomic.Value // string, the bound address
 	topology atomic.Bool
 
@@ -98,10 +99,11 @@ func RunWithLogger(ctx context.Context, name string, cfg Config, log *zap.Logger
 	}()
 	log.Info("serving health and metrics", zap.String("addr", s.HTTPAddr()))
 
-	nc, err := connect(ctx, name, cfg, log)
+	nc, role, err := connect(ctx, name, cfg, log)
 	if err != nil {
 		return err
 	}
+	s.role = role
 	s.NATS = nc
 	defer drain(nc, cfg.ShutdownTimeout, log)
 	s.JS, err = jetstream.New(nc)
@@ -129,7 +131,7 @@ func RunWithLogger(ctx context.Context, name string, cfg Config, log *zap.Logger
 // service at once with one line naming the identity and what is wrong: no
 // retry can fix it. Only an unreachable server is waited for (logged on
 // every attempt), because NATS may still be starting.
-func connect(ctx context.Context, name string, cfg Config, log *zap.Logger) (*nats.Conn, error) {
+func connect(ctx context.Context, name string, cfg Config, log *zap.Logger) (*nats.Conn, busauth.Role, error) {
 	ident := "no NATS identity (NATS_CREDS is not set)"
 	opts := []nats.Option{
 		nats.Name(name),
@@ -145,17 +147,17 @@ func connect(ctx context.Context, name string, cfg Config, log *zap.Logger) (*na
 			log.Error("nats error", zap.Error(err))
 		}),
 	}
+	var role busauth.Role
 	if cfg.NATSCredsFile != "" {
 		id, err := busauth.ReadCreds(cfg.NATSCredsFile)
 		if err != nil {
-			return nil, fmt.Errorf("NATS identity for %s (NATS_CREDS): %w", name, err)
+			return nil, "", fmt.Errorf("NATS identity for %s (NATS_CREDS): %w", name, err)
 		}
 		ident = fmt.Sprintf("NATS identity %q (NATS_CREDS=%s)", id.Name, cfg.NATSCredsFile)
 		if want, err := busauth.ParseRole(name); err == nil && id.Role != "" && id.Role != want {
-			return nil, fmt.Errorf("%s is for role %s, not %s: give %s its own creds file", ident, id.Role, name, name)
+			return nil, "", fmt.Errorf("%s is for role %s, not %s: give %s its own creds file", ident, id.Role, name, name)
 		}
-		role := id.Role
-		if role == "" {
+		if role = id.Role; role == "" {
 			role = busauth.Role(name)
 		}
 		opts = append(opts, nats.UserCredentials(cfg.NATSCredsFile), nats.CustomInboxPrefix(role.InboxPrefix()))
@@ -165,16 +167,16 @@ func connect(ctx context.Context, name string, cfg Config, log *zap.Logger) (*na
 	for {
 		nc, err := nats.Connect(cfg.NATSURL, opts...)
 		if err == nil {
-			return nc, nil
+			return nc, role, nil
 		}
 		if isAuthError(err) {
-			return nil, fmt.Errorf("%s refused by NATS at %s: %v (is this credential from this deployment's authority, unexpired and not revoked?)",
+			return nil, "", fmt.Errorf("%s refused by NATS at %s: %v (is this credential from this deployment's authority, unexpired and not revoked?)",
 				ident, cfg.NATSURL, err)
 		}
 		log.Warn("nats not reachable; retrying", zap.String("url", cfg.NATSURL), zap.Error(err), zap.Duration("in", backoff))
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to NATS at %s as %s: %w", cfg.NATSURL, ident, errors.Join(ctx.Err(), err))
+			return nil, "", fmt.Errorf("connect to NATS at %s as %s: %w", cfg.NATSURL, ident, errors.Join(ctx.Err(), err))
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
@@ -206,18 +208,15 @@ const TopologyOwner = "orchestrator"
 // should wait and say so rather than crash-loop. A stream that does not
 // exist, for a service that may not create it, ends the service.
 func ensureTopology(ctx context.Context, s *Service, cfg Config, topo events.Topology) error {
-	owner := s.Name == TopologyOwner || cfg.NATSCredsFile == ""
+	owner := s.Name == TopologyOwner || s.role == busauth.RoleOrchestrator || cfg.NATSCredsFile == ""
 	backoff := 250 * time.Millisecond
 	for {
 		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var err error
 		if owner {
-			err = topo.Ensure(tctx, s.JS)
-			if err == nil {
-				err = ensureRoundTwoBuckets(tctx, s.JS, topo)
-			}
+			err = EnsureTopology(tctx, s.JS, topo)
 		} else {
-			err = bindTopology(tctx, s.Name, s.JS, topo)
+			err = bindTopology(tctx, s.role, s.JS, topo)
 		}
 		cancel()
 		if err == nil {
@@ -240,13 +239,11 @@ func ensureTopology(ctx context.Context, s *Service, cfg Config, topo events.Top
 	}
 }
 
-// bindTopology checks that every stream service name works with exists
-// (busauth.BoundStreams; all of topo for a name that is not a role).
-func bindTopology(ctx context.Context, name string, js jetstream.JetStream, topo events.Topology) error {
-	var names []string
-	if r, err := busauth.ParseRole(name); err == nil {
-		names, _ = busauth.BoundStreams(r)
-	} else {
+// bindTopology checks that every stream the identity's role works with
+// exists (busauth.BoundStreams; all of topo for an unknown role).
+func bindTopology(ctx context.Context, role busauth.Role, js jetstream.JetStream, topo events.Topology) error {
+	names, err := busauth.BoundStreams(role)
+	if err != nil {
 		names = []string{"KV_" + events.KVTenants, "OBJ_" + events.ObjectStoreSecrets}
 		for _, sc := range topo.Streams() {
 			names = append(names, sc.Name)
@@ -263,10 +260,14 @@ func bindTopology(ctx context.Context, name string, js jetstream.JetStream, topo
 	return nil
 }
 
-// ensureRoundTwoBuckets creates the agent-locks and audit-anchors KV
-// buckets when Topology.Ensure has not (only the topology owner may create
-// them under the authenticated bus). It never changes an existing bucket.
-func ensureRoundTwoBuckets(ctx context.Context, js jetstream.JetStream, topo events.Topology) error {
+// EnsureTopology is what the topology owner does at start: topo.Ensure,
+// then the agent-locks and audit-anchors KV buckets when topo.Ensure has
+// not created them (only the owner may create them under the authenticated
+// bus; an existing bucket is never changed here).
+func EnsureTopology(ctx context.Context, js jetstream.JetStream, topo events.Topology) error {
+	if err := topo.Ensure(ctx, js); err != nil {
+		return err
+	}
 	replicas := max(topo.Replicas, 1)
 	for _, b := range []string{events.KVAgentLocks, events.KVAuditAnchors} {
 		_, err := js.KeyValue(ctx, b)

@@ -65,6 +65,16 @@ type agentOptions struct {
 	identity  *age.X25519Identity
 	configure []func(*agent.Config)
 	name      string
+	creds     string        // the agent's NATS_CREDS
+	harness   []nats.Option // the test's own connection (capture, JetStream)
+}
+
+// WithNATSCreds runs the agent with its own NATS identity (NATS_CREDS =
+// credsFile) on an authenticated server; harness are the options of the
+// test's own connection (its identity), used for Agent.JS and the wire
+// capture.
+func WithNATSCreds(credsFile string, harness ...nats.Option) AgentOption {
+	return func(o *agentOptions) { o.creds, o.harness = credsFile, harness }
 }
 
 // WithIdentity makes the agent seal credentials to id (for several
@@ -120,7 +130,7 @@ func RunAgent(t testing.TB, n *testkit.NATS, store agent.Store, opts ...AgentOpt
 		f(&cfg)
 	}
 
-	nc := n.Connect(t)
+	nc := n.Connect(t, o.harness...)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatalf("storetest: jetstream: %v", err)
@@ -134,7 +144,7 @@ func RunAgent(t testing.TB, n *testkit.NATS, store agent.Store, opts ...AgentOpt
 
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	svcCfg := service.Config{NATSURL: n.URL, HTTPAddr: "127.0.0.1:0", LogLevel: "debug", JetStreamReplicas: 1, ShutdownTimeout: 10 * time.Second}
+	svcCfg := service.Config{NATSURL: n.URL, NATSCredsFile: o.creds, HTTPAddr: "127.0.0.1:0", LogLevel: "debug", JetStreamReplicas: 1, ShutdownTimeout: 10 * time.Second}
 	go func() {
 		a.done <- service.RunWithLogger(ctx, o.name, svcCfg, log, func(ctx context.Context, s *service.Service) error {
 			a.svc.Store(s)
