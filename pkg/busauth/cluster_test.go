@@ -70,4 +70,3 @@ func TestThreeNodeClusterWithAuth(t *testing.T) {
 		t.Fatalf("STORE_EVENTS holds %v messages (%v), want only the postgres agent's", info, err)
 	}
 }
-
