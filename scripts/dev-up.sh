@@ -37,6 +37,12 @@ private_dev
 # NATS already running on this machine does not clash.
 : "${NATS_PORT:=14222}" "${NATS_MONITOR_PORT:=18222}" "${PG_PORT:=15432}" "${REDIS_PORT:=16379}"
 : "${MINIO_PORT:=19000}" "${MINIO_CONSOLE_PORT:=19001}" "${QDRANT_STANDIN_PORT:=16334}" "${HEALTH_PORT_BASE:=19180}"
+# NATS_CLUSTER=3 (`make up NATS_CLUSTER=3`): the production topology of
+# DESIGN.md §12, three nodes on NATS_PORT..+2 (monitoring NATS_MONITOR_PORT..+2,
+# routes NATS_ROUTE_PORT..+2) with every stream, the registry and the secrets
+# store at 3 replicas, and the same authorization.
+: "${NATS_CLUSTER:=1}" "${NATS_ROUTE_PORT:=16222}"
+case "$NATS_CLUSTER" in 1 | 3) ;; *) echo "NATS_CLUSTER=$NATS_CLUSTER: want 1 or 3" >&2; exit 2 ;; esac
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 warn() { printf '\033[1;33m!!! %s\033[0m\n' "$*" >&2; }
@@ -145,11 +151,38 @@ mkdir -p "$dev/minio"
 MINIO_ROOT_USER=tpadmin MINIO_ROOT_PASSWORD="$minio_root_pw" MINIO_BROWSER=off start_bg minio "$bin/minio" server "$dev/minio/data" --address "127.0.0.1:$MINIO_PORT" --console-address "127.0.0.1:$MINIO_CONSOLE_PORT"
 wait_for minio 60 curl -fsS "http://127.0.0.1:$MINIO_PORT/minio/health/cluster"
 
-say "NATS with JetStream on 127.0.0.1:$NATS_PORT (authenticated: one identity per role, .dev/bus/creds/)"
 "$bin/tenantctl" bus init --dir "$dev/bus" >/dev/null
-mkdir -p "$dev/nats"
-start_bg nats-server "$bin/nats-server" -c "$dev/bus/auth.conf" -js -sd "$dev/nats" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -n tenantprov-dev
-wait_for nats 20 curl -fsS "http://127.0.0.1:$NATS_MONITOR_PORT/healthz?js-enabled-only=true"
+if running nats-server && [ "$(cat "$dev/run/nats-cluster" 2>/dev/null || echo 1)" != "$NATS_CLUSTER" ]; then
+	warn "NATS is running with NATS_CLUSTER=$(cat "$dev/run/nats-cluster" 2>/dev/null || echo 1); run \`make down\` first"
+	exit 1
+fi
+echo "$NATS_CLUSTER" >"$dev/run/nats-cluster"
+if [ "$NATS_CLUSTER" = 1 ]; then
+	say "NATS with JetStream on 127.0.0.1:$NATS_PORT (authenticated: one identity per role, .dev/bus/creds/)"
+	mkdir -p "$dev/nats"
+	start_bg nats-server "$bin/nats-server" -c "$dev/bus/auth.conf" -js -sd "$dev/nats" -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -n tenantprov-dev
+	wait_for nats 20 curl -fsS "http://127.0.0.1:$NATS_MONITOR_PORT/healthz?js-enabled-only=true"
+	nats_url="nats://127.0.0.1:$NATS_PORT"
+	js_replicas=1
+else
+	say "NATS: 3-node JetStream cluster on 127.0.0.1:$NATS_PORT-$((NATS_PORT + 2)) (authenticated; R3 streams)"
+	routes=""; nats_url=""
+	for i in 0 1 2; do
+		routes+="${routes:+,}nats-route://127.0.0.1:$((NATS_ROUTE_PORT + i))"
+		nats_url+="${nats_url:+,}nats://127.0.0.1:$((NATS_PORT + i))"
+	done
+	for i in 0 1 2; do
+		node=nats-server; [ "$i" -gt 0 ] && node=nats-server-$i
+		mkdir -p "$dev/nats-cluster/n$i"
+		start_bg "$node" "$bin/nats-server" -c "$dev/bus/auth.conf" -js -sd "$dev/nats-cluster/n$i" -a 127.0.0.1 \
+			-p "$((NATS_PORT + i))" -m "$((NATS_MONITOR_PORT + i))" -n "tenantprov-dev-n$i" \
+			--cluster_name tenantprov-dev --cluster "nats://127.0.0.1:$((NATS_ROUTE_PORT + i))" --routes "$routes"
+	done
+	for i in 0 1 2; do # /healthz without js-enabled-only waits for the JetStream meta leader
+		wait_for "nats node n$i" 60 curl -fsS "http://127.0.0.1:$((NATS_MONITOR_PORT + i))/healthz"
+	done
+	js_replicas=3
+fi
 
 qdrant_api_key=$(secret_of qdrant-api-key)
 qdrant_kind=""
@@ -196,7 +229,7 @@ GRANT CONNECT ON DATABASE tenantprov_audit TO tenantprov_audit_sink;
 SQL
 
 say "services"
-common=(NATS_URL="nats://127.0.0.1:$NATS_PORT" LOG_LEVEL="${LOG_LEVEL:-info}" CONTROL_PLANE_RECIPIENT="$cp_recipient")
+common=(NATS_URL="$nats_url" JETSTREAM_REPLICAS="$js_replicas" LOG_LEVEL="${LOG_LEVEL:-info}" CONTROL_PLANE_RECIPIENT="$cp_recipient")
 svc() { # svc NAME PORT_OFFSET ENV...: its own NATS identity; settings (secrets too) in its environment, not argv
 	local name=$1 off=$2; shift 2
 	(
@@ -227,7 +260,7 @@ done
 rm -f "$dev/env"
 (umask 077; cat >"$dev/env" <<ENV
 # Written by make up. Source it: . .dev/env
-export NATS_URL=nats://127.0.0.1:$NATS_PORT
+export NATS_URL=$nats_url
 # The operator's NATS identity, for tenantctl and the nats CLI (both read NATS_CREDS).
 export NATS_CREDS=$dev/bus/creds/operator.creds
 export PG_ADMIN_URL='$pg_admin_url'
