@@ -162,6 +162,10 @@ func TestForbiddenActionsAreRefusedByTheServer(t *testing.T) {
 		{"operator deletes an agent's consumer", busauth.RoleOperator, "$JS.API.CONSUMER.DELETE.STORE_COMMANDS.agent-postgres", func(ctx context.Context, c *client) error {
 			return c.js.DeleteConsumer(ctx, events.StreamStoreCommands, events.AgentConsumer(events.StorePostgres))
 		}},
+		{"observer subscribes to all tenant subjects", busauth.RoleObserver, "tenant.>", subscribe("tenant.>")},
+		{"operator subscribes to the deprovision requests", busauth.RoleOperator, events.SubjectTenantDeprovisionRequested, subscribe(events.SubjectTenantDeprovisionRequested)},
+		{"operator subscribes to store results", busauth.RoleOperator, "store.evt.>", subscribe("store.evt.>")},
+		{"observer subscribes to registry writes", busauth.RoleObserver, "$KV.tenants.>", subscribe("$KV.tenants.>")},
 		{"requester uses the JetStream API", busauth.RoleRequester, "$JS.API.STREAM.NAMES", func(ctx context.Context, c *client) error {
 			_, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.NAMES", nil)
 			return err
@@ -273,4 +277,33 @@ func TestForgedStoreResult(t *testing.T) {
 			t.Fatalf("the postgres agent's result is not in STORE_EVENTS: %v", err)
 		}
 	})
+}
+
+// TestReaderCannotRedirectAWatchIntoARequest: the server lets whoever
+// creates a push consumer name any deliver subject, and delivers there as
+// soon as someone subscribes to it. An observer's watch on the registry
+// pointed at tenant.deprovision.requested would deprovision every tenant
+// whose record it replays — unless nobody may subscribe there. Nobody may.
+func TestReaderCannotRedirectAWatchIntoARequest(t *testing.T) {
+	b, orch := setUp(t)
+	ctx := ctxT(t, 2*time.Minute)
+	kv, err := orch.js.KeyValue(ctx, events.KVTenants)
+	must(t, "bind registry", err)
+	_, err = kv.Put(ctx, "acme", []byte(`{"tenant_id":"acme","state":"active"}`))
+	must(t, "orchestrator writes registry", err)
+	for _, r := range []busauth.Role{busauth.RoleObserver, busauth.RoleOperator} {
+		c := b.as(r)
+		for _, subj := range []string{events.SubjectTenantDeprovisionRequested, "tenant.>", ">"} {
+			_, _ = c.nc.SubscribeSync(subj)
+		}
+		_ = c.nc.Flush()
+		_, err := c.js.CreateConsumer(ctx, "KV_"+events.KVTenants, jetstream.ConsumerConfig{DeliverSubject: events.SubjectTenantDeprovisionRequested})
+		must(t, string(r)+" creates a push consumer (the server allows it)", err)
+	}
+	time.Sleep(2 * time.Second) // give a delivery, if any were possible, time to land
+	st, err := b.admin().Stream(ctx, events.StreamTenants)
+	must(t, "bind TENANTS", err)
+	if info, err := st.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("registry records reached TENANTS (as deprovision requests): %v %v", info.State, err)
+	}
 }

@@ -177,6 +177,19 @@ func (p *perms) inspect() {
 		api+"CONSUMER.NAMES.*", api+"CONSUMER.LIST.*", api+"CONSUMER.INFO.*.*")
 }
 
+// watchOutcomes is what people may subscribe to besides their inbox: the
+// saga outcomes and the dead letters — never a subject a service consumes
+// (requests, commands, results, audit, $KV, $O). That is deliberate: a
+// push consumer delivers to its deliver subject only while someone has a
+// core subscription there, and the server lets any consumer creator name
+// any deliver subject; with no such subscription allowed to anyone, a
+// reader's watch consumer cannot be pointed at tenant.deprovision.requested
+// or store.evt.postgres.provisioned to inject messages into a stream.
+func (p *perms) watchOutcomes() {
+	p.subscribe(events.SubjectTenantProvisioned, events.SubjectTenantProvisionFailed,
+		events.SubjectTenantDeprovisioned, events.SubjectTenantRejected, events.SubjectAllDeadLetters)
+}
+
 // requests are the subjects upstream systems and operators publish
 // (tenant.requested, tenant.<verb>.requested).
 func (p *perms) requests() {
@@ -233,12 +246,12 @@ func rolePerms(r Role) (perms, error) {
 		p.kvRead(events.KVTenants, "")
 		p.kvRead(events.KVAuditAnchors, "")
 		p.objRead(events.ObjectStoreSecrets)
-		p.subscribe(events.SubjectAllTenants, "store.>", events.SubjectAllAudit, events.SubjectAllDeadLetters)
+		p.watchOutcomes()
 	case RoleObserver:
 		p.inspect()
 		p.kvRead(events.KVTenants, "")
 		p.kvRead(events.KVAuditAnchors, "")
-		p.subscribe(events.SubjectAllTenants, "store.>", events.SubjectAllAudit, events.SubjectAllDeadLetters)
+		p.watchOutcomes()
 	case RoleRequester:
 		p.requests()
 	default:
