@@ -33,4 +33,22 @@
 // one's replies (registry reads, object chunks). Human identities (operator,
 // observer) keep the nats CLI's default _INBOX. so that the CLI works with
 // nothing but NATS_CREDS; no service uses that prefix.
+//
+// # What subject permissions cannot do (one account)
+//
+// nats-server does not authorize reply subjects, nor the deliver subject of
+// a push consumer. So an identity that may call any JetStream API can make
+// the server publish the API's response on a subject of its choosing, and
+// an identity with a pull durable (the services) can have its own
+// consumer's messages delivered to one; a stream capturing that subject
+// stores it. What arrives there is written by the server or by the
+// message's original author (an API response, a command) — never a payload
+// the sender chose — so it cannot pass for a request or a store result, and
+// the orchestrator's result checks (saga ID and generation) drop it. Push
+// deliveries also need a live subscription on the target subject, which no
+// identity may have on a subject a service consumes (see watchOutcomes).
+// Closing this fully means moving JetStream into its own account that
+// exports its API to per-role accounts (replies then become private _R_
+// subjects); that is the next step if a role must be treated as hostile
+// rather than merely confined.
 package busauth
