@@ -234,7 +234,8 @@ func rolePerms(r Role) (perms, error) {
 	case RoleMinIOAgent, RolePGAgent, RoleQdrantAgent, RoleRedisAgent:
 		s := r.Store()
 		p.durable(events.StreamStoreCommands, events.AgentConsumer(s))
-		p.publish("store.evt."+string(s)+".>", events.SubjectAllAudit, events.DeadLetterSubject(string(r)))
+		p.publish("store.evt."+string(s)+".>", events.SubjectAllAudit,
+			events.DeadLetterSubject(string(r)), events.DeadLetterSubject(string(s)))
 		p.kvWrite(events.KVAgentLocks, string(s)+".")
 	case RoleAuditSink:
 		p.durable(events.StreamAudit, events.ConsumerAuditSink)
