@@ -239,7 +239,16 @@ svc() { # svc NAME PORT_OFFSET ENV...: its own NATS identity; settings (secrets 
 }
 # The orchestrator creates the JetStream topology; the others only bind to it.
 svc orchestrator 0 CONTROL_PLANE_IDENTITY_FILE="$dev/keys/control-plane.agekey" OPERATOR_RECIPIENTS="$op_recipient"
-wait_for orchestrator 90 curl -fsS "http://127.0.0.1:$HEALTH_PORT_BASE/readyz" || { tail -5 "$dev/logs/orchestrator.log" >&2; exit 1; }
+# A service that exits (bad credentials, a port in use) is reported at once.
+wait_service() { # wait_service NAME PORT
+	local end=$((SECONDS + 90))
+	until curl -fsS "http://127.0.0.1:$2/readyz" >/dev/null 2>&1; do
+		if ! running "$1"; then warn "$1 exited: $(tail -1 "$dev/logs/$1.log")"; return 1; fi
+		if [ $SECONDS -ge $end ]; then warn "$1 did not become ready in 90s; see .dev/logs/$1.log"; return 1; fi
+		sleep 0.3
+	done
+}
+wait_service orchestrator "$HEALTH_PORT_BASE" || exit 1
 svc audit-sink 5 AUDIT_PG_URL="$audit_url" AUDIT_PG_ADMIN_URL="$audit_admin_url"
 svc pg-agent 2 PG_ADMIN_URL="$pg_admin_url" PG_SSLMODE=disable PG_TENANT_CIDR=127.0.0.1/32
 svc redis-agent 4 REDIS_ADDR="127.0.0.1:$REDIS_PORT" REDIS_ADMIN_USER=tpadmin REDIS_ADMIN_PASSWORD="$redis_admin_pw"
@@ -250,7 +259,7 @@ say "waiting for every service to be ready"
 ok=1
 for pair in orchestrator:0 minio-agent:1 pg-agent:2 qdrant-agent:3 redis-agent:4 audit-sink:5; do
 	name=${pair%%:*}; port=$((HEALTH_PORT_BASE + ${pair##*:}))
-	if wait_for "$name" 90 curl -fsS "http://127.0.0.1:$port/readyz"; then
+	if wait_service "$name" "$port"; then
 		echo "    $name ready (http://127.0.0.1:$port/readyz)"
 	else
 		ok=0; tail -5 "$dev/logs/$name.log" >&2 || true

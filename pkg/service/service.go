@@ -170,8 +170,11 @@ func connect(ctx context.Context, name string, cfg Config, log *zap.Logger) (*na
 			return nc, role, nil
 		}
 		if isAuthError(err) {
-			return nil, "", fmt.Errorf("%s refused by NATS at %s: %v (is this credential from this deployment's authority, unexpired and not revoked?)",
-				ident, cfg.NATSURL, err)
+			hint := "is this credential from this deployment's authority, unexpired and not revoked?"
+			if cfg.NATSCredsFile == "" {
+				hint = "set NATS_CREDS to " + name + "'s creds file"
+			}
+			return nil, "", fmt.Errorf("%s refused by NATS at %s: %v (%s)", ident, cfg.NATSURL, err, hint)
 		}
 		log.Warn("nats not reachable; retrying", zap.String("url", cfg.NATSURL), zap.Error(err), zap.Duration("in", backoff))
 		select {
