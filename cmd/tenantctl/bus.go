@@ -58,8 +58,8 @@ restart. An upstream system (sign-up, billing) gets a requester:
 
 and publishes with it, e.g. nats --creds billing.creds pub tenant.requested
 '{"tenant_id":"acme"}'. A requester may publish tenant.requested and
-tenant.<verb>.requested only, and read nothing; a client that wants
-JetStream publish acknowledgements must use the inbox prefix _INBOX_requester.`,
+tenant.<verb>.requested only, and read nothing (requesters live in their
+own NATS account, which imports the request subjects and nothing else).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			role, err := busauth.ParseRole(args[0])

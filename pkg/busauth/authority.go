@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -14,9 +16,17 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// AccountName is the NATS account every tenantprov stream and identity
-// lives in.
+// AccountName is the NATS account every tenantprov stream and every
+// identity but the requesters live in.
 const AccountName = "TENANTPROV"
+
+// RequestersAccountName is the account of the upstream requesters. It
+// imports the request subjects from TENANTPROV as services and nothing
+// else: a requester's reply subject is then rewritten by the server into a
+// private response subject, so a publish acknowledgement can never be sent
+// onto a subject a stream captures (a reply of "$KV.tenants.acme" would
+// otherwise overwrite acme's registry record with the acknowledgement).
+const RequestersAccountName = "REQUESTERS"
 
 // Files under an authority directory (Init).
 const (
@@ -33,10 +43,12 @@ const (
 // user credential). Whoever holds the signing key can issue identities, so
 // it lives only where identities are issued (0600 files under keys/).
 type Authority struct {
-	operator nkeys.KeyPair
-	system   nkeys.KeyPair
-	account  nkeys.KeyPair
-	signer   nkeys.KeyPair
+	operator   nkeys.KeyPair
+	system     nkeys.KeyPair
+	account    nkeys.KeyPair
+	signer     nkeys.KeyPair
+	requesters nkeys.KeyPair // REQUESTERS account
+	reqSigner  nkeys.KeyPair // its signing key
 }
 
 // NewAuthority creates fresh keys.
@@ -55,6 +67,12 @@ func NewAuthority() (*Authority, error) {
 	if a.signer, err = nkeys.CreateAccount(); err != nil {
 		return nil, err
 	}
+	if a.requesters, err = nkeys.CreateAccount(); err != nil {
+		return nil, err
+	}
+	if a.reqSigner, err = nkeys.CreateAccount(); err != nil {
+		return nil, err
+	}
 	return &a, nil
 }
 
@@ -62,27 +80,43 @@ func (a *Authority) keyFiles() map[string]*nkeys.KeyPair {
 	return map[string]*nkeys.KeyPair{
 		"operator.nk": &a.operator, "system-account.nk": &a.system,
 		"account.nk": &a.account, "account-signing.nk": &a.signer,
+		"requesters-account.nk": &a.requesters, "requesters-signing.nk": &a.reqSigner,
 	}
 }
 
 // LoadAuthority reads the keys Save wrote under dir/keys. It fails with
-// ErrNoAuthority when there are none.
+// ErrNoAuthority when any is missing.
 func LoadAuthority(dir string) (*Authority, error) {
+	a, missing, err := loadKeys(dir)
+	if err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%w in %s (missing %v)", ErrNoAuthority, dir, missing)
+	}
+	return a, nil
+}
+
+// loadKeys reads the key files that exist and lists the missing ones.
+func loadKeys(dir string) (*Authority, []string, error) {
 	var a Authority
+	var missing []string
 	for name, kp := range a.keyFiles() {
 		path := filepath.Join(dir, keysDir, name)
 		seed, err := os.ReadFile(path)
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w in %s (missing %s)", ErrNoAuthority, dir, name)
+			missing = append(missing, name)
+			continue
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if *kp, err = nkeys.FromSeed(bytes.TrimSpace(seed)); err != nil {
-			return nil, fmt.Errorf("%s: not an nkey seed: %w", path, err)
+			return nil, nil, fmt.Errorf("%s: not an nkey seed: %w", path, err)
 		}
 	}
-	return &a, nil
+	sort.Strings(missing)
+	return &a, missing, nil
 }
 
 // Save writes the keys to dir/keys (directory 0700, files 0600).
@@ -106,31 +140,45 @@ func (a *Authority) Save(dir string) error {
 // AccountPublicKey is the TENANTPROV account's public key.
 func (a *Authority) AccountPublicKey() string { pk, _ := a.account.PublicKey(); return pk }
 
-func (a *Authority) jwts() (operator, system, account string, err error) {
+func (a *Authority) jwts() (operator, system, account, requesters string, err error) {
 	opk, _ := a.operator.PublicKey()
 	spk, _ := a.system.PublicKey()
 	apk, _ := a.account.PublicKey()
 	sgk, _ := a.signer.PublicKey()
+	rpk, _ := a.requesters.PublicKey()
+	rsk, _ := a.reqSigner.PublicKey()
 
 	oc := jwt.NewOperatorClaims(opk)
 	oc.Name = "tenantprov"
 	oc.SystemAccount = spk
 	if operator, err = oc.Encode(a.operator); err != nil {
-		return "", "", "", fmt.Errorf("operator jwt: %w", err)
+		return "", "", "", "", fmt.Errorf("operator jwt: %w", err)
 	}
 	sc := jwt.NewAccountClaims(spk)
 	sc.Name = "SYS"
 	if system, err = sc.Encode(a.operator); err != nil {
-		return "", "", "", fmt.Errorf("system account jwt: %w", err)
+		return "", "", "", "", fmt.Errorf("system account jwt: %w", err)
 	}
 	ac := jwt.NewAccountClaims(apk)
 	ac.Name = AccountName
 	ac.SigningKeys.Add(sgk)
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
-	if account, err = ac.Encode(a.operator); err != nil {
-		return "", "", "", fmt.Errorf("account jwt: %w", err)
+	for _, subj := range requestSubjects() {
+		ac.Exports.Add(&jwt.Export{Name: subj, Subject: jwt.Subject(subj), Type: jwt.Service})
 	}
-	return operator, system, account, nil
+	if account, err = ac.Encode(a.operator); err != nil {
+		return "", "", "", "", fmt.Errorf("account jwt: %w", err)
+	}
+	rc := jwt.NewAccountClaims(rpk)
+	rc.Name = RequestersAccountName
+	rc.SigningKeys.Add(rsk)
+	for _, subj := range requestSubjects() {
+		rc.Imports.Add(&jwt.Import{Name: subj, Subject: jwt.Subject(subj), Account: apk, Type: jwt.Service})
+	}
+	if requesters, err = rc.Encode(a.operator); err != nil {
+		return "", "", "", "", fmt.Errorf("requesters account jwt: %w", err)
+	}
+	return operator, system, account, requesters, nil
 }
 
 // ServerConfig is the nats-server configuration that trusts this
@@ -138,7 +186,7 @@ func (a *Authority) jwts() (operator, system, account string, err error) {
 // preloaded with both account JWTs. It holds no secret (only public keys
 // and signed claims); user credentials are never listed in it.
 func (a *Authority) ServerConfig() (string, error) {
-	op, sys, acc, err := a.jwts()
+	op, sys, acc, req, err := a.jwts()
 	if err != nil {
 		return "", err
 	}
@@ -156,6 +204,8 @@ func (a *Authority) ServerConfig() (string, error) {
 	b.WriteString("resolver_preload: {\n")
 	fmt.Fprintf(&b, "  %s: %q\n", spk, sys)
 	fmt.Fprintf(&b, "  %s: %q\n", a.AccountPublicKey(), acc)
+	rpk, _ := a.requesters.PublicKey()
+	fmt.Fprintf(&b, "  %s: %q\n", rpk, req)
 	b.WriteString("}\n")
 	return b.String(), nil
 }
@@ -179,12 +229,17 @@ func (a *Authority) Issue(r Role, name string, ttl time.Duration) ([]byte, error
 	uc := jwt.NewUserClaims(upk)
 	uc.Name = name
 	uc.IssuerAccount = a.AccountPublicKey()
+	signer := a.signer
+	if r == RoleRequester {
+		uc.IssuerAccount, _ = a.requesters.PublicKey()
+		signer = a.reqSigner
+	}
 	uc.Permissions = perm
 	uc.Tags.Add(roleTag + string(r))
 	if ttl > 0 {
 		uc.Expires = time.Now().Add(ttl).Unix()
 	}
-	token, err := uc.Encode(a.signer)
+	token, err := uc.Encode(signer)
 	if err != nil {
 		return nil, fmt.Errorf("user jwt for %s: %w", name, err)
 	}
@@ -233,14 +288,23 @@ func Init(dir string) (*Authority, error) {
 	if err := privateDir(dir); err != nil {
 		return nil, err
 	}
-	a, err := LoadAuthority(dir)
-	if errors.Is(err, ErrNoAuthority) {
-		if a, err = NewAuthority(); err == nil {
-			err = a.Save(dir)
-		}
-	}
+	a, missing, err := loadKeys(dir)
 	if err != nil {
 		return nil, err
+	}
+	if len(missing) > 0 { // a new authority, or one from before a key was added
+		fresh, err := NewAuthority()
+		if err != nil {
+			return nil, err
+		}
+		for name, kp := range a.keyFiles() {
+			if slices.Contains(missing, name) {
+				*kp = *fresh.keyFiles()[name]
+			}
+		}
+		if err := a.Save(dir); err != nil {
+			return nil, err
+		}
 	}
 	conf, err := a.ServerConfig()
 	if err != nil {

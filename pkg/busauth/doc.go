@@ -34,21 +34,27 @@
 // observer) keep the nats CLI's default _INBOX. so that the CLI works with
 // nothing but NATS_CREDS; no service uses that prefix.
 //
-// # What subject permissions cannot do (one account)
+// # Reply subjects: why requesters have their own account
 //
-// nats-server does not authorize reply subjects, nor the deliver subject of
-// a push consumer. So an identity that may call any JetStream API can make
-// the server publish the API's response on a subject of its choosing, and
-// an identity with a pull durable (the services) can have its own
-// consumer's messages delivered to one; a stream capturing that subject
-// stores it. What arrives there is written by the server or by the
-// message's original author (an API response, a command) — never a payload
-// the sender chose — so it cannot pass for a request or a store result, and
-// the orchestrator's result checks (saga ID and generation) drop it. Push
-// deliveries also need a live subscription on the target subject, which no
-// identity may have on a subject a service consumes (see watchOutcomes).
-// Closing this fully means moving JetStream into its own account that
-// exports its API to per-role accounts (replies then become private _R_
-// subjects); that is the next step if a role must be treated as hostile
-// rather than merely confined.
+// nats-server does not authorize reply subjects (nor a push consumer's
+// deliver subject), and JetStream answers — a publish acknowledgement, an
+// API response, a direct get (the stored message itself), a pulled message —
+// go to the reply subject the client chose. Inside one account that subject
+// may be one a stream captures: a requester publishing tenant.requested with
+// reply "$KV.tenants.acme" would overwrite acme's registry record with the
+// acknowledgement. So the requesters, the identities handed to upstream
+// systems, live in their own account (RequestersAccountName) that imports
+// only the request subjects as services; the server rewrites their replies
+// into private response subjects (tested).
+//
+// The other identities share the TENANTPROV account with the streams and
+// keep that residual power over their own answers: the operator and the
+// observer can aim a direct get (a registry record, whose tenant_id makes it
+// a valid request) at a request subject, and a service can aim what it pulls
+// from its own consumer at any subject. Push consumers need a live
+// subscription on the target, which nobody may hold on a subject a service
+// consumes (watchOutcomes). Closing the rest means the same move for every
+// role — JetStream alone in one account, exporting its API to per-role
+// accounts — or consumers that drop relayed messages (they carry Nats-Stream
+// or the original Tenantprov-* headers).
 package busauth

@@ -307,3 +307,54 @@ func TestReaderCannotRedirectAWatchIntoARequest(t *testing.T) {
 		t.Fatalf("registry records reached TENANTS (as deprovision requests): %v %v", info.State, err)
 	}
 }
+
+// TestRequesterCannotAimAnAcknowledgementAtTheRegistry: the server does not
+// authorize reply subjects, and JetStream acknowledges a publish on its
+// reply subject. A requester in the TENANTPROV account publishing
+// tenant.requested with reply "$KV.tenants.acme" would overwrite acme's
+// record with the acknowledgement. Requesters live in their own account,
+// where every reply is private.
+func TestRequesterCannotAimAnAcknowledgementAtTheRegistry(t *testing.T) {
+	b, orch := setUp(t)
+	ctx := ctxT(t, time.Minute)
+	kv, err := orch.js.KeyValue(ctx, events.KVTenants)
+	must(t, "bind registry", err)
+	_, err = kv.Put(ctx, "acme", []byte(`{"tenant_id":"acme","state":"active"}`))
+	must(t, "orchestrator writes registry", err)
+	req := b.as(busauth.RoleRequester)
+	for _, reply := range []string{"$KV.tenants.acme", events.SubjectTenantDeprovisionRequested, "$O.tenant-secrets.M.YWNtZS5zb3BzLnlhbWw="} {
+		must(t, "publish with reply "+reply, req.nc.PublishRequest(events.SubjectTenantRequested, reply, []byte(`{"tenant_id":"zeta"}`)))
+	}
+	must(t, "flush", req.nc.FlushTimeout(5*time.Second))
+	admin := b.admin()
+	tenants, err := admin.Stream(ctx, events.StreamTenants)
+	must(t, "bind TENANTS", err)
+	deadline := time.Now().Add(10 * time.Second)
+	for { // the three requests themselves arrive
+		info, err := tenants.Info(ctx)
+		must(t, "info", err)
+		if info.State.Msgs >= 3 {
+			if info.State.Msgs != 3 {
+				t.Errorf("TENANTS holds %d messages, want the 3 requests only", info.State.Msgs)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("requests not in TENANTS: %d", info.State.Msgs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // an acknowledgement aimed elsewhere would have landed by now
+	e, err := kv.Get(ctx, "acme")
+	must(t, "read registry", err)
+	if e.Revision() != 1 || string(e.Value()) != `{"tenant_id":"acme","state":"active"}` {
+		t.Fatalf("acme's record was overwritten: rev %d %s", e.Revision(), e.Value())
+	}
+	if _, err := tenants.GetLastMsgForSubject(ctx, events.SubjectTenantDeprovisionRequested); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Fatalf("an acknowledgement reached TENANTS as a deprovision request: %v", err)
+	}
+	// The requester still gets its own acknowledgements.
+	if _, err := req.js.Publish(ctx, events.SubjectTenantRequested, []byte(`{"tenant_id":"eta"}`)); err != nil {
+		t.Fatalf("requester's JetStream publish: %v", err)
+	}
+}

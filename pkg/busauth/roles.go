@@ -82,10 +82,11 @@ func (r Role) Store() events.Store {
 }
 
 // InboxPrefix is the reply-inbox prefix an identity of role r must use
-// (nats.CustomInboxPrefix): _INBOX_<role> for services and requesters, the
-// client default _INBOX for the human roles (see the package doc).
+// (nats.CustomInboxPrefix): _INBOX_<role> for services, the
+// client default _INBOX for the human roles and the requesters (who live in
+// their own account; see the package doc).
 func (r Role) InboxPrefix() string {
-	if r == RoleOperator || r == RoleObserver {
+	if r == RoleOperator || r == RoleObserver || r == RoleRequester {
 		return "_INBOX"
 	}
 	return "_INBOX_" + string(r)
@@ -190,11 +191,11 @@ func (p *perms) watchOutcomes() {
 		events.SubjectTenantDeprovisioned, events.SubjectTenantRejected, events.SubjectAllDeadLetters)
 }
 
-// requests are the subjects upstream systems and operators publish
+// requestSubjects are the subjects upstream systems and operators publish
 // (tenant.requested, tenant.<verb>.requested).
-func (p *perms) requests() {
-	p.publish(events.SubjectTenantRequested, "tenant.*.requested")
-}
+func requestSubjects() []string { return []string{events.SubjectTenantRequested, "tenant.*.requested"} }
+
+func (p *perms) requests() { p.publish(requestSubjects()...) }
 
 // topologyStreams are every stream, KV bucket and object store the
 // orchestrator creates (TopologyStreams).
