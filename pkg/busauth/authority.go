@@ -49,7 +49,14 @@ type Authority struct {
 	signer     nkeys.KeyPair
 	requesters nkeys.KeyPair // REQUESTERS account
 	reqSigner  nkeys.KeyPair // its signing key
+	observers  nkeys.KeyPair // OBSERVERS account
+	obsSigner  nkeys.KeyPair // its signing key
 }
+
+// ObserversAccountName is the account of the observers: it imports the
+// read-only JetStream API calls and the outcome subjects from TENANTPROV,
+// so an observer's replies are private too (see RequestersAccountName).
+const ObserversAccountName = "OBSERVERS"
 
 // NewAuthority creates fresh keys.
 func NewAuthority() (*Authority, error) {
@@ -73,6 +80,12 @@ func NewAuthority() (*Authority, error) {
 	if a.reqSigner, err = nkeys.CreateAccount(); err != nil {
 		return nil, err
 	}
+	if a.observers, err = nkeys.CreateAccount(); err != nil {
+		return nil, err
+	}
+	if a.obsSigner, err = nkeys.CreateAccount(); err != nil {
+		return nil, err
+	}
 	return &a, nil
 }
 
@@ -81,6 +94,7 @@ func (a *Authority) keyFiles() map[string]*nkeys.KeyPair {
 		"operator.nk": &a.operator, "system-account.nk": &a.system,
 		"account.nk": &a.account, "account-signing.nk": &a.signer,
 		"requesters-account.nk": &a.requesters, "requesters-signing.nk": &a.reqSigner,
+		"observers-account.nk": &a.observers, "observers-signing.nk": &a.obsSigner,
 	}
 }
 
@@ -140,45 +154,68 @@ func (a *Authority) Save(dir string) error {
 // AccountPublicKey is the TENANTPROV account's public key.
 func (a *Authority) AccountPublicKey() string { pk, _ := a.account.PublicKey(); return pk }
 
-func (a *Authority) jwts() (operator, system, account, requesters string, err error) {
+// jwts returns the operator JWT and every account JWT by public key.
+func (a *Authority) jwts() (operator string, accounts map[string]string, err error) {
 	opk, _ := a.operator.PublicKey()
 	spk, _ := a.system.PublicKey()
 	apk, _ := a.account.PublicKey()
 	sgk, _ := a.signer.PublicKey()
 	rpk, _ := a.requesters.PublicKey()
 	rsk, _ := a.reqSigner.PublicKey()
+	bpk, _ := a.observers.PublicKey()
+	bsk, _ := a.obsSigner.PublicKey()
+	accounts = map[string]string{}
 
 	oc := jwt.NewOperatorClaims(opk)
 	oc.Name = "tenantprov"
 	oc.SystemAccount = spk
 	if operator, err = oc.Encode(a.operator); err != nil {
-		return "", "", "", "", fmt.Errorf("operator jwt: %w", err)
+		return "", nil, fmt.Errorf("operator jwt: %w", err)
 	}
 	sc := jwt.NewAccountClaims(spk)
 	sc.Name = "SYS"
-	if system, err = sc.Encode(a.operator); err != nil {
-		return "", "", "", "", fmt.Errorf("system account jwt: %w", err)
+	if accounts[spk], err = sc.Encode(a.operator); err != nil {
+		return "", nil, fmt.Errorf("system account jwt: %w", err)
 	}
+
 	ac := jwt.NewAccountClaims(apk)
 	ac.Name = AccountName
 	ac.SigningKeys.Add(sgk)
 	ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
-	for _, subj := range requestSubjects() {
+	services := append(requestSubjects(), observerAPI()...)
+	for _, subj := range services {
 		ac.Exports.Add(&jwt.Export{Name: subj, Subject: jwt.Subject(subj), Type: jwt.Service})
 	}
-	if account, err = ac.Encode(a.operator); err != nil {
-		return "", "", "", "", fmt.Errorf("account jwt: %w", err)
+	for _, subj := range outcomeSubjects() {
+		ac.Exports.Add(&jwt.Export{Name: subj, Subject: jwt.Subject(subj), Type: jwt.Stream})
 	}
+	if accounts[apk], err = ac.Encode(a.operator); err != nil {
+		return "", nil, fmt.Errorf("account jwt: %w", err)
+	}
+
 	rc := jwt.NewAccountClaims(rpk)
 	rc.Name = RequestersAccountName
 	rc.SigningKeys.Add(rsk)
 	for _, subj := range requestSubjects() {
 		rc.Imports.Add(&jwt.Import{Name: subj, Subject: jwt.Subject(subj), Account: apk, Type: jwt.Service})
 	}
-	if requesters, err = rc.Encode(a.operator); err != nil {
-		return "", "", "", "", fmt.Errorf("requesters account jwt: %w", err)
+	if accounts[rpk], err = rc.Encode(a.operator); err != nil {
+		return "", nil, fmt.Errorf("requesters account jwt: %w", err)
 	}
-	return operator, system, account, requesters, nil
+
+	bc := jwt.NewAccountClaims(bpk)
+	bc.Name = ObserversAccountName
+	bc.SigningKeys.Add(bsk)
+	for _, subj := range observerAPI() {
+		bc.Imports.Add(&jwt.Import{Name: subj, Subject: jwt.Subject(subj), Account: apk, Type: jwt.Service})
+	}
+	for _, subj := range outcomeSubjects() {
+		bc.Imports.Add(&jwt.Import{Name: subj, Subject: jwt.Subject(subj), Account: apk, Type: jwt.Stream})
+	}
+	if accounts[bpk], err = bc.Encode(a.operator); err != nil {
+		return "", nil, fmt.Errorf("observers account jwt: %w", err)
+	}
+	return operator, accounts, nil
 }
 
 // ServerConfig is the nats-server configuration that trusts this
@@ -186,7 +223,7 @@ func (a *Authority) jwts() (operator, system, account, requesters string, err er
 // preloaded with both account JWTs. It holds no secret (only public keys
 // and signed claims); user credentials are never listed in it.
 func (a *Authority) ServerConfig() (string, error) {
-	op, sys, acc, req, err := a.jwts()
+	op, accounts, err := a.jwts()
 	if err != nil {
 		return "", err
 	}
@@ -202,10 +239,14 @@ func (a *Authority) ServerConfig() (string, error) {
 	b.WriteString("max_control_line: 16384\n")
 	b.WriteString("resolver: MEMORY\n")
 	b.WriteString("resolver_preload: {\n")
-	fmt.Fprintf(&b, "  %s: %q\n", spk, sys)
-	fmt.Fprintf(&b, "  %s: %q\n", a.AccountPublicKey(), acc)
-	rpk, _ := a.requesters.PublicKey()
-	fmt.Fprintf(&b, "  %s: %q\n", rpk, req)
+	keys := make([]string, 0, len(accounts))
+	for k := range accounts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  %s: %q\n", k, accounts[k])
+	}
 	b.WriteString("}\n")
 	return b.String(), nil
 }
@@ -230,9 +271,13 @@ func (a *Authority) Issue(r Role, name string, ttl time.Duration) ([]byte, error
 	uc.Name = name
 	uc.IssuerAccount = a.AccountPublicKey()
 	signer := a.signer
-	if r == RoleRequester {
+	switch r {
+	case RoleRequester:
 		uc.IssuerAccount, _ = a.requesters.PublicKey()
 		signer = a.reqSigner
+	case RoleObserver:
+		uc.IssuerAccount, _ = a.observers.PublicKey()
+		signer = a.obsSigner
 	}
 	uc.Permissions = perm
 	uc.Tags.Add(roleTag + string(r))

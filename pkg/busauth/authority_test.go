@@ -41,7 +41,7 @@ func TestInitWritesPrivateFilesAndKeepsKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	keys, _ := filepath.Glob(filepath.Join(dir, "keys", "*.nk"))
-	if len(keys) != 6 {
+	if len(keys) != 8 {
 		t.Fatalf("keys: %v", keys)
 	}
 	for _, k := range keys {

@@ -34,7 +34,7 @@
 // observer) keep the nats CLI's default _INBOX. so that the CLI works with
 // nothing but NATS_CREDS; no service uses that prefix.
 //
-// # Reply subjects: why requesters have their own account
+// # Reply subjects: why requesters and observers have their own accounts
 //
 // nats-server does not authorize reply subjects (nor a push consumer's
 // deliver subject), and JetStream answers — a publish acknowledgement, an
@@ -42,19 +42,22 @@
 // go to the reply subject the client chose. Inside one account that subject
 // may be one a stream captures: a requester publishing tenant.requested with
 // reply "$KV.tenants.acme" would overwrite acme's registry record with the
-// acknowledgement. So the requesters, the identities handed to upstream
-// systems, live in their own account (RequestersAccountName) that imports
-// only the request subjects as services; the server rewrites their replies
-// into private response subjects (tested).
+// acknowledgement; an observer's direct get of acme's record aimed at
+// tenant.deprovision.requested would be a valid deprovision request. So the
+// requesters (RequestersAccountName) and the observers
+// (ObserversAccountName) live in accounts of their own that import, as
+// services, exactly the subjects their role may call; the server rewrites
+// their replies into private response subjects (both tested). Observers
+// therefore read by direct get and stream/consumer info only (no watch).
 //
-// The other identities share the TENANTPROV account with the streams and
-// keep that residual power over their own answers: the operator and the
-// observer can aim a direct get (a registry record, whose tenant_id makes it
-// a valid request) at a request subject, and a service can aim what it pulls
-// from its own consumer at any subject. Push consumers need a live
-// subscription on the target, which nobody may hold on a subject a service
-// consumes (watchOutcomes). Closing the rest means the same move for every
-// role — JetStream alone in one account, exporting its API to per-role
-// accounts — or consumers that drop relayed messages (they carry Nats-Stream
-// or the original Tenantprov-* headers).
+// The operator and the six services share the TENANTPROV account with the
+// streams and keep that residual power over their own answers: the operator
+// can aim a direct get at a request subject (it may publish requests
+// anyway) or at a $KV subject, and a service can aim what it pulls from its
+// own consumer at any subject. Push consumers need a live subscription on
+// the target, which nobody may hold on a subject a service consumes
+// (watchOutcomes). Closing the rest means the same move for every role —
+// JetStream alone in one account, exporting its API to per-role accounts —
+// or consumers that drop relayed messages (they carry Nats-Stream or the
+// original Tenantprov-* headers).
 package busauth

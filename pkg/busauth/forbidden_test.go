@@ -281,7 +281,7 @@ func TestForgedStoreResult(t *testing.T) {
 
 // TestReaderCannotRedirectAWatchIntoARequest: the server lets whoever
 // creates a push consumer name any deliver subject, and delivers there as
-// soon as someone subscribes to it. An observer's watch on the registry
+// soon as someone subscribes to it. An operator's watch on the registry
 // pointed at tenant.deprovision.requested would deprovision every tenant
 // whose record it replays — unless nobody may subscribe there. Nobody may.
 func TestReaderCannotRedirectAWatchIntoARequest(t *testing.T) {
@@ -291,7 +291,7 @@ func TestReaderCannotRedirectAWatchIntoARequest(t *testing.T) {
 	must(t, "bind registry", err)
 	_, err = kv.Put(ctx, "acme", []byte(`{"tenant_id":"acme","state":"active"}`))
 	must(t, "orchestrator writes registry", err)
-	for _, r := range []busauth.Role{busauth.RoleObserver, busauth.RoleOperator} {
+	for _, r := range []busauth.Role{busauth.RoleOperator} {
 		c := b.as(r)
 		for _, subj := range []string{events.SubjectTenantDeprovisionRequested, "tenant.>", ">"} {
 			_, _ = c.nc.SubscribeSync(subj)
@@ -356,5 +356,41 @@ func TestRequesterCannotAimAnAcknowledgementAtTheRegistry(t *testing.T) {
 	// The requester still gets its own acknowledgements.
 	if _, err := req.js.Publish(ctx, events.SubjectTenantRequested, []byte(`{"tenant_id":"eta"}`)); err != nil {
 		t.Fatalf("requester's JetStream publish: %v", err)
+	}
+}
+
+// TestObserverCannotAimAnAnswerAtAStream: a direct get answers with the
+// stored message itself, on the reply subject the caller chose. An
+// observer in the TENANTPROV account could aim acme's registry record at
+// tenant.deprovision.requested (a valid request: it has tenant_id) or an
+// API response at $KV.tenants.acme. Observers live in their own account,
+// where every reply is private.
+func TestObserverCannotAimAnAnswerAtAStream(t *testing.T) {
+	b, orch := setUp(t)
+	ctx := ctxT(t, time.Minute)
+	kv, err := orch.js.KeyValue(ctx, events.KVTenants)
+	must(t, "bind registry", err)
+	_, err = kv.Put(ctx, "acme", []byte(`{"tenant_id":"acme","state":"active"}`))
+	must(t, "orchestrator writes registry", err)
+	obs := b.as(busauth.RoleObserver)
+	must(t, "direct get aimed at a request subject", obs.nc.PublishRequest("$JS.API.DIRECT.GET.KV_tenants.$KV.tenants.acme", events.SubjectTenantDeprovisionRequested, nil))
+	must(t, "stream info aimed at the registry", obs.nc.PublishRequest("$JS.API.STREAM.INFO.TENANTS", "$KV.tenants.acme", nil))
+	must(t, "flush", obs.nc.FlushTimeout(5*time.Second))
+	time.Sleep(time.Second) // an answer aimed at a stream would have landed by now
+	tenants, err := b.admin().Stream(ctx, events.StreamTenants)
+	must(t, "bind TENANTS", err)
+	if info, err := tenants.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("TENANTS holds %v (%v), want nothing", info.State, err)
+	}
+	e, err := kv.Get(ctx, "acme")
+	must(t, "read registry", err)
+	if e.Revision() != 1 {
+		t.Fatalf("acme's record was overwritten: rev %d %s", e.Revision(), e.Value())
+	}
+	// The observer still reads.
+	okv, err := obs.js.KeyValue(ctx, events.KVTenants)
+	must(t, "observer binds registry", err)
+	if _, err := okv.Get(ctx, "acme"); err != nil {
+		t.Fatalf("observer reads acme: %v", err)
 	}
 }

@@ -186,9 +186,21 @@ func (p *perms) inspect() {
 // any deliver subject; with no such subscription allowed to anyone, a
 // reader's watch consumer cannot be pointed at tenant.deprovision.requested
 // or store.evt.postgres.provisioned to inject messages into a stream.
-func (p *perms) watchOutcomes() {
-	p.subscribe(events.SubjectTenantProvisioned, events.SubjectTenantProvisionFailed,
-		events.SubjectTenantDeprovisioned, events.SubjectTenantRejected, events.SubjectAllDeadLetters)
+func (p *perms) watchOutcomes() { p.subscribe(outcomeSubjects()...) }
+
+// outcomeSubjects are the saga outcomes and the dead letters.
+func outcomeSubjects() []string {
+	return []string{events.SubjectTenantProvisioned, events.SubjectTenantProvisionFailed,
+		events.SubjectTenantDeprovisioned, events.SubjectTenantRejected, events.SubjectAllDeadLetters}
+}
+
+// observerAPI is the read-only JetStream API an observer may call:
+// account, stream and consumer state, and direct gets of the registry and
+// the audit anchors.
+func observerAPI() []string {
+	return []string{api + "INFO", api + "STREAM.NAMES", api + "STREAM.LIST", api + "STREAM.INFO.*",
+		api + "CONSUMER.NAMES.*", api + "CONSUMER.LIST.*", api + "CONSUMER.INFO.*.*",
+		api + "DIRECT.GET." + kvStream(events.KVTenants) + ".>", api + "DIRECT.GET." + kvStream(events.KVAuditAnchors) + ".>"}
 }
 
 // requestSubjects are the subjects upstream systems and operators publish
@@ -250,9 +262,9 @@ func rolePerms(r Role) (perms, error) {
 		p.objRead(events.ObjectStoreSecrets)
 		p.watchOutcomes()
 	case RoleObserver:
-		p.inspect()
-		p.kvRead(events.KVTenants, "")
-		p.kvRead(events.KVAuditAnchors, "")
+		// Exactly what the OBSERVERS account imports (no consumers, so no
+		// watch: a push consumer cannot deliver across accounts here).
+		p.publish(observerAPI()...)
 		p.watchOutcomes()
 	case RoleRequester:
 		p.requests()
