@@ -230,6 +230,9 @@ func TestEveryRoleDoesItsJob(t *testing.T) {
 		_, err = locks.Update(ctx, key, []byte("holder2"), lrev)
 		must(t, string(ag.role)+" renews its lock", err)
 		must(t, string(ag.role)+" releases its lock", locks.Delete(ctx, key))
+		lw, err := locks.WatchAll(ctx)
+		must(t, string(ag.role)+" watches the locks", err)
+		_ = lw.Stop()
 	}
 
 	// Orchestrator: its results consumer, and a result by sequence.

@@ -249,6 +249,9 @@ func rolePerms(r Role) (perms, error) {
 		p.durable(events.StreamStoreCommands, events.AgentConsumer(s))
 		p.publish("store.evt."+string(s)+".>", events.SubjectAllAudit,
 			events.DeadLetterSubject(string(r)), events.DeadLetterSubject(string(s)))
+		// Every lock is readable (and watchable); only its own store's keys
+		// <store>.<tenant> are writable.
+		p.kvRead(events.KVAgentLocks, "")
 		p.kvWrite(events.KVAgentLocks, string(s)+".")
 	case RoleAuditSink:
 		p.durable(events.StreamAudit, events.ConsumerAuditSink)
