@@ -30,9 +30,19 @@ type envVar struct {
 // none (the struct moved), so the check cannot pass vacuously.
 func serviceReads(t *testing.T, name string) map[string]envVar {
 	t.Helper()
+	return serviceReadsTypes(t, name, "Config")
+}
+
+// serviceReadsTypes is serviceReads over several configuration structs of
+// services/<name>'s main package (a binary with subcommands, such as
+// `audit-sink migrate`, reads one struct per subcommand).
+func serviceReadsTypes(t *testing.T, name string, types ...string) map[string]envVar {
+	t.Helper()
 	r := &configReader{t: t, root: root(t), pkgs: map[string]*parsedPackage{}}
 	out := map[string]envVar{}
-	r.walkType(filepath.Join("services", name), "Config", out, 0)
+	for _, typ := range types {
+		r.walkType(filepath.Join("services", name), typ, out, 0)
+	}
 	if len(out) == 0 {
 		t.Fatalf("services/%s: found no env-tagged fields in its Config struct", name)
 	}

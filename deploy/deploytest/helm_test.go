@@ -430,7 +430,7 @@ func TestHelmAuditOwnerURLOnlyInMigrationJob(t *testing.T) {
 	if strings.Join(c.Args, " ") != "migrate" {
 		t.Errorf("migration args %q, want [migrate]", c.Args)
 	}
-	given := checkEnv(t, "audit-migrate", pod, c, serviceReads(t, "audit-sink"), []string{"AUDIT_PG_URL", "AUDIT_PG_ADMIN_URL"})
+	given := checkEnv(t, "audit-migrate", pod, c, serviceReadsTypes(t, "audit-sink", "Config", "MigrateConfig"), []string{"AUDIT_PG_URL", "AUDIT_PG_ADMIN_URL"})
 	if given["AUDIT_PG_ADMIN_URL"] != owner {
 		t.Errorf("migration AUDIT_PG_ADMIN_URL from %q, want %s", given["AUDIT_PG_ADMIN_URL"], owner)
 	}
