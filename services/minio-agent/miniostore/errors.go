@@ -42,6 +42,9 @@ const (
 	// held by a service account or temporary key (and, with the same code,
 	// service-account calls for a key that is not one).
 	codeInvalidIAMCredentials = "XMinioInvalidIAMCredentials"
+	// codeIAMServiceAccountNotAllowed is what add-service-account answers
+	// for an access key that is already taken.
+	codeIAMServiceAccountNotAllowed = "XMinioIAMServiceAccountNotAllowed"
 )
 
 // s3Code is the S3 error code of err ("" if it is not an S3 error
