@@ -17,6 +17,12 @@ var ErrNotConfigured = errors.New("miniostore: invalid configuration")
 // generation's secret.
 var ErrStaleGeneration = errors.New("stale generation")
 
+// ErrCredentialRetired reports a Provision of a generation whose first
+// credential (the user's secret) a rotation has retired: Provision would
+// reset it to the provisioning password and revive it, so it refuses
+// (permanently, reason invalid) and changes nothing.
+var ErrCredentialRetired = errors.New("credential version 1 retired")
+
 // S3 and admin API error codes the store acts on.
 const (
 	codeAccessDenied          = "AccessDenied"

@@ -196,6 +196,14 @@ func TestRotationWithClientsUnderLoad(t *testing.T) {
 	}
 	e.mustVerify(t, tenant, v2, "with v2 after Retire")
 
+	// A redelivered Provision of the same generation must not revive v1.
+	_, err := e.store.Provision(ctxT(t), agent.ProvisionRequest{Tenant: tenant, Generation: 1, SagaID: "saga-test",
+		Password: v1.Secret(CredSecretKey)})
+	if !errors.Is(err, ErrCredentialRetired) {
+		t.Fatalf("Provision after Retire: %v, want ErrCredentialRetired", err)
+	}
+	refused(t, v1, "after the redelivered Provision, v1")
+
 	// The next rotation retires a service account: its key is gone.
 	v3 := e.rotate(t, tenant, 2, 3)
 	if _, err := e.store.Retire(ctxT(t), agent.RetireRequest{Tenant: tenant, Generation: 1, Keep: 3}); err != nil {
@@ -369,4 +377,43 @@ func TestRetireRefusesToLockOut(t *testing.T) {
 		t.Fatalf("Retire keeping a version that does not exist: %v, want a permanent error", err)
 	}
 	e.mustVerify(t, tenant, v1, "with v1 after the refused Retire")
+}
+
+// TestRotationInterruptedConverges: an agent that dies after recording the
+// new key and before creating it (the only window in Rotate) leaves the
+// old credential intact and Verify passing; the redelivered Rotate
+// completes the rotation, and Deprovision removes everything either way.
+func TestRotationInterruptedConverges(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	tenant := events.MustTenantID("rot-crash")
+	v1 := e.provision(t, tenant, 1).Credential
+	rec, err := e.store.readRecord(ctx, tenant)
+	if err != nil || rec == nil {
+		t.Fatalf("record: %v, %v", rec, err)
+	}
+	rec.Keys = append(rec.Keys, rotatedKey{Version: 2, AccessKey: rotationKey(tenant, 1, 2)})
+	if err := e.store.writeRecord(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	e.mustVerify(t, tenant, v1, "with v1 after the interrupted Rotate")
+	obs, err := e.store.Observe(ctx, agent.ObserveRequest{Tenant: tenant, Generation: 1, CredentialVersion: 1, Credential: v1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(obs.Drift) != 1 || obs.Drift[0].Kind != DriftCredentialMissing {
+		t.Fatalf("Observe after the interrupted Rotate: %+v, want only %s", obs.Drift, DriftCredentialMissing)
+	}
+	v2 := e.rotate(t, tenant, 1, 2)
+	if v2.String(CredAccessKey) != rotationKey(tenant, 1, 2) {
+		t.Fatalf("redelivered Rotate made key %s, want the recorded %s", v2.String(CredAccessKey), rotationKey(tenant, 1, 2))
+	}
+	e.mustVerify(t, tenant, v2, "with v2 after the redelivered Rotate")
+	e.mustVerify(t, tenant, v1, "with v1 after the redelivered Rotate")
+	if _, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1}); err != nil {
+		t.Fatalf("Deprovision: %v", err)
+	}
+	if found, err := e.resources(ctx, tenant); err != nil || len(found) > 0 {
+		t.Fatalf("after Deprovision: %v left (err %v)", found, err)
+	}
 }
