@@ -408,16 +408,15 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 			if name == t.MinIOPolicy() {
 				continue
 			}
-			doc, err := parsePolicy(raw)
-			if err != nil {
+			grants, unreadable := s.policyGrants(name, raw, arn)
+			if unreadable {
 				unread = append(unread, name)
-				granting = append(granting, name)
-				continue
 			}
-			if grantsBucket(doc, arn) {
+			if grants {
 				granting = append(granting, name)
 			}
 		}
+		s.prunePolicies(all)
 		slices.Sort(granting)
 		// The tenant's own policy: attached to its user only.
 		res, err := s.admin.GetPolicyEntities(ctx, madmin.PolicyEntitiesQuery{Policy: append([]string{t.MinIOPolicy()}, granting...)})
