@@ -47,6 +47,22 @@ func (e *env) breakages() []storetest.Breakage {
 				_, err := e.admin.AddServiceAccount(ctx, madmin.AddServiceAccountReq{TargetUser: t.MinIOUser(), AccessKey: "straykey" + randomHex(4), SecretKey: randomHex(16)})
 				return err
 			}},
+		{Name: "user put into a group that reads the canary (outward)", Repairable: true,
+			Break: func(ctx context.Context, t events.TenantID, _ agent.Credential) error {
+				pol, group := "canary-read-"+string(t), "canary-readers-"+string(t)
+				if err := e.admin.AddCannedPolicy(ctx, pol, []byte(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::`+events.CanaryBucket+`/*"]}]}`)); err != nil {
+					return err
+				}
+				if err := e.admin.UpdateGroupMembers(ctx, madmin.GroupAddRemove{Group: group, Members: []string{t.MinIOUser()}}); err != nil {
+					return err
+				}
+				_, err := e.admin.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{pol}, Group: group})
+				return err
+			}},
+		{Name: "user disabled behind tenantprov's back (outward)", Repairable: true,
+			Break: func(ctx context.Context, t events.TenantID, _ agent.Credential) error {
+				return e.admin.SetUserStatus(ctx, t.MinIOUser(), madmin.AccountDisabled)
+			}},
 		{Name: "bucket deleted with its objects (data lost)", Repairable: false,
 			Break: func(ctx context.Context, t events.TenantID, _ agent.Credential) error {
 				return e.root.RemoveBucketWithOptions(ctx, t.MinIOBucket(), minio.RemoveBucketOptions{ForceDelete: true})

@@ -417,3 +417,55 @@ func TestRotationInterruptedConverges(t *testing.T) {
 		t.Fatalf("after Deprovision: %v left (err %v)", found, err)
 	}
 }
+
+// TestObserveLeavesForeignAlone: a foreign policy on a foreign user that
+// reaches the bucket is reported and left attached; a bucket deleted and
+// re-created by someone else is reported as lost data and left exactly as
+// it is (no tags, no policy change, its object intact).
+func TestObserveLeavesForeignAlone(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	tenant := events.MustTenantID("obs-foreign")
+	v1 := e.provision(t, tenant, 1).Credential
+	if err := e.admin.AddUser(ctx, "ops-user", "ops-secret-12345"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{"readwrite"}, User: "ops-user"}); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := e.store.Observe(ctx, agent.ObserveRequest{Tenant: tenant, Generation: 1, CredentialVersion: 1, Credential: v1, Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(obs.Drift) != 1 || obs.Drift[0].Kind != DriftForeignGrant || len(obs.Repaired) != 0 {
+		t.Fatalf("Observe with a foreign grant: drift %+v, repaired %+v; want one %s, nothing repaired", obs.Drift, obs.Repaired, DriftForeignGrant)
+	}
+	if ui, err := e.admin.GetUserInfo(ctx, "ops-user"); err != nil || ui.PolicyName != "readwrite" {
+		t.Fatalf("the foreign user after Observe: %+v, %v; want readwrite still attached", ui, err)
+	}
+	if _, err := e.admin.DetachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{"readwrite"}, User: "ops-user"}); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := e.root.RemoveBucketWithOptions(ctx, tenant.MinIOBucket(), minio.RemoveBucketOptions{ForceDelete: true}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // a creation time distinct from the stamped one (second resolution)
+	if err := e.harness().CreateForeign(ctx, tenant); err != nil {
+		t.Fatal(err)
+	}
+	obs, err = e.store.Observe(ctx, agent.ObserveRequest{Tenant: tenant, Generation: 1, CredentialVersion: 1, Credential: v1, Repair: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var replaced bool
+	for _, d := range obs.Drift {
+		replaced = replaced || d.Kind == DriftBucketReplaced && d.DataLost
+	}
+	if !replaced || len(obs.Repaired) != 0 {
+		t.Fatalf("Observe of a re-created foreign bucket: drift %+v, repaired %+v; want %s with DataLost, nothing repaired", obs.Drift, obs.Repaired, DriftBucketReplaced)
+	}
+	if err := e.foreignIntact(ctx, tenant); err != nil {
+		t.Fatalf("the foreign bucket after Observe: %v", err)
+	}
+}

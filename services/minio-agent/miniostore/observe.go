@@ -259,7 +259,7 @@ func (ob *observation) iam(ctx context.Context, o observed) error {
 			}
 		}
 	}
-	if !keys.Passed {
+	if !keys.Passed && o.key == keyUser {
 		d := agent.Drift{Kind: DriftExtraKey, Resource: t.MinIOUser(), Detail: keys.Detail}
 		if len(extra) == 0 {
 			ob.drift(d)
