@@ -15,6 +15,18 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestLifecycleConformance runs the lifecycle conformance suite (rotation, suspend,
+// observe with the breakages of lifecycle_conformance_test.go) against a
+// fresh MinIO per subtest.
+func TestLifecycleConformance(t *testing.T) {
+	storetest.RunLifecycle(t, func(t *testing.T) *storetest.Harness {
+		e := newEnv(t)
+		h := e.harness()
+		h.Breakages = e.breakages()
+		return h
+	})
+}
+
 // TestConformanceSequential runs the suite with the Sequential baseline,
 // so that the benchmark compares two correct sequences. The subtests share
 // one MinIO (each uses its own tenants); the concurrent one serialises on

@@ -133,13 +133,17 @@ func (s *Store) userKeys(ctx context.Context, t events.TenantID) ([]string, erro
 		if err != nil {
 			return err
 		}
-		for _, a := range m[t.MinIOUser()].ServiceAccounts {
-			keys = append(keys, "svc:"+a.AccessKey)
-		}
 		for _, a := range m[t.MinIOUser()].STSKeys {
 			keys = append(keys, "sts:"+a.AccessKey)
 		}
-		return nil
+		// The bulk listing leaves a disabled user out (a suspended
+		// tenant, or a retry after the user was disabled):
+		// list-service-accounts does not.
+		sa, err := s.admin.ListServiceAccounts(ctx, t.MinIOUser())
+		for _, a := range sa.Accounts {
+			keys = append(keys, "svc:"+a.AccessKey)
+		}
+		return err
 	})
 	if err != nil && adminCode(err) != codeAdminNoSuchUser {
 		return nil, fmt.Errorf("list access keys of user %s: %w", t.MinIOUser(), err)

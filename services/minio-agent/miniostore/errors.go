@@ -17,6 +17,12 @@ var ErrNotConfigured = errors.New("miniostore: invalid configuration")
 // generation's secret.
 var ErrStaleGeneration = errors.New("stale generation")
 
+// ErrCredentialRetired reports a Provision of a generation whose first
+// credential (the user's secret) a rotation has retired: Provision would
+// reset it to the provisioning password and revive it, so it refuses
+// (permanently, reason invalid) and changes nothing.
+var ErrCredentialRetired = errors.New("credential version 1 retired")
+
 // S3 and admin API error codes the store acts on.
 const (
 	codeAccessDenied          = "AccessDenied"
@@ -42,6 +48,9 @@ const (
 	// held by a service account or temporary key (and, with the same code,
 	// service-account calls for a key that is not one).
 	codeInvalidIAMCredentials = "XMinioInvalidIAMCredentials"
+	// codeIAMServiceAccountNotAllowed is what add-service-account answers
+	// for an access key that is already taken.
+	codeIAMServiceAccountNotAllowed = "XMinioIAMServiceAccountNotAllowed"
 )
 
 // s3Code is the S3 error code of err ("" if it is not an S3 error

@@ -94,21 +94,41 @@ func (s *Store) addUserFast(ctx context.Context, user, secretKey string) error {
 }
 
 // addUserSealed sends add-user with client c, whose secret key is
-// sealingKey, with a PBKDF2-sealed body, falling back to c.AddUser if the
-// server refuses the payload.
+// sealingKey, with a PBKDF2-sealed body (the user enabled), falling back to
+// c.AddUser if the server refuses the payload.
 func addUserSealed(ctx context.Context, c *madmin.AdminClient, sealingKey, user, secretKey string) error {
-	body, err := json.Marshal(madmin.AddOrUpdateUserReq{SecretKey: secretKey, Status: madmin.AccountEnabled})
+	return addUserStatusSealed(ctx, c, sealingKey, user, secretKey, madmin.AccountEnabled)
+}
+
+// addUserStatusSealed is addUserSealed with the user's status given.
+func addUserStatusSealed(ctx context.Context, c *madmin.AdminClient, sealingKey, user, secretKey string, status madmin.AccountStatus) error {
+	err := sealedAdminCall(ctx, c, sealingKey, http.MethodPut, "add-user", url.Values{"accessKey": []string{user}},
+		madmin.AddOrUpdateUserReq{SecretKey: secretKey, Status: status})
+	if adminCode(err) == codeAdminConfigBadJSON {
+		if err := c.AddUser(ctx, user, secretKey); err != nil {
+			return err
+		}
+		return c.SetUserStatus(ctx, user, status)
+	}
+	return err
+}
+
+// sealedAdminCall sends req, JSON-encoded and PBKDF2-sealed with
+// sealingKey (the secret key of c), to the admin API's path with method,
+// and returns the admin error of any status but 200 and 204.
+func sealedAdminCall(ctx context.Context, c *madmin.AdminClient, sealingKey, method, path string, query url.Values, req any) error {
+	body, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
 	sealed, err := sealAdminPayload(sealingKey, body)
 	clear(body)
 	if err != nil {
-		return fmt.Errorf("seal add-user request: %w", err)
+		return fmt.Errorf("seal %s request: %w", path, err)
 	}
-	resp, err := c.ExecuteMethod(ctx, http.MethodPut, madmin.RequestData{
-		RelPath:     "/" + madmin.AdminAPIVersion + "/add-user",
-		QueryValues: url.Values{"accessKey": []string{user}},
+	resp, err := c.ExecuteMethod(ctx, method, madmin.RequestData{
+		RelPath:     "/" + madmin.AdminAPIVersion + "/" + path,
+		QueryValues: query,
 		Content:     sealed,
 	})
 	if err != nil {
@@ -118,14 +138,10 @@ func addUserSealed(ctx context.Context, c *madmin.AdminClient, sealingKey, user,
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
 		_ = resp.Body.Close()
 	}()
-	if resp.StatusCode == http.StatusOK {
+	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent {
 		return nil
 	}
-	apiErr := adminErrorFrom(resp)
-	if apiErr.Code == codeAdminConfigBadJSON {
-		return c.AddUser(ctx, user, secretKey)
-	}
-	return apiErr
+	return adminErrorFrom(resp)
 }
 
 // adminErrorFrom reads the JSON error body of a failed admin call.

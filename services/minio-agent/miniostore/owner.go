@@ -80,6 +80,16 @@ type record struct {
 	// BucketCreated is the CreationDate of the bucket this agent made
 	// (zero until it is stamped after MakeBucket).
 	BucketCreated time.Time `json:"bucket_created,omitzero"`
+	// Keys are the rotated credentials (versions 2 and up): service
+	// accounts the agent made under User (lifecycle.go). Verify accepts
+	// exactly these service accounts under the user.
+	Keys []rotatedKey `json:"keys,omitempty"`
+	// UserRetired is true once credential version 1, the user's own
+	// secret, is retired: the agent replaced it with one nobody knows.
+	UserRetired bool `json:"user_retired,omitempty"`
+	// Suspended is true while the tenant is suspended (the user is
+	// disabled on purpose).
+	Suspended bool `json:"suspended,omitempty"`
 
 	// written is the record object's LastModified (server time).
 	written time.Time

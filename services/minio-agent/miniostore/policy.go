@@ -164,6 +164,24 @@ func wildcardMatchesPrefix(pattern, prefix string) bool {
 // anything) by dynamic programming over positions, so that no pattern
 // costs more than len(pattern)×len(s) steps.
 func globMatch(pattern, s string, open bool) bool {
+	// The pattern's literal prefix must agree with s: this settles most
+	// patterns (other tenants' buckets) without the matcher below.
+	lit := pattern
+	if i := strings.IndexAny(pattern, "*?"); i >= 0 {
+		lit = pattern[:i]
+	} else if open {
+		return strings.HasPrefix(pattern, s)
+	} else {
+		return pattern == s
+	}
+	if !strings.HasPrefix(s, lit) && !(open && strings.HasPrefix(lit, s)) {
+		return false
+	}
+	return globMatchDP(pattern, s, open)
+}
+
+// globMatchDP is globMatch without the literal-prefix shortcut.
+func globMatchDP(pattern, s string, open bool) bool {
 	p := []rune(pattern)
 	r := []rune(s)
 	// m[j] reports whether p[:i] matches r[:j], row by row over i.

@@ -90,6 +90,15 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 				t, gen, req.Generation, ErrStaleGeneration))
 	}
 
+	// Credential version 1 is the user's secret; once a rotation retired
+	// it (Retire), a late or redelivered Provision of the same generation
+	// must not bring it back.
+	if o.rec != nil && o.rec.Generation == req.Generation && o.rec.UserRetired {
+		return agent.ProvisionResponse{}, agent.Permanent(events.ReasonInvalid,
+			fmt.Errorf("tenant %s: credential version 1 was retired by a rotation; provisioning again would bring it back: %w",
+				t, ErrCredentialRetired))
+	}
+
 	// Record the intent, then create.
 	rec := o.rec
 	if rec == nil || rec.Generation != req.Generation {

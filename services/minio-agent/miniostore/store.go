@@ -46,6 +46,10 @@ type Store struct {
 	concurrent bool
 	fastIAM    bool
 
+	// policies caches parsed canned policies for no_foreign_grants
+	// (grants.go).
+	policies policyCache
+
 	initMu   sync.Mutex
 	initDone bool
 	region   string

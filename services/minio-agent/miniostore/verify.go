@@ -44,14 +44,16 @@ const (
 	CheckBucketNotPublic = "bucket_not_public"
 	// CheckNoForeignGrants passes when no canned policy that grants any S3
 	// action on the tenant's bucket or its objects (wildcards included)
-	// is attached to any user or group.
+	// is attached to any user or group, and the tenant's own policy is
+	// attached to the tenant's user only.
 	CheckNoForeignGrants = "no_foreign_grants"
 	// CheckPolicyExact passes when the tenant's user is enabled, in no
 	// group, and has exactly the tenant's policy, whose document is
 	// exactly TenantPolicy.
 	CheckPolicyExact = "policy_exact"
 	// CheckNoExtraKeys passes when the tenant's user has no service
-	// accounts.
+	// accounts but the rotated credentials recorded in the system record
+	// (enabled).
 	CheckNoExtraKeys = "no_extra_keys"
 )
 
@@ -77,10 +79,13 @@ const (
 //   - no_foreign_grants: no canned policy but the tenant's that allows any
 //     S3 action on the bucket or its objects (arn:aws:s3:::*,
 //     tenant-<id>* and other wildcards included) is attached to a user or
-//     group (other than the agent's admin user);
+//     group (other than the agent's admin user), and tenant-<id>-rw is
+//     attached to nothing but the tenant's user;
 //   - policy_exact: the tenant's user is enabled, in no group, mapped to
 //     exactly tenant-<id>-rw, and that policy is exactly TenantPolicy;
-//   - no_extra_keys: the tenant's user has no service accounts.
+//   - no_extra_keys: the tenant's user has no service accounts but the
+//     rotated credentials of its system record (lifecycle.go), each
+//     enabled.
 //
 // Anything a probe wrongly managed to create is removed with the admin
 // credential. An error is returned only if MinIO could not be reached.
@@ -112,6 +117,12 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 		return agent.VerifyResponse{}, fmt.Errorf("tenant admin client: %w", err)
 	}
 
+	rec, err := s.readRecord(ctx, t)
+	if err != nil {
+		return agent.VerifyResponse{}, err
+	}
+	rotated := rec.recordedKeys()[access]
+
 	checks := make([]events.Check, 8)
 	err = s.steps(ctx,
 		func(ctx context.Context) (err error) { checks[0], err = s.checkOwnAccess(ctx, tenant, t); return err },
@@ -121,16 +132,19 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 			return err
 		},
 		func(ctx context.Context) (err error) {
-			checks[3], err = s.checkAdminDenied(ctx, tenantAdmin, access, key)
+			checks[3], err = s.checkAdminDenied(ctx, tenantAdmin, access, key, rotated)
 			return err
 		},
 		func(ctx context.Context) (err error) {
 			checks[4], err = s.checkBucketNotPublic(ctx, anonymous, t)
 			return err
 		},
-		func(ctx context.Context) (err error) { checks[5], err = s.checkNoForeignGrants(ctx, t); return err },
-		func(ctx context.Context) (err error) { checks[6], err = s.checkPolicyExact(ctx, t); return err },
-		func(ctx context.Context) (err error) { checks[7], err = s.checkNoExtraKeys(ctx, t); return err },
+		func(ctx context.Context) (err error) { checks[5], _, err = s.checkNoForeignGrants(ctx, t); return err },
+		func(ctx context.Context) (err error) {
+			checks[6], _, err = s.checkPolicyExact(ctx, t, false)
+			return err
+		},
+		func(ctx context.Context) (err error) { checks[7], _, err = s.checkNoExtraKeys(ctx, t, rec); return err },
 	)
 	if err != nil {
 		return agent.VerifyResponse{}, err
@@ -228,6 +242,9 @@ type denialProbe struct {
 	run  func(ctx context.Context) error
 	// undo removes what the operation created if it was wrongly allowed.
 	undo func(ctx context.Context)
+	// alsoRefused are error codes besides AccessDenied that mean the
+	// operation was refused.
+	alsoRefused []string
 }
 
 func (s *Store) checkCanaryDenied(ctx context.Context, c *minio.Client) (events.Check, error) {
@@ -264,7 +281,14 @@ func (s *Store) checkCanaryDenied(ctx context.Context, c *minio.Client) (events.
 	return s.denials(ctx, agent.CheckCanaryDenied, "verify.canary_denied", probes)
 }
 
-func (s *Store) checkAdminDenied(ctx context.Context, c *madmin.AdminClient, access string, key secret.String) (events.Check, error) {
+// checkAdminDenied probes the admin API with the tenant's keys; rotated
+// says they are a rotated credential (a service account), which MinIO
+// refuses to treat as a user with XMinioInvalidIAMCredentials.
+func (s *Store) checkAdminDenied(ctx context.Context, c *madmin.AdminClient, access string, key secret.String, rotated bool) (events.Check, error) {
+	var notUser []string
+	if rotated {
+		notUser = []string{codeInvalidIAMCredentials}
+	}
 	probePolicy := probePrefix + randomHex(8)
 	// Service-account access keys are at most 20 characters.
 	probeKey := "tpprobe" + randomHex(6)
@@ -294,7 +318,7 @@ func (s *Store) checkAdminDenied(ctx context.Context, c *madmin.AdminClient, acc
 		// Setting the secret it already has changes nothing if allowed.
 		{what: "set its own secret", run: func(ctx context.Context) error {
 			return addUserSealed(ctx, c, key.Reveal(), access, key.Reveal())
-		}},
+		}, alsoRefused: notUser},
 	}
 	return s.denials(ctx, agent.CheckAdminDenied, "verify.admin_denied", probes)
 }
@@ -343,13 +367,37 @@ func (s *Store) checkBucketNotPublic(ctx context.Context, anonymous *minio.Clien
 	return check, nil
 }
 
-func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (events.Check, error) {
+// policyEntity is a user or a group a policy is attached to.
+type policyEntity struct {
+	user, group string
+}
+
+func (e policyEntity) String() string {
+	if e.group != "" {
+		return "group " + e.group
+	}
+	return "user " + e.user
+}
+
+// grantFindings is what checkNoForeignGrants found, for Observe's repair.
+type grantFindings struct {
+	// own are the users and groups other than the tenant's user that the
+	// tenant's own policy is attached to (Observe may detach it: the
+	// policy is tenantprov's).
+	own []policyEntity
+	// foreign counts foreign policies on users or groups that reach the
+	// bucket (reported only).
+	foreign int
+}
+
+func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (events.Check, grantFindings, error) {
 	check := events.Check{Name: CheckNoForeignGrants}
 	arn := "arn:aws:s3:::" + t.MinIOBucket()
 	var (
 		granting []string
 		unread   []string
 		grants   []string
+		own      []policyEntity
 	)
 	err := s.call(ctx, "verify.foreign_grants", func(ctx context.Context) error {
 		all, err := s.admin.ListCannedPolicies(ctx)
@@ -360,25 +408,33 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 			if name == t.MinIOPolicy() {
 				continue
 			}
-			doc, err := parsePolicy(raw)
-			if err != nil {
+			grants, unreadable := s.policyGrants(name, raw, arn)
+			if unreadable {
 				unread = append(unread, name)
-				granting = append(granting, name)
-				continue
 			}
-			if grantsBucket(doc, arn) {
+			if grants {
 				granting = append(granting, name)
 			}
 		}
-		if len(granting) == 0 {
-			return nil
-		}
+		s.prunePolicies(all)
 		slices.Sort(granting)
-		res, err := s.admin.GetPolicyEntities(ctx, madmin.PolicyEntitiesQuery{Policy: granting})
+		// The tenant's own policy: attached to its user only.
+		res, err := s.admin.GetPolicyEntities(ctx, madmin.PolicyEntitiesQuery{Policy: append([]string{t.MinIOPolicy()}, granting...)})
 		if err != nil {
 			return err
 		}
 		for _, m := range res.PolicyMappings {
+			if m.Policy == t.MinIOPolicy() {
+				for _, u := range m.Users {
+					if u != t.MinIOUser() {
+						own = append(own, policyEntity{user: u})
+					}
+				}
+				for _, g := range m.Groups {
+					own = append(own, policyEntity{group: g})
+				}
+				continue
+			}
 			for _, u := range m.Users {
 				if u != s.cfg.RootUser {
 					grants = append(grants, "policy "+m.Policy+" on user "+u)
@@ -391,7 +447,11 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 		return nil
 	})
 	if err != nil {
-		return check, fmt.Errorf("%s: %w", check.Name, err)
+		return check, grantFindings{}, fmt.Errorf("%s: %w", check.Name, err)
+	}
+	found := grantFindings{own: own, foreign: len(grants)}
+	for _, e := range own {
+		grants = append(grants, "policy "+t.MinIOPolicy()+" on "+e.String())
 	}
 	slices.Sort(grants)
 	if len(grants) > 0 {
@@ -399,50 +459,83 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 		if len(unread) > 0 {
 			check.Detail += " (unreadable policies counted as granting: " + strings.Join(unread, ", ") + ")"
 		}
-		return check, nil
+		return check, found, nil
 	}
 	check.Passed = true
-	check.Detail = fmt.Sprintf("no user or group but the tenant's has a policy naming %s (%d policies name it, none attached)", t.MinIOBucket(), len(granting))
-	return check, nil
+	check.Detail = fmt.Sprintf("no user or group but the tenant's has a policy naming %s (%d other policies name it, none attached)", t.MinIOBucket(), len(granting))
+	return check, found, nil
 }
 
-func (s *Store) checkPolicyExact(ctx context.Context, t events.TenantID) (events.Check, error) {
+// policyFindings is what checkPolicyExact found wrong, for Observe's
+// repair.
+type policyFindings struct {
+	userMissing   bool     // no such user (or unreadable)
+	policyMissing bool     // no such policy
+	document      bool     // the policy document differs
+	mapping       bool     // the user's policies are not exactly the tenant's
+	groups        []string // groups the user is in
+	status        bool     // the user's status is not the wanted one
+}
+
+func (f policyFindings) any() bool {
+	return f.userMissing || f.policyMissing || f.document || f.mapping || len(f.groups) > 0 || f.status
+}
+
+// checkPolicyExact checks the tenant's user and policy; suspended says the
+// user is meant to be disabled (Observe of a suspended tenant).
+func (s *Store) checkPolicyExact(ctx context.Context, t events.TenantID, suspended bool) (events.Check, policyFindings, error) {
 	check := events.Check{Name: CheckPolicyExact}
 	var (
-		ui  madmin.UserInfo
-		doc []byte
+		f          policyFindings
+		ui         madmin.UserInfo
+		doc        []byte
+		uerr, perr error
 	)
 	err := s.call(ctx, "verify.policy_exact", func(ctx context.Context) error {
-		var err error
-		if ui, err = s.admin.GetUserInfo(ctx, t.MinIOUser()); err != nil {
-			return err
+		ui, uerr = s.admin.GetUserInfo(ctx, t.MinIOUser())
+		if uerr != nil && !answered(uerr) {
+			return uerr
 		}
 		info, err := s.admin.InfoCannedPolicyV2(ctx, t.MinIOPolicy())
-		if err != nil {
+		if err != nil && !answered(err) {
 			return err
 		}
-		doc = info.Policy
+		doc, perr = info.Policy, err
 		return nil
 	})
-	if err != nil && !answered(err) {
-		return check, fmt.Errorf("%s: %w", check.Name, err)
+	if err != nil {
+		return check, f, fmt.Errorf("%s: %w", check.Name, err)
+	}
+	want := madmin.AccountEnabled
+	if suspended {
+		want = madmin.AccountDisabled
 	}
 	var problems []string
-	if err != nil {
-		problems = append(problems, "user or policy unreadable: "+describe(err))
+	if uerr != nil {
+		f.userMissing = true
+		problems = append(problems, "user "+t.MinIOUser()+" unreadable: "+describe(uerr))
 	} else {
 		if ui.PolicyName != t.MinIOPolicy() {
+			f.mapping = true
 			problems = append(problems, fmt.Sprintf("user %s has policies %q, want exactly %q", t.MinIOUser(), ui.PolicyName, t.MinIOPolicy()))
 		}
 		if len(ui.MemberOf) > 0 {
+			f.groups = slices.Clone(ui.MemberOf)
 			problems = append(problems, fmt.Sprintf("user %s is in groups %v", t.MinIOUser(), ui.MemberOf))
 		}
-		if ui.Status != madmin.AccountEnabled {
-			problems = append(problems, fmt.Sprintf("user %s is %q", t.MinIOUser(), ui.Status))
+		if ui.Status != want {
+			f.status = true
+			problems = append(problems, fmt.Sprintf("user %s is %q, want %q", t.MinIOUser(), ui.Status, want))
 		}
-		want, _ := parsePolicy(TenantPolicy(t))
-		got, perr := parsePolicy(doc)
-		if perr != nil || !samePolicy(got, want) {
+	}
+	if perr != nil {
+		f.policyMissing = true
+		problems = append(problems, "policy "+t.MinIOPolicy()+" unreadable: "+describe(perr))
+	} else {
+		wantDoc, _ := parsePolicy(TenantPolicy(t))
+		got, err := parsePolicy(doc)
+		if err != nil || !samePolicy(got, wantDoc) {
+			f.document = true
 			var compact bytes.Buffer
 			if json.Compact(&compact, doc) != nil {
 				compact.Reset()
@@ -453,40 +546,57 @@ func (s *Store) checkPolicyExact(ctx context.Context, t events.TenantID) (events
 	}
 	if len(problems) > 0 {
 		check.Detail = strings.Join(problems, "; ")
-		return check, nil
+		return check, f, nil
 	}
 	check.Passed = true
-	check.Detail = "user " + t.MinIOUser() + " enabled, in no group, with exactly " + t.MinIOPolicy() + " as written"
-	return check, nil
+	check.Detail = "user " + t.MinIOUser() + " " + string(want) + ", in no group, with exactly " + t.MinIOPolicy() + " as written"
+	return check, f, nil
 }
 
-func (s *Store) checkNoExtraKeys(ctx context.Context, t events.TenantID) (events.Check, error) {
+// checkNoExtraKeys passes when the only service accounts under the
+// tenant's user are the rotated credentials rec records, each enabled. (A
+// service account's own policy can only narrow its parent's, and the bulk
+// listing does not report it.) It also returns the access keys of the
+// service accounts that are not such (Observe removes them: they are keys
+// of tenantprov's user that tenantprov did not make or no longer wants).
+func (s *Store) checkNoExtraKeys(ctx context.Context, t events.TenantID, rec *record) (events.Check, []string, error) {
 	check := events.Check{Name: CheckNoExtraKeys}
-	var keys madmin.ListAccessKeysResp
+	var keys madmin.ListServiceAccountsResp
 	err := s.call(ctx, "verify.extra_keys", func(ctx context.Context) error {
-		m, err := s.admin.ListAccessKeysBulk(ctx, []string{t.MinIOUser()}, madmin.ListAccessKeysOpts{ListType: madmin.AccessKeyListAll})
-		keys = m[t.MinIOUser()]
+		// Not ListAccessKeysBulk: it leaves a disabled user out.
+		var err error
+		keys, err = s.admin.ListServiceAccounts(ctx, t.MinIOUser())
 		return err
 	})
 	if err != nil && !answered(err) {
-		return check, fmt.Errorf("%s: %w", check.Name, err)
+		return check, nil, fmt.Errorf("%s: %w", check.Name, err)
 	}
 	if err != nil {
 		check.Detail = "access keys of " + t.MinIOUser() + " unreadable: " + describe(err)
-		return check, nil
+		return check, nil, nil
 	}
-	if n := len(keys.ServiceAccounts); n > 0 {
-		names := make([]string, 0, n)
-		for _, a := range keys.ServiceAccounts {
-			names = append(names, a.AccessKey)
+	recorded := rec.recordedKeys()
+	var extra, problems, ok []string
+	for _, a := range keys.Accounts {
+		switch {
+		case !recorded[a.AccessKey]:
+			extra = append(extra, a.AccessKey)
+			problems = append(problems, a.AccessKey+" (not a recorded credential)")
+		case a.AccountStatus != "" && a.AccountStatus != "on" && a.AccountStatus != string(madmin.AccountEnabled):
+			problems = append(problems, a.AccessKey+" (status "+a.AccountStatus+")")
+		default:
+			ok = append(ok, a.AccessKey)
 		}
-		slices.Sort(names)
-		check.Detail = fmt.Sprintf("user %s has %d service accounts: %s", t.MinIOUser(), n, strings.Join(names, ", "))
-		return check, nil
+	}
+	if len(problems) > 0 {
+		slices.Sort(problems)
+		check.Detail = fmt.Sprintf("user %s has service accounts: %s", t.MinIOUser(), strings.Join(problems, ", "))
+		return check, extra, nil
 	}
 	check.Passed = true
-	check.Detail = fmt.Sprintf("user %s has no service accounts (%d temporary keys, which expire and go with the user)", t.MinIOUser(), len(keys.STSKeys))
-	return check, nil
+	check.Detail = fmt.Sprintf("user %s has no service accounts but its %d recorded rotated credentials (temporary keys expire and go with the user)",
+		t.MinIOUser(), len(ok))
+	return check, nil, nil
 }
 
 // addServiceAccountSealed asks, with client c (whose secret key is
@@ -495,29 +605,8 @@ func (s *Store) checkNoExtraKeys(ctx context.Context, t events.TenantID) (events
 // addUserSealed: madmin would spend an Argon2id derivation (~0.3 s) on a
 // request that is meant to be refused.
 func addServiceAccountSealed(ctx context.Context, c *madmin.AdminClient, sealingKey, accessKey, secretKey string) error {
-	body, err := json.Marshal(madmin.AddServiceAccountReq{AccessKey: accessKey, SecretKey: secretKey})
-	if err != nil {
-		return err
-	}
-	sealed, err := sealAdminPayload(sealingKey, body)
-	if err != nil {
-		return fmt.Errorf("seal add-service-account request: %w", err)
-	}
-	resp, err := c.ExecuteMethod(ctx, http.MethodPut, madmin.RequestData{
-		RelPath: "/" + madmin.AdminAPIVersion + "/add-service-account",
-		Content: sealed,
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-		_ = resp.Body.Close()
-	}()
-	if resp.StatusCode == http.StatusOK {
-		return nil
-	}
-	return adminErrorFrom(resp)
+	return sealedAdminCall(ctx, c, sealingKey, http.MethodPut, "add-service-account", nil,
+		madmin.AddServiceAccountReq{AccessKey: accessKey, SecretKey: secretKey})
 }
 
 // truncate shortens s to at most n bytes for a check's detail.
@@ -544,7 +633,8 @@ func (s *Store) denials(ctx context.Context, name, call string, probes []denialP
 				}
 			case !answered(err):
 				return fmt.Errorf("%s: %w", p.what, err)
-			case s3Code(err) == codeAccessDenied || adminCode(err) == codeAccessDenied:
+			case s3Code(err) == codeAccessDenied || adminCode(err) == codeAccessDenied,
+				adminCode(err) != "" && slices.Contains(p.alsoRefused, adminCode(err)):
 				denied = append(denied, p.what)
 			default:
 				allowed = append(allowed, p.what+": "+describe(err)+" instead of AccessDenied")
