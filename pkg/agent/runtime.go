@@ -132,6 +132,13 @@ func Run(ctx context.Context, svc *service.Service, store Store, cfg Config) err
 		return err
 	}
 	consumerReady.Store(true)
+	if inv, ok := store.(Inventorier); ok && svc.NATS != nil {
+		stop, err := ServeInventory(ctx, svc.NATS, kind, inv, r.log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	r.log.Info("agent started",
 		zap.String("consumer", events.AgentConsumer(kind)),
 		zap.Int("max_in_flight", cfg.MaxInFlight),
