@@ -74,6 +74,12 @@ func ServeInventory(ctx context.Context, nc *nats.Conn, kind events.Store, inv I
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: %w", events.InventorySubject(kind), err)
 	}
+	// The server knows the subscription once Flush returns: a request
+	// published after ServeInventory returns finds a responder.
+	if err := nc.FlushTimeout(publishTimeout); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("subscribe %s: %w", events.InventorySubject(kind), err)
+	}
 	unsubscribe := context.AfterFunc(ctx, func() { _ = sub.Unsubscribe() })
 	return func() { unsubscribe(); _ = sub.Unsubscribe() }, nil
 }

@@ -131,7 +131,6 @@ func Run(ctx context.Context, svc *service.Service, store Store, cfg Config) err
 	if err != nil {
 		return err
 	}
-	consumerReady.Store(true)
 	if inv, ok := store.(Inventorier); ok && svc.NATS != nil {
 		stop, err := ServeInventory(ctx, svc.NATS, kind, inv, r.log)
 		if err != nil {
@@ -139,6 +138,7 @@ func Run(ctx context.Context, svc *service.Service, store Store, cfg Config) err
 		}
 		defer stop()
 	}
+	consumerReady.Store(true)
 	r.log.Info("agent started",
 		zap.String("consumer", events.AgentConsumer(kind)),
 		zap.Int("max_in_flight", cfg.MaxInFlight),
