@@ -68,7 +68,10 @@ func TestCompare(t *testing.T) {
 	deadline := now.Add(-time.Minute)
 	soon := now.Add(time.Minute)
 	withDeadline := func(r *events.TenantRecord, d time.Time) *events.TenantRecord { r.Deadline = &d; return r }
-	idle := func(r *events.TenantRecord, d time.Duration) *events.TenantRecord { r.UpdatedAt = now.Add(-d); return r }
+	idle := func(r *events.TenantRecord, d time.Duration) *events.TenantRecord {
+		r.UpdatedAt = now.Add(-d)
+		return r
+	}
 	appIsolation := rec("app", events.TenantActive, 1)
 	appIsolation.Stores = map[events.Store]*events.StoreStatus{events.StoreQdrant: {State: events.StoreProvisioned, IsolationMode: "application"}}
 
