@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/pkg/inventory"
+)
+
+// harness is one chaos run against the local stack.
+type harness struct {
+	cfg        config
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	audit      *pgxpool.Pool
+	tenantctl  string
+	restartLog *os.File
+
+	ids []string // the run's tenants, in request order
+
+	mu      sync.Mutex
+	records map[string]*events.TenantRecord
+	asked   map[string]time.Time // provision requested
+	active  map[string]time.Time // first seen active
+	deprov  map[string]bool      // deprovision requested
+}
+
+func newHarness(ctx context.Context, cfg config) (*harness, error) {
+	h := &harness{cfg: cfg, records: map[string]*events.TenantRecord{}, asked: map[string]time.Time{},
+		active: map[string]time.Time{}, deprov: map[string]bool{}}
+	opts := []nats.Option{nats.Name("chaos"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	if creds := cfg.Env["NATS_CREDS"]; creds != "" {
+		opts = append(opts, nats.UserCredentials(creds))
+	}
+	var err error
+	if h.nc, err = nats.Connect(cfg.Env["NATS_URL"], opts...); err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", cfg.Env["NATS_URL"], err)
+	}
+	if h.js, err = jetstream.New(h.nc); err != nil {
+		h.close()
+		return nil, err
+	}
+	if h.audit, err = pgxpool.New(ctx, cfg.Env["AUDIT_PG_URL"]); err != nil {
+		h.close()
+		return nil, errors.New("AUDIT_PG_URL from .dev/env is not a valid PostgreSQL URL")
+	}
+	h.tenantctl = filepath.Join(cfg.Root, "bin", "tenantctl")
+	if _, err := os.Stat(h.tenantctl); err != nil {
+		if h.tenantctl, err = exec.LookPath("tenantctl"); err != nil {
+			h.close()
+			return nil, errors.New("tenantctl not found in bin/ or PATH (make build)")
+		}
+	}
+	if h.restartLog, err = os.OpenFile(filepath.Join(cfg.Root, ".dev", "logs", "chaos-restart.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600); err != nil {
+		h.close()
+		return nil, err
+	}
+	for i := range cfg.Tenants {
+		h.ids = append(h.ids, fmt.Sprintf("%s%03d", cfg.Prefix, i))
+	}
+	if _, err := events.ParseTenantID(h.ids[0]); len(h.ids) > 0 && err != nil {
+		h.close()
+		return nil, fmt.Errorf("tenant prefix %q: %w", cfg.Prefix, err)
+	}
+	return h, nil
+}
+
+func (h *harness) close() {
+	if h.nc != nil {
+		h.nc.Close()
+	}
+	if h.audit != nil {
+		h.audit.Close()
+	}
+	if h.restartLog != nil {
+		_ = h.restartLog.Close()
+	}
+}
+
+// wantsDeprovision: the first cfg.Deprovision tenants are deprovisioned
+// once active.
+func (h *harness) wantsDeprovision(i int) bool { return i < h.cfg.Deprovision }
+
+// watch keeps h.records current and requests each deprovision as soon as
+// its tenant is active, until ctx is done.
+func (h *harness) watch(ctx context.Context) error {
+	kv, err := h.js.KeyValue(ctx, events.KVTenants)
+	if err != nil {
+		return fmt.Errorf("open registry: %w", err)
+	}
+	index := map[string]int{}
+	for i, id := range h.ids {
+		index[id] = i
+	}
+	for ctx.Err() == nil {
+		w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			i, ours := index[e.Key()]
+			if !ours {
+				continue
+			}
+			rec, err := events.DecodeTenantRecord(e.Value())
+			if err != nil {
+				continue
+			}
+			h.mu.Lock()
+			h.records[rec.TenantID] = rec
+			if rec.State == events.TenantActive {
+				if _, seen := h.active[rec.TenantID]; !seen {
+					h.active[rec.TenantID] = time.Now()
+				}
+			}
+			ask := rec.State == events.TenantActive && h.wantsDeprovision(i) && !h.deprov[rec.TenantID]
+			if ask {
+				h.deprov[rec.TenantID] = true
+			}
+			h.mu.Unlock()
+			if ask {
+				go h.publish(ctx, events.SubjectTenantDeprovisionRequested, rec.TenantID, "deprovision")
+			}
+		}
+		_ = w.Stop()
+	}
+	return nil
+}
+
+// publish sends a request, retrying until JetStream acknowledges it (a
+// NATS restart may be in progress).
+func (h *harness) publish(ctx context.Context, subject, id, what string) {
+	body, _ := json.Marshal(map[string]string{"tenant_id": id, "request_id": "chaos-" + id + "-" + what, "requested_by": "chaos"})
+	for ctx.Err() == nil {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := h.js.Publish(pctx, subject, body, jetstream.WithMsgID("chaos-"+id+"-"+what))
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// settled reports how many of the run's tenants have not reached their
+// final state yet (active, or deprovisioned for those deprovisioned; failed
+// counts as final), with that state announced.
+func (h *harness) unsettled() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for i, id := range h.ids {
+		r := h.records[id]
+		if r == nil || r.Announced != r.State {
+			out = append(out, id)
+			continue
+		}
+		switch {
+		case r.State == events.TenantFailed:
+		case h.wantsDeprovision(i) && r.State == events.TenantDeprovisioned:
+		case !h.wantsDeprovision(i) && r.State == events.TenantActive:
+		default:
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func (h *harness) waitSettled(ctx context.Context, within time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		if len(h.unsettled()) == 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// run is the whole chaos run: load under faults, convergence, checks.
+func (h *harness) run(ctx context.Context) (*result, error) {
+	res := &result{Tenants: len(h.ids), Deprovisions: h.cfg.Deprovision, Seed: h.cfg.Seed}
+	pids := filepath.Join(h.cfg.Root, ".dev", "pids")
+	var targets []target
+	for _, name := range h.cfg.Targets {
+		p := process{name: name, dir: pids}
+		if _, ok := p.pid(); !ok {
+			return nil, fmt.Errorf("%s is not running (no live pid in .dev/pids/%s.pid): run `make up` first", name, name)
+		}
+		targets = append(targets, p)
+	}
+
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() { _ = h.watch(watchCtx) }()
+
+	start := time.Now()
+	loadCtx, stopLoad := context.WithTimeout(ctx, h.cfg.Duration)
+	defer stopLoad()
+	f := &faults{cfg: h.cfg, targets: targets, rs: &restarter{cfg: h.cfg, log: h.restartLog},
+		rng: mrand.New(mrand.NewPCG(h.cfg.Seed, 12)), kills: map[string]int{}}
+	faultsDone := make(chan struct{})
+	go func() { defer close(faultsDone); f.run(loadCtx) }()
+
+	fmt.Printf("chaos: %d tenants (prefix %s), %d deprovisioned, a SIGKILL every %s among %v, for at most %s\n",
+		len(h.ids), h.cfg.Prefix, h.cfg.Deprovision, h.cfg.KillEvery, h.cfg.Targets, h.cfg.Duration)
+	for _, id := range h.ids {
+		h.mu.Lock()
+		h.asked[id] = time.Now()
+		h.mu.Unlock()
+		h.publish(loadCtx, events.SubjectTenantRequested, id, "provision")
+		select {
+		case <-loadCtx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	h.waitSettled(loadCtx, h.cfg.Duration)
+	stopLoad()
+	<-faultsDone
+	res.LoadSeconds = time.Since(start).Seconds()
+	res.Kills, res.KillsPer = f.total()
+	res.Respawns = int(f.respawned.Load())
+	res.DevUpRuns = int(f.rs.runs.Load())
+	for _, err := range f.errs {
+		res.Notes = append(res.Notes, "fault loop: "+err.Error())
+	}
+
+	// Convergence: everything running again, every tenant settled.
+	convStart := time.Now()
+	for _, t := range targets {
+		if _, ok := t.(process).pid(); !ok {
+			f.rs.restart(ctx)
+			break
+		}
+	}
+	converged := h.waitSettled(ctx, h.cfg.Converge)
+	res.ConvergeSeconds = time.Since(convStart).Seconds()
+	if !converged {
+		res.violate("not converged within %s: %d tenant(s) unsettled (first: %v)", h.cfg.Converge, len(h.unsettled()), first(h.unsettled(), 5))
+	}
+	stopWatch()
+
+	h.countStates(res)
+	if err := h.compare(ctx, res); err != nil {
+		return nil, err
+	}
+	if err := h.checkAudit(ctx, res); err != nil {
+		return nil, err
+	}
+	h.checkSecrets(ctx, res)
+	return res, nil
+}
+
+func (h *harness) countStates(res *result) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var lat []time.Duration
+	for _, id := range h.ids {
+		r := h.records[id]
+		if r == nil {
+			res.Unsettled++
+			continue
+		}
+		switch r.State {
+		case events.TenantActive:
+			res.Active++
+		case events.TenantDeprovisioned:
+			res.Deprovisioned++
+		case events.TenantFailed:
+			res.Failed++
+			if len(res.FailedReasons) < 10 {
+				res.FailedReasons = append(res.FailedReasons, fmt.Sprintf("%s: %s %s", id, r.Reason, events.Truncate(r.LastError, 160)))
+			}
+		default:
+			res.Unsettled++
+		}
+		if a, ok := h.active[id]; ok {
+			lat = append(lat, a.Sub(h.asked[id]))
+		}
+	}
+	if res.Failed > 0 {
+		res.violate("%d tenant(s) failed (a crash must be survived, not rolled back)", res.Failed)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) > 0 {
+		res.P50 = lat[len(lat)/2].Seconds()
+		res.P99 = lat[min(len(lat)-1, len(lat)*99/100)].Seconds()
+	}
+}
+
+// compare runs doctor's comparison over the whole system.
+func (h *harness) compare(ctx context.Context, res *result) error {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	rep, err := (&inventory.Client{NC: h.nc, Timeout: time.Minute}).Check(cctx, h.js, "", inventory.Options{})
+	if err != nil {
+		return fmt.Errorf("compare stores with the registry: %w", err)
+	}
+	res.Leaked = rep.Counts[inventory.Leaked]
+	res.Missing = rep.Counts[inventory.Missing]
+	res.Stuck = rep.Counts[inventory.Stuck]
+	res.Mismatch = rep.Counts[inventory.GenerationMismatch]
+	res.Unanswered = rep.Counts[inventory.Unanswered]
+	res.Foreign = rep.Counts[inventory.Foreign]
+	for _, c := range []inventory.Category{inventory.Leaked, inventory.Missing, inventory.Stuck, inventory.GenerationMismatch, inventory.Unanswered} {
+		if n := rep.Counts[c]; n > 0 {
+			var ex []string
+			for _, f := range rep.Findings {
+				if f.Category == c && len(ex) < 5 {
+					ex = append(ex, fmt.Sprintf("%s %s %s %s (%s)", f.TenantID, f.Store, f.Kind, f.Name, f.Detail))
+				}
+			}
+			res.violate("%d %s: %v", n, c, ex)
+		}
+	}
+	return nil
+}
+
+func first(s []string, n int) []string { return s[:min(n, len(s))] }
