@@ -26,7 +26,7 @@ import (
 type result struct {
 	Seed                                   uint64
 	Tenants, Deprovisions                  int
-	Kills, Respawns, DevUpRuns             int
+	Kills, Restarts, DevUpRuns             int
 	KillsPer                               map[string]int
 	Active, Deprovisioned, Failed          int
 	Unsettled                              int
@@ -52,7 +52,7 @@ func (r *result) print(w io.Writer) {
 	}
 	sort.Strings(per)
 	fmt.Fprintf(w, "\nchaos figures (seed %d)\n", r.Seed)
-	fmt.Fprintf(w, "  kills:        %d (%s); restarted by respawn %d, dev-up.sh runs %d\n", r.Kills, strings.Join(per, ", "), r.Respawns, r.DevUpRuns)
+	fmt.Fprintf(w, "  kills:        %d (%s); %d restarts (%d by dev-up.sh); log .dev/logs/chaos.log\n", r.Kills, strings.Join(per, ", "), r.Restarts, r.DevUpRuns)
 	fmt.Fprintf(w, "  tenants:      %d requested, %d deprovisions; now %d active, %d deprovisioned, %d failed, %d unsettled\n", r.Tenants, r.Deprovisions, r.Active, r.Deprovisioned, r.Failed, r.Unsettled)
 	fmt.Fprintf(w, "  stores:       %d leaked, %d missing, %d stuck, %d generation mismatch, %d unanswered, %d foreign\n", r.Leaked, r.Missing, r.Stuck, r.Mismatch, r.Unanswered, r.Foreign)
 	fmt.Fprintf(w, "  audit:        %d TENANT_PROVISIONED, %d duplicate, %d missing\n", r.ProvisionedAudits, r.DuplicateAudits, r.MissingAudits)

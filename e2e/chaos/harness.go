@@ -28,7 +28,7 @@ type harness struct {
 	js         jetstream.JetStream
 	audit      *pgxpool.Pool
 	tenantctl  string
-	restartLog *os.File
+	restartLog *os.File // .dev/logs/chaos.log
 
 	ids []string // the run's tenants, in request order
 
@@ -65,7 +65,7 @@ func newHarness(ctx context.Context, cfg config) (*harness, error) {
 			return nil, errors.New("tenantctl not found in bin/ or PATH (make build)")
 		}
 	}
-	if h.restartLog, err = os.OpenFile(filepath.Join(cfg.Root, ".dev", "logs", "chaos-restart.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600); err != nil {
+	if h.restartLog, err = os.OpenFile(filepath.Join(cfg.Root, ".dev", "logs", "chaos.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600); err != nil {
 		h.close()
 		return nil, err
 	}
@@ -205,10 +205,11 @@ func (h *harness) run(ctx context.Context) (*result, error) {
 	pids := filepath.Join(h.cfg.Root, ".dev", "pids")
 	var targets []target
 	for _, name := range h.cfg.Targets {
-		p := process{name: name, dir: pids}
-		if _, ok := p.pid(); !ok {
+		p := &process{name: name, dir: pids}
+		if !p.Alive() {
 			return nil, fmt.Errorf("%s is not running (no live pid in .dev/pids/%s.pid): run `make up` first", name, name)
 		}
+		p.Capture()
 		targets = append(targets, p)
 	}
 
@@ -220,7 +221,7 @@ func (h *harness) run(ctx context.Context) (*result, error) {
 	loadCtx, stopLoad := context.WithTimeout(ctx, h.cfg.Duration)
 	defer stopLoad()
 	f := &faults{cfg: h.cfg, targets: targets, rs: &restarter{cfg: h.cfg, log: h.restartLog},
-		rng: mrand.New(mrand.NewPCG(h.cfg.Seed, 12)), kills: map[string]int{}}
+		rng: mrand.New(mrand.NewPCG(h.cfg.Seed, 12)), kills: map[string]int{}, log: h.restartLog}
 	faultsDone := make(chan struct{})
 	go func() { defer close(faultsDone); f.run(loadCtx) }()
 
@@ -241,18 +242,16 @@ func (h *harness) run(ctx context.Context) (*result, error) {
 	<-faultsDone
 	res.LoadSeconds = time.Since(start).Seconds()
 	res.Kills, res.KillsPer = f.total()
-	res.Respawns = int(f.respawned.Load())
-	res.DevUpRuns = int(f.rs.runs.Load())
-	for _, err := range f.errs {
-		res.Notes = append(res.Notes, "fault loop: "+err.Error())
-	}
-
 	// Convergence: everything running again, every tenant settled.
 	convStart := time.Now()
-	for _, t := range targets {
-		if _, ok := t.(process).pid(); !ok {
-			f.rs.restart(ctx)
-			break
+	if err := f.restoreAll(ctx, h.cfg.Converge); err != nil {
+		res.violate("services not restored: %v", err)
+	}
+	res.Restarts = int(f.restarted.Load())
+	res.DevUpRuns = int(f.rs.runs.Load())
+	for i, err := range f.errs {
+		if i < 5 {
+			res.Notes = append(res.Notes, "fault loop: "+err.Error())
 		}
 	}
 	converged := h.waitSettled(ctx, h.cfg.Converge)
