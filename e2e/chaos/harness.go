@@ -311,11 +311,21 @@ func (h *harness) countStates(res *result) {
 
 // compare runs doctor's comparison over the whole system.
 func (h *harness) compare(ctx context.Context, res *result) error {
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	rep, err := (&inventory.Client{NC: h.nc, Timeout: time.Minute}).Check(cctx, h.js, "", inventory.Options{})
-	if err != nil {
-		return fmt.Errorf("compare stores with the registry: %w", err)
+	// An agent restarted by the last restore may not serve yet: give every
+	// store a minute to answer before one counts as unanswered.
+	var rep inventory.Report
+	for deadline := time.Now().Add(time.Minute); ; {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		r, err := (&inventory.Client{NC: h.nc, Timeout: time.Minute}).Check(cctx, h.js, "", inventory.Options{})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("compare stores with the registry: %w", err)
+		}
+		rep = r
+		if rep.Counts[inventory.Unanswered] == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(2 * time.Second)
 	}
 	res.Leaked = rep.Counts[inventory.Leaked]
 	res.Missing = rep.Counts[inventory.Missing]
