@@ -36,7 +36,7 @@ fuzz: ## run each payload fuzz target for FUZZTIME (default 10s)
 		echo "fuzz: $$f"; go test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) ./pkg/events || exit 1; \
 	done
 
-tools: ## install pinned minio, nats and sops into bin/ (built once per machine, then cached)
+tools: ## install pinned minio, nats, sops, helm and promtool into bin/ (built once per machine, then cached)
 	scripts/tools.sh
 
 deps: ## install Debian packages the tests need (postgresql, redis-server)

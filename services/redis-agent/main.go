@@ -49,6 +49,22 @@ func run(ctx context.Context) error {
 	defer store.Close()
 	return service.Run(ctx, name, cfg.Config, func(ctx context.Context, svc *service.Service) error {
 		redis.SetLogger(driverLog{svc.Log.Named("go-redis")})
+		watchLog := svc.Log.Named("script-watchdog")
+		go func() {
+			// Only under REDIS_TENANT_SCRIPTING=readonly|allow; returns at
+			// once under deny.
+			err := store.WatchScripts(ctx, func(k redisstore.ScriptKill) {
+				if k.Killed {
+					watchLog.Warn("killed a Lua script that kept redis busy", zap.Duration("busy_for", k.BusyFor))
+					return
+				}
+				watchLog.Error("SCRIPT KILL did not stop a Lua script that keeps redis busy (UNKILLABLE: it has written, only SHUTDOWN NOSAVE or waiting ends it)",
+					zap.Duration("busy_for", k.BusyFor), zap.String("error", agent.SanitizeText(fmt.Sprint(k.Err))))
+			})
+			if err != nil {
+				watchLog.Error("script watchdog stopped", zap.String("error", agent.SanitizeText(err.Error())))
+			}
+		}()
 		return agent.Run(ctx, svc, store, cfg.Agent)
 	})
 }

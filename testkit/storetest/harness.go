@@ -47,9 +47,25 @@ type Harness struct {
 	// (calls Provision again) and checks it converges.
 	Interrupt func(ctx context.Context, tenant events.TenantID, generation uint64, password secret.String) error
 
+	// Breakages are store-specific drifts for RunLifecycle's Observe
+	// subtest: each is made with the admin credential on a provisioned
+	// tenant, and Observe must report it (and, when Repairable, repair it
+	// so that Verify passes again).
+	Breakages []Breakage
+
 	// Timeout bounds each subtest (every Store call and probe in it runs
 	// under one context with this deadline). Zero means DefaultTimeout.
 	Timeout time.Duration
+}
+
+// Breakage is one deliberate drift of a provisioned tenant, made with the
+// store's admin credential behind the Store's back.
+type Breakage struct {
+	Name string
+	// Break changes the store; cred is the tenant's current credential.
+	Break func(ctx context.Context, tenant events.TenantID, cred agent.Credential) error
+	// Repairable is true for grants and markers, false for lost data.
+	Repairable bool
 }
 
 // DefaultTimeout is the per-subtest deadline when Harness.Timeout is zero.

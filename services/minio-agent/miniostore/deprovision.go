@@ -2,7 +2,9 @@ package miniostore
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/minio/madmin-go/v3"
 	"github.com/minio/minio-go/v7"
@@ -13,13 +15,17 @@ import (
 
 // Deprovision removes what tenantprov created for the tenant: it disables
 // the user first (so the credential stops working before anything is
-// deleted), then removes the user and the policy, and — beside them — the
-// bucket with every object, version and incomplete multipart upload, and
-// finally the system record. Absent resources are success. A bucket not
-// tagged as tenantprov's, or a user or policy without a tenantprov record,
-// is left exactly as it is and named in Skipped. A request for an older
-// generation than the one recorded (system record or bucket tags) changes
-// nothing and says so in Warnings.
+// deleted), removes every service account and temporary (STS) key of the
+// user (keys the tenant could have minted for itself) and the user, then
+// the policy and — beside them — the bucket with every object, version and
+// incomplete multipart upload, and finally the system record. It returns
+// success only after it has seen that none of the tenant's keys and
+// resources is left; anything of this generation still there is an error,
+// and the command is retried. Absent resources are success. A bucket not
+// stamped in the record, a user or policy without a record, or an access
+// key held by a service account or temporary key, is foreign: left exactly
+// as it is and named in Skipped. A request for an older generation than
+// the one recorded changes nothing and says so in Warnings.
 func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (agent.DeprovisionResponse, error) {
 	t := req.Tenant
 	if _, err := events.ParseTenantID(string(t)); err != nil {
@@ -30,7 +36,7 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 	}
 
 	// Look.
-	o, err := s.look(ctx, t, req.Generation)
+	o, err := s.look(ctx, t)
 	if err != nil {
 		return agent.DeprovisionResponse{}, err
 	}
@@ -38,23 +44,22 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 	// Decide what is ours.
 	var resp agent.DeprovisionResponse
 	ownIAM := o.rec != nil
-	if !ownIAM && o.userExists {
+	ownUser := ownIAM && o.key == keyUser
+	switch {
+	case o.key == keySquatted:
+		resp.Skipped = append(resp.Skipped, "access key "+t.MinIOUser()+" (a service account or temporary key tenantprov did not create)")
+	case !ownIAM && o.key == keyUser:
 		resp.Skipped = append(resp.Skipped, "user "+t.MinIOUser()+" (no tenantprov record)")
 	}
 	if !ownIAM && o.policyExists {
 		resp.Skipped = append(resp.Skipped, "policy "+t.MinIOPolicy()+" (no tenantprov record)")
 	}
-	ownBucket := o.bucket == bucketOurs || o.bucket == bucketOursStale
-	switch o.bucket {
-	case bucketForeign:
-		resp.Skipped = append(resp.Skipped, "bucket "+t.MinIOBucket()+" (tagged by another owner)")
-	case bucketUntagged:
-		if ownBucket, err = s.vouchedUntagged(ctx, t, o.rec); err != nil {
-			return agent.DeprovisionResponse{}, err
-		}
-		if !ownBucket {
-			resp.Skipped = append(resp.Skipped, "bucket "+t.MinIOBucket()+" (not tagged managed-by=tenantprov)")
-		}
+	ownBucket, err := s.bucketOurs(ctx, t, o)
+	if err != nil {
+		return agent.DeprovisionResponse{}, err
+	}
+	if o.bucketExists && !ownBucket {
+		resp.Skipped = append(resp.Skipped, "bucket "+t.MinIOBucket()+" (not created by tenantprov)")
 	}
 	// A late command of an older generation leaves the newer one alone.
 	if gen := o.generation(); req.Generation > 0 && gen > req.Generation {
@@ -65,9 +70,15 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 	}
 
 	// Disable first, then remove.
-	if ownIAM && o.userExists && o.user.Status != madmin.AccountDisabled {
-		if err := s.disableUser(ctx, t); err != nil {
+	var keys []string
+	if ownUser {
+		if keys, err = s.userKeys(ctx, t); err != nil {
 			return agent.DeprovisionResponse{}, err
+		}
+		if o.user.Status != madmin.AccountDisabled {
+			if err := s.disableUser(ctx, t); err != nil {
+				return agent.DeprovisionResponse{}, err
+			}
 		}
 	}
 	err = s.steps(ctx,
@@ -75,8 +86,16 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 			if !ownIAM {
 				return nil
 			}
-			if err := s.removeUser(ctx, t); err != nil {
-				return err
+			if ownUser {
+				if err := s.removeServiceAccounts(ctx, t, keys); err != nil {
+					return err
+				}
+				if err := s.revokeTemporaryKeys(ctx, t); err != nil {
+					return err
+				}
+				if err := s.removeUser(ctx, t); err != nil {
+					return err
+				}
 			}
 			return s.removePolicy(ctx, t)
 		},
@@ -90,12 +109,122 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 	if err != nil {
 		return agent.DeprovisionResponse{}, err
 	}
+	if err := s.confirmGone(ctx, t, ownUser, ownIAM, ownBucket, keys); err != nil {
+		return agent.DeprovisionResponse{}, err
+	}
 	if o.rec != nil {
 		if err := s.deleteRecord(ctx, t); err != nil {
 			return agent.DeprovisionResponse{}, err
 		}
 	}
 	return resp, nil
+}
+
+// errLeftInPlace reports that something Deprovision removed is still
+// there; the command fails (transiently) and is retried.
+var errLeftInPlace = errors.New("still present after removal")
+
+// userKeys lists the access keys derived from the tenant's user: service
+// accounts ("svc:<key>") and temporary keys ("sts:<key>").
+func (s *Store) userKeys(ctx context.Context, t events.TenantID) ([]string, error) {
+	var keys []string
+	err := s.call(ctx, "user.list_keys", func(ctx context.Context) error {
+		m, err := s.admin.ListAccessKeysBulk(ctx, []string{t.MinIOUser()}, madmin.ListAccessKeysOpts{ListType: madmin.AccessKeyListAll})
+		if err != nil {
+			return err
+		}
+		for _, a := range m[t.MinIOUser()].ServiceAccounts {
+			keys = append(keys, "svc:"+a.AccessKey)
+		}
+		for _, a := range m[t.MinIOUser()].STSKeys {
+			keys = append(keys, "sts:"+a.AccessKey)
+		}
+		return nil
+	})
+	if err != nil && adminCode(err) != codeAdminNoSuchUser {
+		return nil, fmt.Errorf("list access keys of user %s: %w", t.MinIOUser(), err)
+	}
+	return keys, nil
+}
+
+// removeServiceAccounts deletes the service accounts among keys.
+func (s *Store) removeServiceAccounts(ctx context.Context, t events.TenantID, keys []string) error {
+	for _, k := range keys {
+		ak, ok := strings.CutPrefix(k, "svc:")
+		if !ok {
+			continue
+		}
+		err := s.call(ctx, "user.remove_service_account", func(ctx context.Context) error {
+			return s.admin.DeleteServiceAccount(ctx, ak)
+		})
+		if err != nil && adminCode(err) != codeInvalidIAMCredentials {
+			return fmt.Errorf("remove service account %s of user %s: %w", ak, t.MinIOUser(), err)
+		}
+	}
+	return nil
+}
+
+// revokeTemporaryKeys deletes every STS key of the tenant's user (MinIO
+// keeps them when the user is removed).
+func (s *Store) revokeTemporaryKeys(ctx context.Context, t events.TenantID) error {
+	err := s.call(ctx, "user.revoke_tokens", func(ctx context.Context) error {
+		return s.admin.RevokeTokens(ctx, madmin.RevokeTokensReq{User: t.MinIOUser(), FullRevoke: true})
+	})
+	if err != nil && adminCode(err) != codeAdminNoSuchUser {
+		return fmt.Errorf("revoke temporary keys of user %s: %w", t.MinIOUser(), err)
+	}
+	return nil
+}
+
+// confirmGone checks, after removal, that none of what Deprovision removed
+// can still be found: the user, every key derived from it, the policy and
+// the bucket.
+func (s *Store) confirmGone(ctx context.Context, t events.TenantID, user, iam, bucket bool, keys []string) error {
+	var left []string
+	if user {
+		_, st, err := s.userInfo(ctx, t)
+		if err != nil {
+			return err
+		}
+		if st != keyAbsent {
+			left = append(left, "user "+t.MinIOUser())
+		}
+		for _, k := range keys {
+			_, ak, _ := strings.Cut(k, ":")
+			err := s.call(ctx, "user.key_info", func(ctx context.Context) error {
+				_, err := s.admin.InfoAccessKey(ctx, ak)
+				return err
+			})
+			switch {
+			case err == nil:
+				left = append(left, "access key "+ak+" of user "+t.MinIOUser())
+			case adminCode(err) != codeAdminNoSuchAccessKey:
+				return fmt.Errorf("look up access key %s: %w", ak, err)
+			}
+		}
+	}
+	if iam {
+		exists, err := s.policyExists(ctx, t)
+		if err != nil {
+			return err
+		}
+		if exists {
+			left = append(left, "policy "+t.MinIOPolicy())
+		}
+	}
+	if bucket {
+		_, exists, err := s.bucketCreation(ctx, t.MinIOBucket())
+		if err != nil {
+			return err
+		}
+		if exists {
+			left = append(left, "bucket "+t.MinIOBucket())
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("deprovision %s: %s %w", t, strings.Join(left, ", "), errLeftInPlace)
+	}
+	return nil
 }
 
 func (s *Store) disableUser(ctx context.Context, t events.TenantID) error {

@@ -32,6 +32,16 @@ const (
 	codeAdminNoSuchPolicy     = "XMinioAdminNoSuchPolicy"
 	codeAdminPolicyApplied    = "XMinioAdminPolicyChangeAlreadyApplied"
 	codeAdminConfigBadJSON    = "XMinioAdminConfigBadJSON"
+	codeAdminNoSuchAccessKey  = "XMinioAdminNoSuchAccessKey"
+	codeNoSuchBucketPolicy    = "NoSuchBucketPolicy"
+	// codeIAMActionNotAllowed is what the admin API answers a user call
+	// (user info, status, removal) on an access key that is a service
+	// account or temporary key, not a user: the name is squatted.
+	codeIAMActionNotAllowed = "XMinioIAMActionNotAllowed"
+	// codeInvalidIAMCredentials is what add-user answers for an access key
+	// held by a service account or temporary key (and, with the same code,
+	// service-account calls for a key that is not one).
+	codeInvalidIAMCredentials = "XMinioInvalidIAMCredentials"
 )
 
 // s3Code is the S3 error code of err ("" if it is not an S3 error

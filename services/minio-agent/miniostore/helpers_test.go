@@ -224,10 +224,11 @@ func (e *env) harness() *storetest.Harness {
 			if err := e.store.ensureSystem(ctx); err != nil {
 				return err
 			}
-			if err := e.store.writeRecord(ctx, tenant, generation, "saga-interrupted"); err != nil {
+			rec := newRecord(tenant, generation, "saga-interrupted", nil)
+			if err := e.store.writeRecord(ctx, rec); err != nil {
 				return err
 			}
-			return e.store.provisionBucket(ctx, tenant, generation, bucketAbsent)
+			return e.store.provisionBucket(ctx, tenant, generation, rec, observed{})
 		},
 	}
 }
@@ -291,7 +292,7 @@ func (e *env) resources(ctx context.Context, tenant events.TenantID) ([]string, 
 			return nil, err
 		}
 		found = append(found, "user")
-	case codeAdminNoSuchUser:
+	case codeAdminNoSuchUser, codeIAMActionNotAllowed: // none, or a service account's key
 	default:
 		return nil, err
 	}

@@ -90,16 +90,23 @@ func sealAdminPayload(password string, data []byte) ([]byte, error) {
 // comment at the top of this file). A server that refuses the payload
 // (XMinioAdminConfigBadJSON) gets madmin.AddUser instead.
 func (s *Store) addUserFast(ctx context.Context, user, secretKey string) error {
+	return addUserSealed(ctx, s.admin, s.cfg.RootPassword.Reveal(), user, secretKey)
+}
+
+// addUserSealed sends add-user with client c, whose secret key is
+// sealingKey, with a PBKDF2-sealed body, falling back to c.AddUser if the
+// server refuses the payload.
+func addUserSealed(ctx context.Context, c *madmin.AdminClient, sealingKey, user, secretKey string) error {
 	body, err := json.Marshal(madmin.AddOrUpdateUserReq{SecretKey: secretKey, Status: madmin.AccountEnabled})
 	if err != nil {
 		return err
 	}
-	sealed, err := sealAdminPayload(s.cfg.RootPassword.Reveal(), body)
+	sealed, err := sealAdminPayload(sealingKey, body)
 	clear(body)
 	if err != nil {
 		return fmt.Errorf("seal add-user request: %w", err)
 	}
-	resp, err := s.admin.ExecuteMethod(ctx, http.MethodPut, madmin.RequestData{
+	resp, err := c.ExecuteMethod(ctx, http.MethodPut, madmin.RequestData{
 		RelPath:     "/" + madmin.AdminAPIVersion + "/add-user",
 		QueryValues: url.Values{"accessKey": []string{user}},
 		Content:     sealed,
@@ -116,7 +123,7 @@ func (s *Store) addUserFast(ctx context.Context, user, secretKey string) error {
 	}
 	apiErr := adminErrorFrom(resp)
 	if apiErr.Code == codeAdminConfigBadJSON {
-		return s.admin.AddUser(ctx, user, secretKey)
+		return c.AddUser(ctx, user, secretKey)
 	}
 	return apiErr
 }

@@ -17,25 +17,32 @@ import (
 )
 
 // How tenantprov marks what it created (DESIGN.md §5: never adopt or delete
-// a resource it did not create).
+// a resource it did not create; nothing a tenant can write is trusted).
 //
-// A bucket carries bucket tags: managed-by=tenantprov, tenant=<id>,
-// generation=<N>.
-//
-// MinIO users and canned policies carry no tags, so the agent keeps a
-// system record per tenant: object tenants/<id>.json in the bucket
-// tenantprov-system, which no tenant policy reaches. Provision writes it
-// before it creates anything (the record states the intent "this user,
-// policy and bucket are tenantprov's"); Deprovision deletes it after
+// The only marker the store trusts is its system record: object
+// tenants/<id>.json in the bucket tenantprov-system, which no tenant policy
+// reaches and which only the agent's admin credential writes. Provision
+// writes it before it creates anything (the record states the intent "this
+// user, policy and bucket are tenantprov's"); Deprovision deletes it after
 // everything else is gone. A user or policy with the tenant's name and no
-// record is foreign.
+// record is foreign, and an access key with the tenant's name that is a
+// service account or temporary key is foreign whatever the record says
+// (tenantprov creates only users).
 //
-// The record also closes the one window bucket tags leave open: S3 cannot
-// create a bucket and tag it in one call, so an agent that dies between
-// MakeBucket and SetBucketTagging leaves an untagged bucket. Such a bucket
-// is recognised as ours only if the record exists, the bucket is empty
-// (no objects, versions or uploads) and it was created after the record
-// was written; anything else untagged is foreign.
+// A bucket is tenantprov's only if the record names it by its creation
+// time: after MakeBucket succeeds, Provision stamps the bucket's
+// CreationDate into the record (bucket_created). A bucket with the tenant's
+// name and another creation time — made by someone else before the record,
+// or deleted and re-created since — is foreign. S3 cannot create a bucket
+// and record it in one call, so an agent that dies between MakeBucket and
+// the stamp leaves an unstamped bucket; it is recognised as ours only if
+// the record exists, the bucket was created after the record was written,
+// and it is empty (no objects, versions or uploads) or — for buckets made
+// before the stamp existed — carries tenantprov's tags for this tenant.
+//
+// Bucket tags (managed-by, tenant, generation) are still written, for
+// operators; they are information, never evidence of ownership: anyone
+// with s3:PutBucketTagging on a bucket can write them.
 
 // Tag keys and values on tenant buckets and the canary.
 const (
@@ -54,14 +61,14 @@ const (
 	canaryObject      = "canary.txt"
 	recordPrefix      = "tenants/"
 	recordContentType = "application/json"
-	// clockSkew is how much earlier than its record an untagged bucket may
+	// clockSkew is how much earlier than its record an unstamped bucket may
 	// look created and still count as ours (both times come from the
 	// server, which may be several nodes).
 	clockSkew = 2 * time.Second
 )
 
 // record is a tenant's system record: tenantprov's claim on the tenant's
-// user, policy and (until it is tagged) bucket.
+// user, policy and bucket.
 type record struct {
 	Tenant     string    `json:"tenant"`
 	Generation uint64    `json:"generation"`
@@ -70,6 +77,9 @@ type record struct {
 	User       string    `json:"user"`
 	Policy     string    `json:"policy"`
 	CreatedAt  time.Time `json:"created_at"`
+	// BucketCreated is the CreationDate of the bucket this agent made
+	// (zero until it is stamped after MakeBucket).
+	BucketCreated time.Time `json:"bucket_created,omitzero"`
 
 	// written is the record object's LastModified (server time).
 	written time.Time
@@ -111,24 +121,33 @@ func (s *Store) readRecord(ctx context.Context, t events.TenantID) (*record, err
 	return rec, nil
 }
 
-// writeRecord writes the tenant's record for generation.
-func (s *Store) writeRecord(ctx context.Context, t events.TenantID, generation uint64, sagaID string) error {
-	r := record{
+// newRecord is the record of generation, keeping the bucket stamp of prev
+// (the bucket outlives a generation change only if it is ours).
+func newRecord(t events.TenantID, generation uint64, sagaID string, prev *record) *record {
+	r := &record{
 		Tenant: string(t), Generation: generation, SagaID: sagaID,
 		Bucket: t.MinIOBucket(), User: t.MinIOUser(), Policy: t.MinIOPolicy(),
 		CreatedAt: time.Now().UTC(),
 	}
+	if prev != nil {
+		r.BucketCreated = prev.BucketCreated
+	}
+	return r
+}
+
+// writeRecord writes r as the tenant's record.
+func (s *Store) writeRecord(ctx context.Context, r *record) error {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
 	err = s.call(ctx, "record.put", func(ctx context.Context) error {
-		_, err := s.s3.PutObject(ctx, SystemBucket, recordKey(t), bytes.NewReader(b), int64(len(b)),
+		_, err := s.s3.PutObject(ctx, SystemBucket, recordPrefix+r.Tenant+".json", bytes.NewReader(b), int64(len(b)),
 			minio.PutObjectOptions{ContentType: recordContentType, DisableMultipart: true})
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("write system record of %s: %w", t, err)
+		return fmt.Errorf("write system record of %s: %w", r.Tenant, err)
 	}
 	return nil
 }
@@ -144,7 +163,7 @@ func (s *Store) deleteRecord(ctx context.Context, t events.TenantID) error {
 	return nil
 }
 
-// bucketTags builds the tags of a tenant bucket.
+// bucketTags builds the (informative) tags of a tenant bucket.
 func bucketTags(t events.TenantID, generation uint64) map[string]string {
 	return map[string]string{
 		TagManagedBy:  ManagedByValue,
@@ -153,132 +172,128 @@ func bucketTags(t events.TenantID, generation uint64) map[string]string {
 	}
 }
 
+// keyState is what holds the tenant's access key name.
+type keyState int
+
+const (
+	keyAbsent   keyState = iota
+	keyUser              // an IAM user (ours if the record exists)
+	keySquatted          // a service account or temporary key: never ours
+)
+
 // observed is what the store found under a tenant's names before it
 // changes anything.
 type observed struct {
-	bucket       bucketState
-	bucketGen    uint64  // the bucket's generation tag (ours only; 0 if none)
-	rec          *record // nil: no system record
-	user         madmin.UserInfo
-	userExists   bool
-	policyExists bool
+	bucketExists  bool
+	bucketCreated time.Time // the bucket's CreationDate, if it exists
+	rec           *record   // nil: no system record
+	user          madmin.UserInfo
+	key           keyState
+	policyExists  bool
 }
 
-// look reads the tenant's bucket tags, system record, user and policy
+// look reads the tenant's bucket, system record, access key and policy
 // (concurrently, unless the sequence is Sequential).
-func (s *Store) look(ctx context.Context, t events.TenantID, generation uint64) (observed, error) {
+func (s *Store) look(ctx context.Context, t events.TenantID) (observed, error) {
 	var o observed
 	err := s.steps(ctx,
 		func(ctx context.Context) (err error) {
-			o.bucket, o.bucketGen, err = s.inspectBucket(ctx, t, generation)
+			o.bucketCreated, o.bucketExists, err = s.bucketCreation(ctx, t.MinIOBucket())
 			return err
 		},
 		func(ctx context.Context) (err error) { o.rec, err = s.readRecord(ctx, t); return err },
-		func(ctx context.Context) (err error) { o.user, o.userExists, err = s.userInfo(ctx, t); return err },
+		func(ctx context.Context) (err error) { o.user, o.key, err = s.userInfo(ctx, t); return err },
 		func(ctx context.Context) (err error) { o.policyExists, err = s.policyExists(ctx, t); return err },
 	)
 	return o, err
 }
 
-// generation is the newest generation tenantprov's markers record for the
-// tenant — the system record's and our bucket's generation tag — or 0 if
-// there is none.
+// generation is the generation the system record holds (0 if none).
 func (o observed) generation() uint64 {
-	var gen uint64
-	if o.rec != nil {
-		gen = o.rec.Generation
+	if o.rec == nil {
+		return 0
 	}
-	if o.bucket == bucketOurs || o.bucket == bucketOursStale {
-		gen = max(gen, o.bucketGen)
-	}
-	return gen
+	return o.rec.Generation
 }
 
-// bucketState is what the store found under a tenant's bucket name.
-type bucketState int
+// bucketStamped reports whether the bucket exists and is the one the
+// record names by its creation time.
+func (o observed) bucketStamped() bool {
+	return o.bucketExists && o.rec != nil && !o.rec.BucketCreated.IsZero() && o.rec.BucketCreated.Equal(o.bucketCreated)
+}
 
-const (
-	bucketAbsent    bucketState = iota
-	bucketOurs                  // tagged managed-by=tenantprov, tenant=<id>
-	bucketUntagged              // exists without our tags: foreign unless the record vouches for it
-	bucketForeign               // tagged by someone else
-	bucketOursStale             // ours (tagged), but the tags need updating (generation)
-)
-
-// inspectBucket reads the bucket's tags in one call (which also tells
-// whether it exists). For a bucket of ours it also returns the generation
-// its tags record (0 if the tag is missing or unreadable).
-func (s *Store) inspectBucket(ctx context.Context, t events.TenantID, generation uint64) (bucketState, uint64, error) {
+// bucketCreation returns the bucket's CreationDate and whether it exists.
+func (s *Store) bucketCreation(ctx context.Context, bucket string) (time.Time, bool, error) {
 	var (
-		st     bucketState
-		tagGen uint64
+		created time.Time
+		exists  bool
 	)
-	err := s.call(ctx, "bucket.get_tagging", func(ctx context.Context) error {
-		tg, err := s.s3.GetBucketTagging(ctx, t.MinIOBucket())
-		switch s3Code(err) {
-		case "":
-			if err != nil {
-				return err
-			}
-		case codeNoSuchBucket:
-			st = bucketAbsent
-			return nil
-		case codeNoSuchTagSet:
-			st = bucketUntagged
-			return nil
-		default:
-			return err
-		}
-		m := tg.ToMap()
-		switch {
-		case m[TagManagedBy] != ManagedByValue || m[TagTenant] != string(t):
-			st = bucketForeign
-			if len(m) == 0 {
-				st = bucketUntagged
-			}
-		case m[TagGeneration] != strconv.FormatUint(generation, 10):
-			st = bucketOursStale
-			tagGen, _ = strconv.ParseUint(m[TagGeneration], 10, 64)
-		default:
-			st, tagGen = bucketOurs, generation
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, 0, fmt.Errorf("inspect bucket %s: %w", t.MinIOBucket(), err)
-	}
-	return st, tagGen, nil
-}
-
-// vouchedUntagged reports whether an untagged tenant bucket is one this
-// agent created and could not tag before it died: rec exists, the bucket
-// holds nothing, and it was created after rec was written.
-func (s *Store) vouchedUntagged(ctx context.Context, t events.TenantID, rec *record) (bool, error) {
-	if rec == nil {
-		return false, nil
-	}
-	bucket := t.MinIOBucket()
-	var created time.Time
 	err := s.call(ctx, "bucket.list_all", func(ctx context.Context) error {
 		bs, err := s.s3.ListBuckets(ctx)
 		for _, b := range bs {
 			if b.Name == bucket {
-				created = b.CreationDate
+				created, exists = b.CreationDate, true
 			}
 		}
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("list buckets: %w", err)
+		return time.Time{}, false, fmt.Errorf("list buckets: %w", err)
 	}
-	if created.IsZero() || created.Before(rec.written.Add(-clockSkew)) {
+	return created, exists, nil
+}
+
+// bucketOurs reports whether the tenant's existing bucket is tenantprov's:
+// stamped in the record, or — the window between MakeBucket and the stamp
+// — created after the record was written and either empty or tagged by
+// tenantprov for this tenant (a bucket made before the stamp existed).
+func (s *Store) bucketOurs(ctx context.Context, t events.TenantID, o observed) (bool, error) {
+	switch {
+	case !o.bucketExists || o.rec == nil:
 		return false, nil
+	case o.bucketStamped():
+		return true, nil
+	case !o.rec.BucketCreated.IsZero():
+		return false, nil // the record names another bucket of this name
+	case o.bucketCreated.Before(o.rec.written.Add(-clockSkew)):
+		return false, nil // older than tenantprov's intent
 	}
-	empty, err := s.bucketEmpty(ctx, bucket)
+	empty, err := s.bucketEmpty(ctx, t.MinIOBucket())
+	if err != nil || empty {
+		return empty, err
+	}
+	var tagged bool
+	err = s.call(ctx, "bucket.get_tagging", func(ctx context.Context) error {
+		tg, err := s.s3.GetBucketTagging(ctx, t.MinIOBucket())
+		if s3Code(err) == codeNoSuchTagSet {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		m := tg.ToMap()
+		tagged = m[TagManagedBy] == ManagedByValue && m[TagTenant] == string(t)
+		return nil
+	})
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("read tags of bucket %s: %w", t.MinIOBucket(), err)
 	}
-	return empty, nil
+	return tagged, nil
+}
+
+// stampBucket records the bucket's creation time in rec (and writes rec)
+// unless it already holds it.
+func (s *Store) stampBucket(ctx context.Context, rec *record, created time.Time) error {
+	if rec.BucketCreated.Equal(created) {
+		return nil
+	}
+	stamped := *rec
+	stamped.BucketCreated = created
+	if err := s.writeRecord(ctx, &stamped); err != nil {
+		return err
+	}
+	*rec = stamped
+	return nil
 }
 
 // bucketEmpty reports whether bucket holds no object version and no
@@ -301,7 +316,7 @@ func (s *Store) bucketEmpty(ctx context.Context, bucket string) (bool, error) {
 	return true, nil
 }
 
-// setBucketTags tags the tenant bucket as ours.
+// setBucketTags tags the tenant bucket for operators.
 func (s *Store) setBucketTags(ctx context.Context, t events.TenantID, generation uint64) error {
 	tg, err := tags.NewTags(bucketTags(t, generation), false)
 	if err != nil {

@@ -34,14 +34,15 @@ const (
 	CredSecretKey = "secret_key"
 )
 
-// Provision creates, or converges on, the tenant's bucket (tagged as
-// tenantprov's, with the configured quota), its canned policy, and its IAM
-// user with req.Password as secret, the policy attached. Every ownership
-// question is answered before anything is written, so a foreign bucket,
-// user or policy fails with agent.ErrConflict and leaves the store exactly
-// as it was, and a request for an older generation than the one recorded
-// (system record or bucket tags) fails permanently with ErrStaleGeneration
-// (reason invalid), changing nothing.
+// Provision creates, or converges on, the tenant's bucket (stamped in the
+// system record, tagged for operators, with the configured quota), its
+// canned policy, and its IAM user with req.Password as secret, the policy
+// attached. Every ownership question is answered before anything is
+// written, so a foreign bucket, user, policy or an access key squatted by
+// a service account fails with agent.ErrConflict and leaves the store
+// exactly as it was, and a request for an older generation than the one
+// recorded fails permanently with ErrStaleGeneration (reason invalid),
+// changing nothing.
 func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agent.ProvisionResponse, error) {
 	t := req.Tenant
 	if _, err := events.ParseTenantID(string(t)); err != nil {
@@ -56,27 +57,25 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 	}
 
 	// Look.
-	o, err := s.look(ctx, t, req.Generation)
+	o, err := s.look(ctx, t)
 	if err != nil {
 		return agent.ProvisionResponse{}, err
 	}
-	bucket := o.bucket
 
 	// Decide.
-	switch bucket {
-	case bucketForeign:
-		return agent.ProvisionResponse{}, agent.Conflict("bucket " + t.MinIOBucket() + " (tagged by another owner)")
-	case bucketUntagged:
-		ours, err := s.vouchedUntagged(ctx, t, o.rec)
+	if o.key == keySquatted {
+		return agent.ProvisionResponse{}, squatConflict(t)
+	}
+	if o.bucketExists {
+		ours, err := s.bucketOurs(ctx, t, o)
 		if err != nil {
 			return agent.ProvisionResponse{}, err
 		}
 		if !ours {
-			return agent.ProvisionResponse{}, agent.Conflict("bucket " + t.MinIOBucket() + " (not tagged managed-by=tenantprov)")
+			return agent.ProvisionResponse{}, agent.Conflict("bucket " + t.MinIOBucket() + " (not created by tenantprov)")
 		}
-		bucket = bucketOursStale
 	}
-	if o.rec == nil && o.userExists {
+	if o.rec == nil && o.key == keyUser {
 		return agent.ProvisionResponse{}, agent.Conflict("user " + t.MinIOUser() + " (no tenantprov record)")
 	}
 	if o.rec == nil && o.policyExists {
@@ -92,14 +91,16 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 	}
 
 	// Record the intent, then create.
-	if o.rec == nil || o.rec.Generation != req.Generation {
-		if err := s.writeRecord(ctx, t, req.Generation, req.SagaID); err != nil {
+	rec := o.rec
+	if rec == nil || rec.Generation != req.Generation {
+		rec = newRecord(t, req.Generation, req.SagaID, o.rec)
+		if err := s.writeRecord(ctx, rec); err != nil {
 			return agent.ProvisionResponse{}, err
 		}
 	}
-	mapped := o.userExists && o.user.PolicyName == t.MinIOPolicy()
+	mapped := o.key == keyUser && o.user.PolicyName == t.MinIOPolicy()
 	err = s.steps(ctx,
-		func(ctx context.Context) error { return s.provisionBucket(ctx, t, req.Generation, bucket) },
+		func(ctx context.Context) error { return s.provisionBucket(ctx, t, req.Generation, rec, o) },
 		func(ctx context.Context) error { return s.provisionIAM(ctx, t, req, mapped) },
 	)
 	if err != nil {
@@ -123,33 +124,49 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 	}, nil
 }
 
-// provisionBucket creates the bucket if absent, tags it, and sets the
-// quota.
-func (s *Store) provisionBucket(ctx context.Context, t events.TenantID, generation uint64, st bucketState) error {
+// squatConflict is the conflict of an access key tenant-<id> held by a
+// service account or temporary key: tenantprov creates only users, so it
+// is someone else's (for example a key another tenant minted for itself).
+func squatConflict(t events.TenantID) error {
+	return agent.Conflict("access key " + t.MinIOUser() + " (a service account or temporary key tenantprov did not create)")
+}
+
+// squatted reports whether err is the admin API's answer to a user call on
+// an access key held by a service account or temporary key.
+func squatted(err error) bool {
+	c := adminCode(err)
+	return c == codeIAMActionNotAllowed || c == codeInvalidIAMCredentials
+}
+
+// provisionBucket creates the bucket if absent and stamps its creation
+// time into rec, tags it, and sets the quota. o is what look found (the
+// bucket, if it exists, is ours: Provision checked).
+func (s *Store) provisionBucket(ctx context.Context, t events.TenantID, generation uint64, rec *record, o observed) error {
 	name := t.MinIOBucket()
-	if st == bucketAbsent {
+	created := o.bucketCreated
+	if !o.bucketExists {
 		err := s.call(ctx, "bucket.make", func(ctx context.Context) error {
 			return s.s3.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: s.serverRegion()})
 		})
 		if c := s3Code(err); c == codeBucketOwnedByYou || c == codeBucketExists {
-			// Someone created it since we looked: ours only if tagged so.
-			now, _, ierr := s.inspectBucket(ctx, t, generation)
-			if ierr != nil {
-				return ierr
-			}
-			if now != bucketOurs && now != bucketOursStale {
-				return agent.Conflict("bucket " + name + " (created concurrently by another owner)")
-			}
-			st, err = now, nil
+			// Someone created it since we looked: not ours.
+			return agent.Conflict("bucket " + name + " (created concurrently by another owner)")
 		}
 		if err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
-	}
-	if st != bucketOurs {
-		if err := s.setBucketTags(ctx, t, generation); err != nil {
-			return fmt.Errorf("tag bucket %s: %w", name, err)
+		var exists bool
+		if created, exists, err = s.bucketCreation(ctx, name); err != nil {
+			return err
+		} else if !exists {
+			return fmt.Errorf("bucket %s missing right after it was created", name)
 		}
+	}
+	if err := s.stampBucket(ctx, rec, created); err != nil {
+		return err
+	}
+	if err := s.setBucketTags(ctx, t, generation); err != nil {
+		return fmt.Errorf("tag bucket %s: %w", name, err)
 	}
 	if q := uint64(s.cfg.BucketQuota); q > 0 {
 		err := s.call(ctx, "bucket.set_quota", func(ctx context.Context) error {
@@ -184,6 +201,9 @@ func (s *Store) provisionIAM(ctx context.Context, t events.TenantID, req agent.P
 				}
 				return s.admin.AddUser(ctx, user, req.Password.Reveal())
 			})
+			if squatted(err) {
+				return squatConflict(t)
+			}
 			if err != nil {
 				return fmt.Errorf("add user %s: %w", user, err)
 			}
@@ -199,34 +219,42 @@ func (s *Store) provisionIAM(ctx context.Context, t events.TenantID, req agent.P
 		}
 		return s.attachPolicy(ctx, user, policy)
 	})
+	if squatted(err) {
+		return squatConflict(t)
+	}
 	if err != nil {
 		return fmt.Errorf("attach policy %s to user %s: %w", policy, user, err)
 	}
 	return nil
 }
 
-// userInfo returns the tenant user's info and whether it exists.
-func (s *Store) userInfo(ctx context.Context, t events.TenantID) (madmin.UserInfo, bool, error) {
+// userInfo returns the tenant user's info and what holds its access key.
+func (s *Store) userInfo(ctx context.Context, t events.TenantID) (madmin.UserInfo, keyState, error) {
 	var (
-		info   madmin.UserInfo
-		exists bool
+		info madmin.UserInfo
+		st   keyState
 	)
 	err := s.call(ctx, "user.info", func(ctx context.Context) error {
 		var err error
 		info, err = s.admin.GetUserInfo(ctx, t.MinIOUser())
-		switch adminCode(err) {
-		case "":
-			exists = err == nil
-			return err
-		case codeAdminNoSuchUser:
-			return nil
+		switch {
+		case err == nil:
+			st = keyUser
+		case adminCode(err) == codeAdminNoSuchUser:
+			st, err = keyAbsent, nil
+		case squatted(err):
+			// Only if the name really is some other kind of key (and not,
+			// say, a server whose users come from LDAP).
+			if _, kerr := s.admin.InfoAccessKey(ctx, t.MinIOUser()); kerr == nil {
+				st, err = keySquatted, nil
+			}
 		}
 		return err
 	})
 	if err != nil {
-		return info, false, fmt.Errorf("look up user %s: %w", t.MinIOUser(), err)
+		return info, keyAbsent, fmt.Errorf("look up user %s: %w", t.MinIOUser(), err)
 	}
-	return info, exists, nil
+	return info, st, nil
 }
 
 // policyExists reports whether the tenant's canned policy exists.

@@ -118,6 +118,7 @@ func TestPolicyDocument(t *testing.T) {
 	want := policyDocument{Version: "2012-10-17", Statement: []policyStatement{
 		{Effect: "Allow", Action: []string{"s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"}, Resource: []string{"arn:aws:s3:::tenant-acme"}},
 		{Effect: "Allow", Action: []string{"s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"}, Resource: []string{"arn:aws:s3:::tenant-acme/*"}},
+		{Effect: "Deny", Action: []string{"admin:*"}},
 	}}
 	if !samePolicy(doc, want) {
 		t.Fatalf("TenantPolicy = %s", TenantPolicy(tenant))
@@ -146,22 +147,6 @@ func TestPolicyDocument(t *testing.T) {
 	if ui.PolicyName != tenant.MinIOPolicy() || ui.Status != madmin.AccountEnabled {
 		t.Fatalf("user: policy %q status %q, want %q enabled", ui.PolicyName, ui.Status, tenant.MinIOPolicy())
 	}
-}
-
-// samePolicy compares statements as sets of (effect, actions, resources).
-func samePolicy(a, b policyDocument) bool {
-	norm := func(d policyDocument) []string {
-		var out []string
-		for _, s := range d.Statement {
-			act, res := slices.Clone(s.Action), slices.Clone(s.Resource)
-			slices.Sort(act)
-			slices.Sort(res)
-			out = append(out, s.Effect+"|"+strings.Join(act, ",")+"|"+strings.Join(res, ","))
-		}
-		slices.Sort(out)
-		return out
-	}
-	return a.Version == b.Version && slices.Equal(norm(a), norm(b))
 }
 
 func TestMultipartAndDeprovisionRemovesEverything(t *testing.T) {
@@ -309,6 +294,48 @@ func TestForeignResourcesAreNeverTouched(t *testing.T) {
 		}
 	})
 
+	// Tags are information, not evidence: a bucket tagged as tenantprov's
+	// by someone with s3:PutBucketTagging is still foreign.
+	t.Run("forged tags", func(t *testing.T) {
+		tenant := events.MustTenantID("forged-tags")
+		if err := h.CreateForeign(ctx, tenant); err != nil {
+			t.Fatal(err)
+		}
+		e.tag(t, tenant.MinIOBucket(), bucketTags(tenant, 1))
+		_, err := e.store.Provision(ctx, agent.ProvisionRequest{Tenant: tenant, Generation: 1, Password: mustGenerate(t)})
+		if !errors.Is(err, agent.ErrConflict) {
+			t.Fatalf("Provision over a bucket with forged tags: %v, want ErrConflict", err)
+		}
+		r, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
+		if err != nil || len(r.Skipped) != 1 || !strings.Contains(r.Skipped[0], "bucket "+tenant.MinIOBucket()) {
+			t.Fatalf("Deprovision: %v, skipped %v", err, r.Skipped)
+		}
+		if found, _ := e.resources(ctx, tenant); !slices.Equal(found, []string{"bucket"}) {
+			t.Fatalf("after the rollback: %v, want only the foreign bucket", found)
+		}
+	})
+
+	// A bucket re-created under a provisioned tenant's name (after someone
+	// deleted tenantprov's) is not the one the record names.
+	t.Run("re-created bucket", func(t *testing.T) {
+		tenant := events.MustTenantID("recreated")
+		e.provision(t, tenant, 1)
+		if err := e.root.RemoveBucketWithOptions(ctx, tenant.MinIOBucket(), minio.RemoveBucketOptions{ForceDelete: true}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1100 * time.Millisecond) // a different creation time, to the millisecond at least
+		if err := h.CreateForeign(ctx, tenant); err != nil {
+			t.Fatal(err)
+		}
+		r, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
+		if err != nil || len(r.Skipped) != 1 || !strings.Contains(r.Skipped[0], "bucket "+tenant.MinIOBucket()) {
+			t.Fatalf("Deprovision: %v, skipped %v", err, r.Skipped)
+		}
+		if err := h.ForeignIntact(ctx, tenant); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("user", func(t *testing.T) {
 		tenant := events.MustTenantID("foreign-user")
 		foreignSecret := "foreign-secret-123"
@@ -447,7 +474,7 @@ func TestCrashBetweenCreateAndTag(t *testing.T) {
 	}
 	crash := func(t *testing.T, tenant events.TenantID) {
 		t.Helper()
-		if err := e.store.writeRecord(ctx, tenant, 1, "s"); err != nil {
+		if err := e.store.writeRecord(ctx, newRecord(tenant, 1, "s", nil)); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.root.MakeBucket(ctx, tenant.MinIOBucket(), minio.MakeBucketOptions{}); err != nil {
@@ -489,7 +516,7 @@ func TestCrashBetweenCreateAndTag(t *testing.T) {
 
 	t.Run("user created, policy not attached", func(t *testing.T) {
 		tenant := events.MustTenantID("half-iam")
-		if err := e.store.writeRecord(ctx, tenant, 1, "s"); err != nil {
+		if err := e.store.writeRecord(ctx, newRecord(tenant, 1, "s", nil)); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.admin.AddUser(ctx, tenant.MinIOUser(), "some-old-secret"); err != nil {
@@ -545,7 +572,9 @@ func TestVerifyCatchesBrokenIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := verify()
-	if c[agent.CheckCanaryDenied].Passed || !c[agent.CheckAdminDenied].Passed || !c[agent.CheckOwnAccess].Passed {
+	// readwrite allows every bucket and has no deny of the self-service
+	// admin calls.
+	if c[agent.CheckCanaryDenied].Passed || c[agent.CheckAdminDenied].Passed || c[CheckPolicyExact].Passed || !c[agent.CheckOwnAccess].Passed {
 		t.Fatalf("with readwrite: %+v", c)
 	}
 	t.Logf("readwrite: %s", c[agent.CheckCanaryDenied].Detail)
@@ -578,6 +607,9 @@ func TestVerifyCatchesBrokenIsolation(t *testing.T) {
 				t.Errorf("probe policy %s left behind", name)
 			}
 		}
+	}
+	if l, err := e.admin.ListServiceAccounts(ctx, tenant.MinIOUser()); err != nil || len(l.Accounts) > 0 {
+		t.Errorf("probe service accounts left behind: %+v (err %v)", l.Accounts, err)
 	}
 }
 

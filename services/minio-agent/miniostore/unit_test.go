@@ -107,3 +107,65 @@ func TestTamper(t *testing.T) {
 		}
 	}
 }
+
+func TestGrantsBucket(t *testing.T) {
+	const arn = "arn:aws:s3:::tenant-acme"
+	doc := func(stmt string) policyDocument {
+		d, err := parsePolicy([]byte(`{"Version":"2012-10-17","Statement":[` + stmt + `]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		stmt string
+		want bool
+	}{
+		{`{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::*"]}`, true},
+		{`{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::tenant-*"}`, true},
+		{`{"Effect":"Allow","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::tenant-acme/secret/*"]}`, true},
+		{`{"Effect":"Allow","Action":["s3:ListBucket"],"Resource":["arn:aws:s3:::tenant-acme"]}`, true},
+		{`{"Effect":"Allow","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::tenant-ac?e/*"]}`, true},
+		{`{"Effect":"Allow","Action":["*"],"Resource":["*"]}`, true},
+		{`{"Effect":"Allow","NotAction":["s3:DeleteObject"],"Resource":["arn:aws:s3:::tenant-acme/*"]}`, true},
+		{`{"Effect":"Allow","Action":["s3:GetObject"],"NotResource":["arn:aws:s3:::other/*"]}`, true},
+		{`{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::tenant-acme2/*"]}`, false},
+		{`{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::tenant-acme-x","arn:aws:s3:::tenant-acmex/*"]}`, false},
+		{`{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::tenant-ac"]}`, false},
+		{`{"Effect":"Deny","Action":["s3:*"],"Resource":["arn:aws:s3:::*"]}`, false},
+		{`{"Effect":"Allow","Action":["admin:*"]}`, false},
+		{`{"Effect":"Allow","Action":["kms:*"],"Resource":["*"]}`, false},
+	} {
+		if got := grantsBucket(doc(tc.stmt), arn); got != tc.want {
+			t.Errorf("grantsBucket(%s) = %v, want %v", tc.stmt, got, tc.want)
+		}
+	}
+	if other, err := parsePolicy(TenantPolicy("other")); err != nil || grantsBucket(other, arn) {
+		t.Error("another tenant's policy grants tenant-acme")
+	}
+}
+
+func TestGlobMatch(t *testing.T) {
+	for _, tc := range []struct {
+		p, s       string
+		full, open bool
+	}{
+		{"*", "", true, true},
+		{"a*c", "abc", true, true},
+		{"a*c", "ab", false, true},
+		{"abc", "ab", false, true},
+		{"ab", "abc", false, false},
+		{"a?c", "abc", true, true},
+		{"a**", "a", true, true},
+		{"x", "a", false, false},
+		{"", "", true, true},
+		{"", "a", false, false},
+	} {
+		if got := wildcardMatch(tc.p, tc.s); got != tc.full {
+			t.Errorf("wildcardMatch(%q, %q) = %v, want %v", tc.p, tc.s, got, tc.full)
+		}
+		if got := wildcardMatchesPrefix(tc.p, tc.s); got != tc.open {
+			t.Errorf("wildcardMatchesPrefix(%q, %q) = %v, want %v", tc.p, tc.s, got, tc.open)
+		}
+	}
+}

@@ -5,9 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,8 +37,27 @@ const probePrefix = events.ReservedPrefix + "-probe-"
 // and it is what Verify of a removed user costs.)
 const propagationWait = time.Second
 
-// Verify checks the tenant's credential against the agent's endpoint (not
-// the public one, which the agent may not reach):
+// Names of the inward checks Verify reports besides agent.RequiredChecks.
+const (
+	// CheckBucketNotPublic passes when the tenant's bucket has no bucket
+	// policy and anonymous requests to it are refused.
+	CheckBucketNotPublic = "bucket_not_public"
+	// CheckNoForeignGrants passes when no canned policy that grants any S3
+	// action on the tenant's bucket or its objects (wildcards included)
+	// is attached to any user or group.
+	CheckNoForeignGrants = "no_foreign_grants"
+	// CheckPolicyExact passes when the tenant's user is enabled, in no
+	// group, and has exactly the tenant's policy, whose document is
+	// exactly TenantPolicy.
+	CheckPolicyExact = "policy_exact"
+	// CheckNoExtraKeys passes when the tenant's user has no service
+	// accounts.
+	CheckNoExtraKeys = "no_extra_keys"
+)
+
+// Verify checks isolation in both directions. Outward, with the tenant's
+// credential against the agent's endpoint (not the public one, which the
+// agent may not reach):
 //
 //   - own_access: a probe object is put, read back and deleted in the
 //     tenant's bucket;
@@ -45,7 +67,20 @@ const propagationWait = time.Second
 //   - wrong_password_refused: the same access key with a wrong secret is
 //     refused (SignatureDoesNotMatch or InvalidAccessKeyId);
 //   - admin_denied: admin API calls (server info, list users, add a
-//     policy) are refused with AccessDenied.
+//     policy, create a service account, list its access keys, set its own
+//     secret) are refused with AccessDenied.
+//
+// Inward, with the admin credential and anonymously:
+//
+//   - bucket_not_public: no bucket policy on the tenant's bucket, and
+//     anonymous listing and reading are refused;
+//   - no_foreign_grants: no canned policy but the tenant's that allows any
+//     S3 action on the bucket or its objects (arn:aws:s3:::*,
+//     tenant-<id>* and other wildcards included) is attached to a user or
+//     group (other than the agent's admin user);
+//   - policy_exact: the tenant's user is enabled, in no group, mapped to
+//     exactly tenant-<id>-rw, and that policy is exactly TenantPolicy;
+//   - no_extra_keys: the tenant's user has no service accounts.
 //
 // Anything a probe wrongly managed to create is removed with the admin
 // credential. An error is returned only if MinIO could not be reached.
@@ -66,6 +101,10 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 	if err != nil {
 		return agent.VerifyResponse{}, err
 	}
+	anonymous, err := s.tenantS3("", "")
+	if err != nil {
+		return agent.VerifyResponse{}, err
+	}
 	tenantAdmin, err := madmin.NewWithOptions(s.cfg.Endpoint, &madmin.Options{
 		Creds: credentials.NewStaticV4(access, key.Reveal(), ""), Secure: s.cfg.Secure, Transport: s.transport,
 	})
@@ -73,7 +112,7 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 		return agent.VerifyResponse{}, fmt.Errorf("tenant admin client: %w", err)
 	}
 
-	checks := make([]events.Check, 4)
+	checks := make([]events.Check, 8)
 	err = s.steps(ctx,
 		func(ctx context.Context) (err error) { checks[0], err = s.checkOwnAccess(ctx, tenant, t); return err },
 		func(ctx context.Context) (err error) { checks[1], err = s.checkCanaryDenied(ctx, tenant); return err },
@@ -82,9 +121,16 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 			return err
 		},
 		func(ctx context.Context) (err error) {
-			checks[3], err = s.checkAdminDenied(ctx, tenantAdmin)
+			checks[3], err = s.checkAdminDenied(ctx, tenantAdmin, access, key)
 			return err
 		},
+		func(ctx context.Context) (err error) {
+			checks[4], err = s.checkBucketNotPublic(ctx, anonymous, t)
+			return err
+		},
+		func(ctx context.Context) (err error) { checks[5], err = s.checkNoForeignGrants(ctx, t); return err },
+		func(ctx context.Context) (err error) { checks[6], err = s.checkPolicyExact(ctx, t); return err },
+		func(ctx context.Context) (err error) { checks[7], err = s.checkNoExtraKeys(ctx, t); return err },
 	)
 	if err != nil {
 		return agent.VerifyResponse{}, err
@@ -218,8 +264,10 @@ func (s *Store) checkCanaryDenied(ctx context.Context, c *minio.Client) (events.
 	return s.denials(ctx, agent.CheckCanaryDenied, "verify.canary_denied", probes)
 }
 
-func (s *Store) checkAdminDenied(ctx context.Context, c *madmin.AdminClient) (events.Check, error) {
+func (s *Store) checkAdminDenied(ctx context.Context, c *madmin.AdminClient, access string, key secret.String) (events.Check, error) {
 	probePolicy := probePrefix + randomHex(8)
+	// Service-account access keys are at most 20 characters.
+	probeKey := "tpprobe" + randomHex(6)
 	probes := []denialProbe{
 		{what: "admin server info", run: func(ctx context.Context) error {
 			_, err := c.ServerInfo(ctx)
@@ -234,8 +282,250 @@ func (s *Store) checkAdminDenied(ctx context.Context, c *madmin.AdminClient) (ev
 		}, undo: func(ctx context.Context) {
 			_ = s.admin.RemoveCannedPolicy(ctx, probePolicy)
 		}},
+		{what: "create a service account for itself", run: func(ctx context.Context) error {
+			return addServiceAccountSealed(ctx, c, key.Reveal(), probeKey, randomHex(16))
+		}, undo: func(ctx context.Context) {
+			_ = s.admin.DeleteServiceAccount(ctx, probeKey)
+		}},
+		{what: "list its access keys", run: func(ctx context.Context) error {
+			_, err := c.ListAccessKeysBulk(ctx, nil, madmin.ListAccessKeysOpts{})
+			return err
+		}},
+		// Setting the secret it already has changes nothing if allowed.
+		{what: "set its own secret", run: func(ctx context.Context) error {
+			return addUserSealed(ctx, c, key.Reveal(), access, key.Reveal())
+		}},
 	}
 	return s.denials(ctx, agent.CheckAdminDenied, "verify.admin_denied", probes)
+}
+
+func (s *Store) checkBucketNotPublic(ctx context.Context, anonymous *minio.Client, t events.TenantID) (events.Check, error) {
+	check := events.Check{Name: CheckBucketNotPublic}
+	bucket := t.MinIOBucket()
+	var policy string
+	err := s.call(ctx, "verify.bucket_policy", func(ctx context.Context) error {
+		var err error
+		policy, err = s.s3.GetBucketPolicy(ctx, bucket)
+		if s3Code(err) == codeNoSuchBucketPolicy {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return check, fmt.Errorf("%s: bucket policy of %s: %w", check.Name, bucket, err)
+	}
+	var problems []string
+	if strings.TrimSpace(policy) != "" {
+		problems = append(problems, "bucket "+bucket+" has a bucket policy: "+truncate(policy, 300))
+	}
+	probes := []denialProbe{
+		{what: "anonymous list " + bucket, run: func(ctx context.Context) error {
+			return firstListError(ctx, anonymous, bucket)
+		}},
+		{what: "anonymous get " + bucket + "/" + probePrefix + "absent", run: func(ctx context.Context) error {
+			_, err := anonymous.StatObject(ctx, bucket, probePrefix+"absent", minio.StatObjectOptions{})
+			return err
+		}},
+	}
+	denied, err := s.denials(ctx, check.Name, "verify.anonymous_denied", probes)
+	if err != nil {
+		return check, err
+	}
+	if !denied.Passed {
+		problems = append(problems, denied.Detail)
+	}
+	if len(problems) > 0 {
+		check.Detail = strings.Join(problems, "; ")
+		return check, nil
+	}
+	check.Passed = true
+	check.Detail = "no bucket policy on " + bucket + "; " + denied.Detail
+	return check, nil
+}
+
+func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (events.Check, error) {
+	check := events.Check{Name: CheckNoForeignGrants}
+	arn := "arn:aws:s3:::" + t.MinIOBucket()
+	var (
+		granting []string
+		unread   []string
+		grants   []string
+	)
+	err := s.call(ctx, "verify.foreign_grants", func(ctx context.Context) error {
+		all, err := s.admin.ListCannedPolicies(ctx)
+		if err != nil {
+			return err
+		}
+		for name, raw := range all {
+			if name == t.MinIOPolicy() {
+				continue
+			}
+			doc, err := parsePolicy(raw)
+			if err != nil {
+				unread = append(unread, name)
+				granting = append(granting, name)
+				continue
+			}
+			if grantsBucket(doc, arn) {
+				granting = append(granting, name)
+			}
+		}
+		if len(granting) == 0 {
+			return nil
+		}
+		slices.Sort(granting)
+		res, err := s.admin.GetPolicyEntities(ctx, madmin.PolicyEntitiesQuery{Policy: granting})
+		if err != nil {
+			return err
+		}
+		for _, m := range res.PolicyMappings {
+			for _, u := range m.Users {
+				if u != s.cfg.RootUser {
+					grants = append(grants, "policy "+m.Policy+" on user "+u)
+				}
+			}
+			for _, g := range m.Groups {
+				grants = append(grants, "policy "+m.Policy+" on group "+g)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return check, fmt.Errorf("%s: %w", check.Name, err)
+	}
+	slices.Sort(grants)
+	if len(grants) > 0 {
+		check.Detail = "reach " + t.MinIOBucket() + ": " + strings.Join(grants, ", ")
+		if len(unread) > 0 {
+			check.Detail += " (unreadable policies counted as granting: " + strings.Join(unread, ", ") + ")"
+		}
+		return check, nil
+	}
+	check.Passed = true
+	check.Detail = fmt.Sprintf("no user or group but the tenant's has a policy naming %s (%d policies name it, none attached)", t.MinIOBucket(), len(granting))
+	return check, nil
+}
+
+func (s *Store) checkPolicyExact(ctx context.Context, t events.TenantID) (events.Check, error) {
+	check := events.Check{Name: CheckPolicyExact}
+	var (
+		ui  madmin.UserInfo
+		doc []byte
+	)
+	err := s.call(ctx, "verify.policy_exact", func(ctx context.Context) error {
+		var err error
+		if ui, err = s.admin.GetUserInfo(ctx, t.MinIOUser()); err != nil {
+			return err
+		}
+		info, err := s.admin.InfoCannedPolicyV2(ctx, t.MinIOPolicy())
+		if err != nil {
+			return err
+		}
+		doc = info.Policy
+		return nil
+	})
+	if err != nil && !answered(err) {
+		return check, fmt.Errorf("%s: %w", check.Name, err)
+	}
+	var problems []string
+	if err != nil {
+		problems = append(problems, "user or policy unreadable: "+describe(err))
+	} else {
+		if ui.PolicyName != t.MinIOPolicy() {
+			problems = append(problems, fmt.Sprintf("user %s has policies %q, want exactly %q", t.MinIOUser(), ui.PolicyName, t.MinIOPolicy()))
+		}
+		if len(ui.MemberOf) > 0 {
+			problems = append(problems, fmt.Sprintf("user %s is in groups %v", t.MinIOUser(), ui.MemberOf))
+		}
+		if ui.Status != madmin.AccountEnabled {
+			problems = append(problems, fmt.Sprintf("user %s is %q", t.MinIOUser(), ui.Status))
+		}
+		want, _ := parsePolicy(TenantPolicy(t))
+		got, perr := parsePolicy(doc)
+		if perr != nil || !samePolicy(got, want) {
+			var compact bytes.Buffer
+			if json.Compact(&compact, doc) != nil {
+				compact.Reset()
+				compact.Write(doc)
+			}
+			problems = append(problems, "policy "+t.MinIOPolicy()+" differs from the tenant policy: "+truncate(compact.String(), 300))
+		}
+	}
+	if len(problems) > 0 {
+		check.Detail = strings.Join(problems, "; ")
+		return check, nil
+	}
+	check.Passed = true
+	check.Detail = "user " + t.MinIOUser() + " enabled, in no group, with exactly " + t.MinIOPolicy() + " as written"
+	return check, nil
+}
+
+func (s *Store) checkNoExtraKeys(ctx context.Context, t events.TenantID) (events.Check, error) {
+	check := events.Check{Name: CheckNoExtraKeys}
+	var keys madmin.ListAccessKeysResp
+	err := s.call(ctx, "verify.extra_keys", func(ctx context.Context) error {
+		m, err := s.admin.ListAccessKeysBulk(ctx, []string{t.MinIOUser()}, madmin.ListAccessKeysOpts{ListType: madmin.AccessKeyListAll})
+		keys = m[t.MinIOUser()]
+		return err
+	})
+	if err != nil && !answered(err) {
+		return check, fmt.Errorf("%s: %w", check.Name, err)
+	}
+	if err != nil {
+		check.Detail = "access keys of " + t.MinIOUser() + " unreadable: " + describe(err)
+		return check, nil
+	}
+	if n := len(keys.ServiceAccounts); n > 0 {
+		names := make([]string, 0, n)
+		for _, a := range keys.ServiceAccounts {
+			names = append(names, a.AccessKey)
+		}
+		slices.Sort(names)
+		check.Detail = fmt.Sprintf("user %s has %d service accounts: %s", t.MinIOUser(), n, strings.Join(names, ", "))
+		return check, nil
+	}
+	check.Passed = true
+	check.Detail = fmt.Sprintf("user %s has no service accounts (%d temporary keys, which expire and go with the user)", t.MinIOUser(), len(keys.STSKeys))
+	return check, nil
+}
+
+// addServiceAccountSealed asks, with client c (whose secret key is
+// sealingKey), for a service account of c's own user with the given keys.
+// It is madmin's AddServiceAccount with the PBKDF2-sealed body of
+// addUserSealed: madmin would spend an Argon2id derivation (~0.3 s) on a
+// request that is meant to be refused.
+func addServiceAccountSealed(ctx context.Context, c *madmin.AdminClient, sealingKey, accessKey, secretKey string) error {
+	body, err := json.Marshal(madmin.AddServiceAccountReq{AccessKey: accessKey, SecretKey: secretKey})
+	if err != nil {
+		return err
+	}
+	sealed, err := sealAdminPayload(sealingKey, body)
+	if err != nil {
+		return fmt.Errorf("seal add-service-account request: %w", err)
+	}
+	resp, err := c.ExecuteMethod(ctx, http.MethodPut, madmin.RequestData{
+		RelPath: "/" + madmin.AdminAPIVersion + "/add-service-account",
+		Content: sealed,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+		_ = resp.Body.Close()
+	}()
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	return adminErrorFrom(resp)
+}
+
+// truncate shortens s to at most n bytes for a check's detail.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // denials runs probes and passes the check only if every one was refused

@@ -53,6 +53,12 @@ type Config struct {
 	// long-lived credentials; revocation works at once through the
 	// value_exists claim, so exp is a backstop, but it is always set.
 	TokenTTL time.Duration `env:"QDRANT_TOKEN_TTL" envDefault:"8760h"`
+	// ExpiryWarning is how long before a tenant JWT's exp Observe starts
+	// reporting it (drift kind "credential_expiring"), so that it is
+	// rotated in time. Zero means TokenTTL/12 (a month of a year). It
+	// must be shorter than TokenTTL, or every fresh token would be
+	// reported.
+	ExpiryWarning time.Duration `env:"QDRANT_TOKEN_EXPIRY_WARNING"`
 	// Isolation is IsolationJWTRBAC (default: refuse to provision on a
 	// server that does not enforce JWT RBAC) or IsolationApplication (an
 	// explicit opt-in to provision without per-tenant credentials on such a
@@ -104,6 +110,9 @@ func (c *Config) Validate() error {
 	if c.TokenTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("QDRANT_TOKEN_TTL: %s, want at least 1m (tokens always expire; revocation is by value_exists)", c.TokenTTL))
 	}
+	if c.ExpiryWarning < 0 || (c.ExpiryWarning > 0 && c.ExpiryWarning >= c.TokenTTL) {
+		errs = append(errs, fmt.Errorf("QDRANT_TOKEN_EXPIRY_WARNING: %s, want at least 0 and less than QDRANT_TOKEN_TTL (%s)", c.ExpiryWarning, c.TokenTTL))
+	}
 	if c.Isolation != IsolationJWTRBAC && c.Isolation != IsolationApplication {
 		errs = append(errs, fmt.Errorf("QDRANT_ISOLATION: %q, want %q or %q", c.Isolation, IsolationJWTRBAC, IsolationApplication))
 	}
@@ -111,6 +120,14 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("QDRANT_CALL_TIMEOUT: %s must be positive", c.CallTimeout))
 	}
 	return errors.Join(errs...)
+}
+
+// expiryWarning is the effective ExpiryWarning.
+func (c *Config) expiryWarning() time.Duration {
+	if c.ExpiryWarning > 0 {
+		return c.ExpiryWarning
+	}
+	return c.TokenTTL / 12
 }
 
 // publicEndpoint is the host and port written into tenant credentials.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/qdrant/go-client/qdrant"
 	"google.golang.org/grpc/codes"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
@@ -188,10 +187,12 @@ func isJSONNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(r
 
 // checkNoOtherToken reads, with the admin key, every point of the system
 // collection that names the tenant, its collection or the credential's
-// token_id. Exactly two may exist: the marker of origin and the
-// credential's own token record (its point ID and token_id the
-// credential's, for this tenant, collection and generation, with the
-// credential's exp). Anything else is another way into the collection
+// token_id (readSystem). Allowed are the marker of origin and the tenant's
+// token records of the credential versions the marker records — one, or
+// two during a rotation's grace — each for this tenant, collection and
+// generation, expiring within QDRANT_TOKEN_TTL; the credential's own record
+// must be one of them (its point ID and token_id the credential's, with
+// the credential's exp). Anything else is another way into the collection
 // that the control plane did not issue to this tenant. Aliases of the
 // collection are refused too: Qdrant checks a token's access against the
 // name in the request, so a token naming an alias reaches the collection.
@@ -199,52 +200,30 @@ func (s *Store) checkNoOtherToken(ctx context.Context, tenant events.TenantID, g
 	c := events.Check{Name: CheckNoOtherToken}
 	admin := withKey(ctx, s.cfg.APIKey)
 	name := tenant.QdrantCollection()
-	f := &qdrant.Filter{Should: namingTenant(tenant)}
-	if tok.tokenID != "" {
-		f.Should = append(f.Should, qdrant.NewMatchKeyword(keyTokenID, tok.tokenID))
-	}
-	pts, err := s.scrollSystem(admin, f)
+	v, err := s.readSystem(admin, tenant, 0, tok, nil)
 	if err != nil {
 		return c, err
 	}
 	var bad []string
-	var ownRecord, markerSeen bool
-	mid := markerID(tenant).GetUuid()
-	for _, p := range pts {
-		pl := p.GetPayload()
-		id := p.GetId().GetUuid()
-		if id == "" {
-			id = fmt.Sprint(p.GetId().GetNum())
-		}
-		if id == mid && pl[keyKind].GetStringValue() == kindCollection {
-			if pl[keyTenant].GetStringValue() != tenant.String() || pl[keyCollection].GetStringValue() != name {
-				bad = append(bad, "the marker of origin names another tenant or collection")
-			}
-			markerSeen = true
-			continue
-		}
-		r, isToken := parseTokenRecord(p)
-		if tok.tokenID != "" && id == tok.tokenID && isToken && r.tokenID == tok.tokenID &&
-			r.tenant == tenant.String() && r.collection == name && r.expiresAt == tok.exp &&
-			(generation == 0 || r.generation == generation) {
-			ownRecord = true
-			continue
-		}
-		switch {
-		case id == tok.tokenID:
-			bad = append(bad, fmt.Sprintf("the credential's token record %s does not match it (kind %q, tenant %q, collection %q, generation %d, expires_at %d)",
-				id, pl[keyKind].GetStringValue(), r.tenant, r.collection, r.generation, r.expiresAt))
-		case isToken:
-			bad = append(bad, fmt.Sprintf("another live token record %s (tenant %q, collection %q, generation %d) names %s", id, r.tenant, r.collection, r.generation, name))
-		default:
-			bad = append(bad, fmt.Sprintf("point %s (kind %q) names %s or carries the credential's token_id", id, pl[keyKind].GetStringValue(), name))
+	for _, sp := range v.strays {
+		if sp.detail != v.ownProblem {
+			bad = append(bad, sp.detail)
 		}
 	}
-	if !ownRecord {
-		bad = append(bad, "the credential's revocation point is missing or altered: it is not bound to the tenant's token record")
+	if v.own == nil {
+		bad = append(bad, v.ownProblem)
 	}
-	if !markerSeen {
+	// The records' generation: Verify's request may name none (0).
+	for _, r := range v.records {
+		if generation != 0 && r.generation != generation {
+			bad = append(bad, fmt.Sprintf("token record %s is of generation %d, want %d", r.tokenID, r.generation, generation))
+		}
+	}
+	switch {
+	case !v.markerFound:
 		bad = append(bad, "no marker of origin for "+name)
+	case v.markerProblem != "":
+		bad = append(bad, v.markerProblem)
 	}
 	aliases, err := s.client.ListCollectionAliases(admin, name)
 	switch {
@@ -260,6 +239,6 @@ func (s *Store) checkNoOtherToken(ctx context.Context, tenant events.TenantID, g
 		return c, nil
 	}
 	c.Passed = true
-	c.Detail = fmt.Sprintf("in %s only the marker and the credential's own token record name %s; no alias leads to it", events.QdrantSystemCollection, name)
+	c.Detail = fmt.Sprintf("in %s only the marker and the tenant's token records of credential versions %v (the credential's among them) name %s; no alias leads to it", events.QdrantSystemCollection, v.versions, name)
 	return c, nil
 }

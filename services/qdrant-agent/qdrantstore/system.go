@@ -252,6 +252,20 @@ func (s *Store) probeRBAC(ctx context.Context) (enforced bool, detail string, er
 // tenant's collection.
 type marker struct {
 	generation uint64
+	versions   []int // the credential versions the tenant holds
+}
+
+// markerVersions reads the credential versions a marker payload records:
+// [1] when it records none (a marker written before rotation existed).
+func markerVersions(pl map[string]*qdrant.Value) []int {
+	var vs []int
+	for _, v := range pl[keyVersions].GetListValue().GetValues() {
+		vs = append(vs, int(v.GetIntegerValue()))
+	}
+	if len(vs) == 0 {
+		return []int{1}
+	}
+	return vs
 }
 
 // markerID is the marker point's ID: a UUID derived from the tenant, so
@@ -282,15 +296,26 @@ func (s *Store) getMarker(admin context.Context, tenant events.TenantID) (*marke
 	for _, p := range pts {
 		pl := p.GetPayload()
 		if pl[keyKind].GetStringValue() == kindCollection && pl[keyTenant].GetStringValue() == tenant.String() {
-			return &marker{generation: uint64(max(pl[keyGeneration].GetIntegerValue(), 0))}, nil
+			return &marker{generation: uint64(max(pl[keyGeneration].GetIntegerValue(), 0)), versions: markerVersions(pl)}, nil
 		}
 	}
 	return nil, nil
 }
 
 // putMarker records that tenantprov created the tenant's collection for
-// generation.
+// generation, with one credential (version 1), as Provision leaves it.
 func (s *Store) putMarker(admin context.Context, tenant events.TenantID, generation uint64) error {
+	return s.putMarkerVersions(admin, tenant, generation, []int{1})
+}
+
+// putMarkerVersions records that tenantprov created the tenant's
+// collection for generation and that the tenant holds the credentials of
+// versions (the only token records Verify accepts).
+func (s *Store) putMarkerVersions(admin context.Context, tenant events.TenantID, generation uint64, versions []int) error {
+	vs := make([]any, len(versions))
+	for i, v := range versions {
+		vs[i] = int64(v)
+	}
 	_, err := s.client.Upsert(admin, &qdrant.UpsertPoints{
 		CollectionName: events.QdrantSystemCollection,
 		Wait:           qdrant.PtrOf(true),
@@ -302,6 +327,7 @@ func (s *Store) putMarker(admin context.Context, tenant events.TenantID, generat
 				keyTenant:     tenant.String(),
 				keyGeneration: int64(generation),
 				keyCollection: tenant.QdrantCollection(),
+				keyVersions:   vs,
 				keyCreatedAt:  time.Now().UTC().Format(time.RFC3339),
 			}),
 		}},
@@ -335,7 +361,10 @@ type tokenRecord struct {
 	tenant     string
 	collection string
 	generation uint64
-	expiresAt  int64 // the JWT's exp, Unix seconds
+	expiresAt  int64           // the JWT's exp, Unix seconds
+	version    int             // credential version (1 when the record has none)
+	suspended  bool            // token_id moved to suspended_token_id: the JWT is refused
+	point      *qdrant.PointId // the point's ID as read (nil: the UUID tokenID)
 }
 
 // parseTokenRecord reads a point of the system collection as a token
@@ -349,32 +378,59 @@ func parseTokenRecord(p *qdrant.RetrievedPoint) (r tokenRecord, ok bool) {
 		collection: pl[keyCollection].GetStringValue(),
 		generation: uint64(max(pl[keyGeneration].GetIntegerValue(), 0)),
 		expiresAt:  pl[keyExpiresAt].GetIntegerValue(),
+		version:    int(pl[keyVersion].GetIntegerValue()),
+	}
+	if r.version == 0 {
+		r.version = 1
+	}
+	if r.tokenID == "" {
+		if id := pl[keySuspendedTokenID].GetStringValue(); id != "" {
+			r.tokenID, r.suspended = id, true
+		}
 	}
 	return r, pl[keyKind].GetStringValue() == kindToken
 }
 
 // putToken writes the revocation point that keeps the JWT with tokenID
-// valid, recording what the JWT grants: the tenant's collection until exp.
+// valid, recording what the JWT grants: the tenant's collection until exp,
+// as credential version 1 (Provision's).
 func (s *Store) putToken(admin context.Context, tenant events.TenantID, generation uint64, tokenID string, exp time.Time) error {
+	return s.writeTokenRecord(admin, tokenRecord{
+		id: tokenID, tokenID: tokenID, tenant: tenant.String(), collection: tenant.QdrantCollection(),
+		generation: generation, expiresAt: exp.Unix(), version: 1,
+	})
+}
+
+// writeTokenRecord writes r as its point (ID r.tokenID), replacing the
+// whole payload. A suspended record carries its token_id under
+// suspended_token_id only, so no point matches the JWT's value_exists.
+func (s *Store) writeTokenRecord(admin context.Context, r tokenRecord) error {
+	pl := map[string]any{
+		keyKind:       kindToken,
+		keyTenant:     r.tenant,
+		keyGeneration: int64(r.generation),
+		keyCollection: r.collection,
+		keyExpiresAt:  r.expiresAt,
+		keyVersion:    int64(r.version),
+		keyCreatedAt:  time.Now().UTC().Format(time.RFC3339),
+	}
+	if r.suspended {
+		pl[keySuspendedTokenID] = r.tokenID
+		pl[keySuspendedAt] = time.Now().UTC().Format(time.RFC3339)
+	} else {
+		pl[keyTokenID] = r.tokenID
+	}
 	_, err := s.client.Upsert(admin, &qdrant.UpsertPoints{
 		CollectionName: events.QdrantSystemCollection,
 		Wait:           qdrant.PtrOf(true),
 		Points: []*qdrant.PointStruct{{
-			Id:      qdrant.NewIDUUID(tokenID),
+			Id:      qdrant.NewIDUUID(r.tokenID),
 			Vectors: qdrant.NewVectors(1),
-			Payload: qdrant.NewValueMap(map[string]any{
-				keyKind:       kindToken,
-				keyTenant:     tenant.String(),
-				keyGeneration: int64(generation),
-				keyTokenID:    tokenID,
-				keyCollection: tenant.QdrantCollection(),
-				keyExpiresAt:  exp.Unix(),
-				keyCreatedAt:  time.Now().UTC().Format(time.RFC3339),
-			}),
+			Payload: qdrant.NewValueMap(pl),
 		}},
 	})
 	if err != nil {
-		return s.adminErr(fmt.Errorf("write revocation point of %s: %w", tenant.QdrantCollection(), err))
+		return s.adminErr(fmt.Errorf("write revocation point of %s: %w", r.collection, err))
 	}
 	return nil
 }

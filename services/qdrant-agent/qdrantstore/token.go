@@ -23,6 +23,19 @@ const (
 	keyCollection = "collection" // the tenant's collection (markers and token records)
 	keyExpiresAt  = "expires_at" // a token's exp claim, Unix seconds (token records)
 	keyCreatedAt  = "created_at" // RFC 3339, UTC
+	// keyVersion is the credential version a token record belongs to (1
+	// after Provision; absent in records written before rotation existed,
+	// read as 1).
+	keyVersion = "version"
+	// keyVersions, on the marker, lists the credential versions the tenant
+	// currently holds: one, or two during a rotation's grace. Absent means
+	// [1].
+	keyVersions = "credential_versions"
+	// keySuspendedTokenID holds a suspended token's token_id while
+	// token_id itself is absent, so that the token's value_exists claim
+	// matches no point (the token is refused) and Resume can put it back.
+	keySuspendedTokenID = "suspended_token_id"
+	keySuspendedAt      = "suspended_at" // RFC 3339, UTC
 
 	kindCollection = "collection" // marker of a collection tenantprov created
 	kindToken      = "token"      // revocation point of one tenant JWT

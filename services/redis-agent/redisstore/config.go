@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/tenantprov/tenantprov/pkg/secret"
 )
@@ -34,7 +35,29 @@ type Config struct {
 	// TLSCAFile is a PEM bundle of CAs trusted for the server certificate;
 	// empty means the system roots. Setting it implies TLS.
 	TLSCAFile string `env:"REDIS_TLS_CA_FILE"`
+	// TenantScripting is the stance on tenants' Lua scripts: deny (the
+	// default; also when empty), readonly or allow. See Scripting.
+	TenantScripting Scripting `env:"REDIS_TENANT_SCRIPTING" envDefault:"deny"`
+	// ScriptKillAfter is how long the script watchdog lets the server answer
+	// BUSY (a script has run past busy-reply-threshold) before it runs
+	// SCRIPT KILL. Used only when TenantScripting lets tenants run scripts;
+	// zero means DefaultScriptKillAfter.
+	ScriptKillAfter time.Duration `env:"REDIS_SCRIPT_KILL_AFTER" envDefault:"1s"`
+	// ScriptWatchdogInterval is how often the watchdog looks; zero means
+	// DefaultScriptWatchdogInterval.
+	ScriptWatchdogInterval time.Duration `env:"REDIS_SCRIPT_WATCHDOG_INTERVAL" envDefault:"250ms"`
+	// TrustedUsers are ACL users, besides AdminUser, that may reach every
+	// tenant's keys and channels (an operator's superuser, a backup user).
+	// Verify's inward check fails for any other user whose key or channel
+	// patterns could match a tenant's prefix. Comma-separated.
+	TrustedUsers []string `env:"REDIS_TRUSTED_USERS"`
 }
+
+// Defaults of the script watchdog.
+const (
+	DefaultScriptKillAfter        = time.Second
+	DefaultScriptWatchdogInterval = 250 * time.Millisecond
+)
 
 // Validate reports every configuration problem at once.
 func (c *Config) Validate() error {
@@ -52,6 +75,15 @@ func (c *Config) Validate() error {
 	if c.AdminPassword.IsZero() {
 		errs = append(errs, errors.New("REDIS_ADMIN_PASSWORD: required (the agent never runs against a Redis without authentication)"))
 	}
+	if !c.TenantScripting.valid() {
+		errs = append(errs, fmt.Errorf("REDIS_TENANT_SCRIPTING: %q is not deny, readonly or allow", c.TenantScripting))
+	}
+	if c.ScriptKillAfter < 0 {
+		errs = append(errs, fmt.Errorf("REDIS_SCRIPT_KILL_AFTER: %s is negative", c.ScriptKillAfter))
+	}
+	if c.ScriptWatchdogInterval < 0 {
+		errs = append(errs, fmt.Errorf("REDIS_SCRIPT_WATCHDOG_INTERVAL: %s is negative", c.ScriptWatchdogInterval))
+	}
 	if c.TLSCAFile != "" {
 		if _, err := c.tlsConfig(); err != nil {
 			errs = append(errs, err)
@@ -66,6 +98,14 @@ func (c *Config) TenantAddr() string {
 		return c.PublicAddr
 	}
 	return c.Addr
+}
+
+// adminUser is the ACL user name the agent acts as.
+func (c *Config) adminUser() string {
+	if c.AdminUser == "" {
+		return "default"
+	}
+	return c.AdminUser
 }
 
 // tlsConfig returns nil when TLS is off.

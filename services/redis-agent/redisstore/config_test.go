@@ -45,3 +45,50 @@ func TestConfig(t *testing.T) {
 		t.Error("New accepted an invalid config")
 	}
 }
+
+func TestConfigScripting(t *testing.T) {
+	base := map[string]string{"REDIS_ADDR": "10.0.0.5:6379", "REDIS_ADMIN_PASSWORD": "pw"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	cfg, err := config.LoadFrom(Config{}, with())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TenantScripting.scriptsAllowed() || ScriptingRules(cfg.TenantScripting) != ScriptingRules(ScriptingDeny) {
+		t.Errorf("default stance %q is not deny", cfg.TenantScripting)
+	}
+	cfg, err = config.LoadFrom(Config{}, with("REDIS_TENANT_SCRIPTING", "readonly", "REDIS_SCRIPT_KILL_AFTER", "2s",
+		"REDIS_SCRIPT_WATCHDOG_INTERVAL", "100ms", "REDIS_TRUSTED_USERS", "backup,ops"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TenantScripting != ScriptingReadOnly || cfg.ScriptKillAfter.String() != "2s" ||
+		cfg.ScriptWatchdogInterval.String() != "100ms" || strings.Join(cfg.TrustedUsers, "|") != "backup|ops" {
+		t.Errorf("cfg = %+v", cfg)
+	}
+	_, err = config.LoadFrom(Config{}, with("REDIS_TENANT_SCRIPTING", "yes", "REDIS_SCRIPT_KILL_AFTER", "-1s"))
+	for _, want := range []string{"REDIS_TENANT_SCRIPTING", "REDIS_SCRIPT_KILL_AFTER"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+	for _, stance := range []Scripting{ScriptingDeny, ScriptingReadOnly, ScriptingAllow} {
+		rules := ScriptingRules(stance)
+		for _, always := range []string{"-script ", "-function", "-fcall"} {
+			if !strings.Contains(rules, always) {
+				t.Errorf("%s rules %q lack %q", stance, rules, always)
+			}
+		}
+		if strings.Contains(rules, "+script|debug") || strings.Contains(rules, "+script|exists") {
+			t.Errorf("%s rules %q allow SCRIPT DEBUG or EXISTS", stance, rules)
+		}
+	}
+}

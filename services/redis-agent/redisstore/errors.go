@@ -22,6 +22,18 @@ var ErrNoACLFile = errors.New("redis has no aclfile")
 // generation's user is left untouched.
 var ErrStaleGeneration = errors.New("command is for an older generation than the managed record")
 
+// ErrNotRemoved reports a deprovision that found the tenant's ACL user or
+// keys still there after removing them. It is transient: the runtime retries
+// it, and the deprovision is not reported done until nothing is left.
+var ErrNotRemoved = errors.New("tenant's user or keys remain after deprovision")
+
+// ErrRecordLost reports an ACL user with the tenant's name and exactly
+// tenantprov's rules but no record of tenantprov's: the record was evicted
+// (maxmemory-policy allkeys-*) or deleted by hand. Deprovision leaves the
+// user and fails (transient, so retried and surfaced) until an operator
+// deletes the user or restores the record.
+var ErrRecordLost = errors.New("tenantprov's record of the user is missing")
+
 // permanentPrefixes are Redis error replies that retrying cannot fix: the
 // admin credential lacks a permission, is wrong, or the server does not
 // understand a command or ACL rule (a server older than Redis 7).

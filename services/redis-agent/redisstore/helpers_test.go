@@ -52,9 +52,21 @@ func newEnv(t testing.TB) *env {
 	return newEnvAt(t, r, r.Addr, r.AdminUser, r.AdminPassword)
 }
 
-func newEnvAt(t testing.TB, r *testkit.Redis, addr, adminUser, adminPassword string) *env {
+// newEnvWith starts a fresh redis-server and a Store on it whose Config is
+// first changed by each of opts.
+func newEnvWith(t testing.TB, opts ...func(*Config)) *env {
 	t.Helper()
-	s, err := New(Config{Addr: addr, AdminUser: adminUser, AdminPassword: secret.String(adminPassword)})
+	r := testkit.StartRedis(t)
+	return newEnvAt(t, r, r.Addr, r.AdminUser, r.AdminPassword, opts...)
+}
+
+func newEnvAt(t testing.TB, r *testkit.Redis, addr, adminUser, adminPassword string, opts ...func(*Config)) *env {
+	t.Helper()
+	cfg := Config{Addr: addr, AdminUser: adminUser, AdminPassword: secret.String(adminPassword)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -286,7 +298,7 @@ func (e *env) interrupt(ctx context.Context, tenant events.TenantID, gen uint64,
 		return err
 	}
 	args := []any{"ACL", "SETUSER", user}
-	for _, r := range aclRules(tenant, old) {
+	for _, r := range aclRules(tenant, old, e.store.cfg.TenantScripting) {
 		args = append(args, r)
 	}
 	if err := e.admin.Do(ctx, args...).Err(); err != nil {

@@ -200,7 +200,11 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 		return agent.ProvisionResponse{}, err
 	}
 	if existed && !managed {
-		return agent.ProvisionResponse{}, agent.Conflict("redis ACL user " + user)
+		what := "redis ACL user " + user
+		if lost, err := s.looksProvisioned(ctx, id); err == nil && lost {
+			what += " (it has tenantprov's rules but no record in " + ManagedUsersKey + ": evicted, or deleted by hand?)"
+		}
+		return agent.ProvisionResponse{}, agent.Conflict(what)
 	}
 	if managed && req.Generation != 0 && rec.Generation > req.Generation {
 		return agent.ProvisionResponse{}, agent.Permanent(events.ReasonInvalid,
@@ -226,7 +230,7 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 
 	hash := passwordHash(req.Password)
 	args := []any{"ACL", "SETUSER", user}
-	for _, r := range aclRules(id, req.Password) {
+	for _, r := range aclRules(id, req.Password, s.cfg.TenantScripting) {
 		args = append(args, r)
 	}
 	if err := s.admin.Do(ctx, args...).Err(); err != nil {
@@ -240,6 +244,9 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 	}
 
 	var warnings []string
+	if w := s.evictionWarning(ctx); w != "" {
+		warnings = append(warnings, w)
+	}
 	switch err := s.saveACL(ctx); {
 	case errors.Is(err, ErrNoACLFile):
 		warnings = append(warnings, fmt.Sprintf("redis has no aclfile: ACL user %s will not survive a server restart", user))
@@ -268,10 +275,15 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 // Deprovision removes the tenant's ACL user (which disconnects its sessions),
 // persists that with ACL SAVE, unlinks every key under tenant:<id>: (SCAN,
 // not KEYS), and finally drops tenantprov's record, so that a deprovision
-// interrupted at any point is finished by the next one. Without a record
-// nothing is touched: a foreign user with the tenant's name is reported in
-// Skipped, and keys under the prefix are left alone too (see the comment in
-// the body).
+// interrupted at any point is finished by the next one. It reports success
+// only once the user is gone and no key under the prefix is left (otherwise
+// an error matching ErrNotRemoved, which the runtime retries). Without a
+// record nothing is touched: a foreign user with the tenant's name is
+// reported in Skipped, and keys under the prefix are left alone too (see the
+// comment in the body). A record of a newer generation than the command's
+// means the user now belongs to that generation: it is left in place with a
+// warning (the record is the agent's own, written only by the admin, so a
+// tenant cannot forge a newer generation).
 func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (agent.DeprovisionResponse, error) {
 	id, err := tenantOf(req.Tenant)
 	if err != nil {
@@ -294,9 +306,24 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 		if err != nil {
 			return resp, err
 		}
-		if exists {
-			resp.Skipped = append(resp.Skipped, "redis ACL user "+user+" (not created by tenantprov)")
+		if !exists {
+			return resp, nil
 		}
+		// A tenant cannot write the record, but one that fills memory
+		// under an allkeys-* maxmemory-policy can get it evicted. A user
+		// with exactly tenantprov's rules is then almost certainly ours:
+		// neither deleted (it may not be ours) nor reported gone (it may
+		// be, and can still authenticate) — the failure is retried and
+		// surfaced until an operator decides.
+		lost, err := s.looksProvisioned(ctx, id)
+		if err != nil {
+			return resp, err
+		}
+		if lost {
+			return resp, fmt.Errorf("redis: deprovision %s: ACL user %s has exactly tenantprov's rules but no record in %s (evicted, or deleted by hand): left in place until an operator restores the record (HSET %s %s '{\"tenant\":%q,\"generation\":<n>}'; deprovision then removes the user and its keys) or deletes the user: %w",
+				id, user, ManagedUsersKey, ManagedUsersKey, user, id, ErrRecordLost)
+		}
+		resp.Skipped = append(resp.Skipped, "redis ACL user "+user+" (not created by tenantprov)")
 		return resp, nil
 	}
 	if req.Generation != 0 && rec.Generation > req.Generation {
@@ -323,10 +350,85 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 	if _, err := s.unlinkPrefix(ctx, id.RedisKeyPrefix()); err != nil {
 		return resp, err
 	}
+	// Success means the tenant can no longer authenticate and nothing of it
+	// remains; anything else is a transient failure, retried (with the
+	// record kept, so that the retry finishes the job).
+	if err := s.checkRemoved(ctx, id); err != nil {
+		return resp, err
+	}
 	if err := s.admin.HDel(ctx, ManagedUsersKey, user).Err(); err != nil {
 		return resp, storeError("delete managed record of "+user, err)
 	}
 	return resp, nil
+}
+
+// looksProvisioned reports whether the tenant's ACL user has exactly the
+// rules Provision sets (under any stance), passwords and on/off aside.
+func (s *Store) looksProvisioned(ctx context.Context, id events.TenantID) (bool, error) {
+	got, ok, err := s.getUser(ctx, id.RedisUser())
+	if err != nil || !ok {
+		return false, err
+	}
+	for _, stance := range []Scripting{ScriptingDeny, ScriptingReadOnly, ScriptingAllow} {
+		diffs, err := s.ruleDiffs(ctx, id, got, stance)
+		if err != nil {
+			return false, err
+		}
+		if len(diffs) == 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// evictionWarning returns a warning when the server may evict keys without
+// a TTL (maxmemory-policy allkeys-*): a tenant that fills memory could then
+// get tenantprov's records evicted. "" when the policy is safe or the admin
+// may not read it.
+func (s *Store) evictionWarning(ctx context.Context) string {
+	v, err := s.admin.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		return ""
+	}
+	if p := v["maxmemory-policy"]; strings.HasPrefix(p, "allkeys-") {
+		return fmt.Sprintf("redis maxmemory-policy is %s: a tenant filling memory can get tenantprov's records (%s) evicted, and its user then cannot be deprovisioned without an operator; use noeviction or a volatile-* policy", p, ManagedUsersKey)
+	}
+	return ""
+}
+
+// checkRemoved returns an error matching ErrNotRemoved when the tenant's
+// ACL user still exists or a key under its prefix is left.
+func (s *Store) checkRemoved(ctx context.Context, id events.TenantID) error {
+	user := id.RedisUser()
+	exists, err := s.userExists(ctx, user)
+	if err != nil {
+		return err
+	}
+	if exists {
+		return fmt.Errorf("redis: deprovision %s: ACL user %s still exists: %w", id, user, ErrNotRemoved)
+	}
+	n, err := s.countPrefix(ctx, id.RedisKeyPrefix())
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("redis: deprovision %s: %d keys left under %s: %w", id, n, id.RedisKeyPrefix(), ErrNotRemoved)
+	}
+	return nil
+}
+
+// countPrefix counts the keys beginning with prefix (by SCAN).
+func (s *Store) countPrefix(ctx context.Context, prefix string) (int, error) {
+	pattern := escapeGlob(prefix) + "*"
+	n := 0
+	iter := s.admin.Scan(ctx, 0, pattern, scanCount).Iterator()
+	for iter.Next(ctx) {
+		n++
+	}
+	if err := iter.Err(); err != nil {
+		return n, storeError("scan "+pattern, err)
+	}
+	return n, nil
 }
 
 // unlinkPrefix unlinks every key beginning with prefix, page by page, and

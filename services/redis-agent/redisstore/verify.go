@@ -3,9 +3,11 @@ package redisstore
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha1"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,10 +65,77 @@ func adminProbes(id events.TenantID) []probe {
 		p("SLOWLOG", "GET"), p("CLIENT", "LIST"), p("CLIENT", "KILL", "USER", "default"),
 		p("SCAN", "0"), p("RANDOMKEY"), p("DBSIZE"), p("SELECT", "1"), p("SWAPDB", "0", "1"),
 		p("MOVE", own, "1"), p("COPY", own, own+":copy", "DB", "1"),
-		p("PUBSUB", "CHANNELS"), p("CLIENT", "TRACKING", "ON", "BCAST"),
-		p("FUNCTION", "LIST"), p("FUNCTION", "FLUSH"), p("SCRIPT", "FLUSH"), p("MEMORY", "STATS"),
+		p("PUBSUB", "CHANNELS"), p("CLIENT", "TRACKING", "ON", "BCAST"), p("MEMORY", "STATS"),
 	}
 }
+
+// Scripts the scripting probes name. loopScript would stop the server: it is
+// only ever queued inside MULTI, and discarded.
+const (
+	loopScript  = "while true do end"
+	canaryRead  = "return redis.call('GET', KEYS[1])"
+	probeScript = "return 1"
+	// probeLibrary is a function library the FUNCTION probes name.
+	probeLibrary = "#!lua name=tenantprov_probe\nredis.register_function('tenantprov_probe', function() return 1 end)"
+)
+
+// scriptingProbes are the scripting commands the tenant must be refused
+// under stance (see Scripting): SCRIPT DEBUG/EXISTS/FLUSH/KILL and every
+// FUNCTION command always, EVAL and friends as the stance says, and — where
+// scripts are allowed — a script declaring the canary key.
+func scriptingProbes(stance Scripting) []probe {
+	sha := sha1Hex(probeScript)
+	probes := []probe{
+		{"SCRIPT DEBUG SYNC", []any{"SCRIPT", "DEBUG", "SYNC"}},
+		{"SCRIPT DEBUG YES", []any{"SCRIPT", "DEBUG", "YES"}},
+		{"SCRIPT EXISTS", []any{"SCRIPT", "EXISTS", sha}},
+		{"SCRIPT FLUSH", []any{"SCRIPT", "FLUSH"}},
+		{"SCRIPT KILL", []any{"SCRIPT", "KILL"}},
+		{"FUNCTION LIST", []any{"FUNCTION", "LIST", "WITHCODE"}},
+		{"FUNCTION LOAD", []any{"FUNCTION", "LOAD", "REPLACE", probeLibrary}},
+		{"FUNCTION DELETE", []any{"FUNCTION", "DELETE", "tenantprov_probe"}},
+		{"FUNCTION FLUSH", []any{"FUNCTION", "FLUSH"}},
+		{"FUNCTION DUMP", []any{"FUNCTION", "DUMP"}},
+		{"FUNCTION RESTORE", []any{"FUNCTION", "RESTORE", "x", "REPLACE"}},
+		{"FUNCTION STATS", []any{"FUNCTION", "STATS"}},
+		{"FUNCTION KILL", []any{"FUNCTION", "KILL"}},
+		{"FCALL", []any{"FCALL", "tenantprov_probe", "0"}},
+		{"FCALL_RO", []any{"FCALL_RO", "tenantprov_probe", "0"}},
+	}
+	switch stance {
+	case ScriptingReadOnly, ScriptingAllow:
+		probes = append(probes,
+			probe{"EVAL_RO of a script declaring " + CanaryKey, []any{"EVAL_RO", canaryRead, "1", CanaryKey}})
+	default:
+		probes = append(probes,
+			probe{"EVAL_RO", []any{"EVAL_RO", probeScript, "0"}},
+			probe{"EVALSHA_RO", []any{"EVALSHA_RO", sha, "0"}},
+			probe{"SCRIPT LOAD", []any{"SCRIPT", "LOAD", probeScript}})
+	}
+	if stance != ScriptingAllow {
+		probes = append(probes,
+			probe{"EVAL of a Lua loop", []any{"EVAL", loopScript, "0"}},
+			probe{"EVALSHA", []any{"EVALSHA", sha, "0"}})
+	} else {
+		probes = append(probes,
+			probe{"EVAL of a script declaring " + CanaryKey, []any{"EVAL", canaryRead, "1", CanaryKey}})
+	}
+	return probes
+}
+
+// Names of the checks this Verify reports beyond agent.RequiredChecks; every
+// one must pass.
+const (
+	// CheckScriptingConfined passes when the tenant may run exactly the
+	// scripting commands its stance allows.
+	CheckScriptingConfined = "scripting_confined"
+	// CheckInwardIsolation passes when no other ACL user can reach the
+	// tenant's keys or channels.
+	CheckInwardIsolation = "inward_isolation"
+	// CheckRuleAsProvisioned passes when the tenant's ACL user has exactly
+	// the rules Provision gave it.
+	CheckRuleAsProvisioned = "rule_as_provisioned"
+)
 
 // Verify runs the isolation checks with the tenant's credential against the
 // agent's own address (REDIS_ADDR; the credential's addr is what tenants use
@@ -79,7 +148,26 @@ func adminProbes(id events.TenantID) []probe {
 //     connection without credentials cannot read the canary (catches an open
 //     default user);
 //   - admin_denied: KEYS, FLUSHALL, CONFIG, ACL and the other server-wide
-//     commands of CommandRules are refused with NOPERM.
+//     commands of CommandRules are refused with NOPERM;
+//   - scripting_confined: the scripting commands the stance (Scripting)
+//     denies are refused with NOPERM — SCRIPT DEBUG/EXISTS/FLUSH/KILL and
+//     FUNCTION/FCALL always — and the ones it allows run;
+//
+// and, as the admin, inward (DESIGN.md §5: nobody but the tenant and the
+// control plane reaches the slice):
+//
+//   - inward_isolation: no ACL user but the tenant's, the agent's admin and
+//     REDIS_TRUSTED_USERS has a key pattern (~, %R~, %W~, allkeys) or
+//     channel pattern (&, allchannels), in its root or any selector, that
+//     could match a name under tenant:<id>: (globReaches, conservative),
+//     the default user is off or has no patterns at all, and none of those
+//     users may run a command that reaches every key without a pattern
+//     (serverWideCommands: MONITOR, KEYS, FLUSHALL, ACL SETUSER, …; asked
+//     with ACL DRYRUN);
+//   - rule_as_provisioned: the tenant's user is exactly what Provision set:
+//     on, the credential's password hash and no other (no nopass), the one
+//     key and one channel pattern, no selector, and the same command rules
+//     as a scratch user given CommandRules and the stance's rules.
 //
 // Denials are probed inside MULTI and then discarded, so a probe the server
 // wrongly allows is queued but never executed (a bad rule cannot make
@@ -111,6 +199,9 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 		func(ctx context.Context) (events.Check, error) {
 			return checkDenied(ctx, tenant, agent.CheckAdminDenied, adminProbes(id))
 		},
+		func(ctx context.Context) (events.Check, error) { return s.checkScripting(ctx, tenant) },
+		func(ctx context.Context) (events.Check, error) { return s.checkInward(ctx, id) },
+		func(ctx context.Context) (events.Check, error) { return s.checkRule(ctx, id, password) },
 	} {
 		c, err := check(ctx)
 		if err != nil {
@@ -119,6 +210,379 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 		resp.Checks = append(resp.Checks, c)
 	}
 	return resp, nil
+}
+
+// checkScripting refuses, inside a discarded MULTI, every scripting command
+// the stance denies, then runs the harmless scripts it allows.
+func (s *Store) checkScripting(ctx context.Context, tenant *redis.Client) (events.Check, error) {
+	stance := s.cfg.TenantScripting
+	if stance == "" {
+		stance = ScriptingDeny
+	}
+	check, err := checkDenied(ctx, tenant, CheckScriptingConfined, scriptingProbes(stance))
+	if err != nil || !check.Passed {
+		return check, err
+	}
+	var allowed [][]any
+	switch stance {
+	case ScriptingAllow:
+		allowed = [][]any{{"EVAL", probeScript, "0"}, {"EVAL_RO", probeScript, "0"}}
+	case ScriptingReadOnly:
+		allowed = [][]any{{"EVAL_RO", probeScript, "0"}}
+	}
+	for _, args := range allowed {
+		n, err := tenant.Do(ctx, args...).Int()
+		if err != nil && !isRedisReply(err) {
+			return check, storeError(fmt.Sprintf("verify %s: %v", CheckScriptingConfined, args[0]), err)
+		}
+		if err != nil || n != 1 {
+			check.Passed = false
+			check.Detail = fmt.Sprintf("stance %s: %v %q returned %d, %v", stance, args[0], probeScript, n, err)
+			return check, nil
+		}
+	}
+	check.Detail = fmt.Sprintf("stance %s: %s", stance, check.Detail)
+	if len(allowed) > 0 {
+		check.Detail += fmt.Sprintf("; %d allowed scripts ran", len(allowed))
+	}
+	return check, nil
+}
+
+// checkInward reads every ACL user (ACL LIST, as the admin) and fails for
+// each one outside the tenant, the admin and the trusted users whose key or
+// channel patterns could reach the tenant's prefix, and for a default user
+// that is on with any pattern. Details name users and patterns, never the
+// password hashes ACL LIST also shows.
+func (s *Store) checkInward(ctx context.Context, id events.TenantID) (events.Check, error) {
+	check := events.Check{Name: CheckInwardIsolation}
+	lines, err := s.admin.Do(ctx, "ACL", "LIST").StringSlice()
+	if err != nil {
+		return check, storeError("verify "+CheckInwardIsolation+": acl list", err)
+	}
+	exempt := map[string]bool{s.cfg.adminUser(): true, id.RedisUser(): true}
+	for _, u := range s.cfg.TrustedUsers {
+		exempt[strings.TrimSpace(u)] = true
+	}
+	var failures []string
+	// Users by the shape of their command rules: whether a user may run a
+	// command without key or channel arguments depends on nothing else, so
+	// one ACL DRYRUN per shape answers for every user of it (thousands of
+	// tenant users share one).
+	shapes := map[string][]string{}
+	var order []string
+	for _, line := range lines {
+		fields := strings.Fields(line)
+		if len(fields) < 2 || fields[0] != "user" {
+			failures = append(failures, fmt.Sprintf("an ACL LIST line this check cannot read (%d fields)", len(fields)))
+			continue
+		}
+		name, rules := fields[1], fields[2:]
+		if exempt[name] {
+			continue
+		}
+		keys, channels := aclPatterns(rules)
+		for _, k := range keys {
+			if globReaches(k, id.RedisKeyPrefix()) {
+				failures = append(failures, fmt.Sprintf("user %s has key pattern %q", name, k))
+			}
+		}
+		for _, c := range channels {
+			if globReaches(c, id.RedisChannelPrefix()) {
+				failures = append(failures, fmt.Sprintf("user %s has channel pattern %q", name, c))
+			}
+		}
+		if name == "default" && len(keys)+len(channels) > 0 && slices.Contains(rules, "on") {
+			failures = append(failures, "user default is on and has key or channel patterns")
+		}
+		shape := commandShape(rules)
+		if _, ok := shapes[shape]; !ok {
+			order = append(order, shape)
+		}
+		shapes[shape] = append(shapes[shape], name)
+	}
+	groups := make([][]string, 0, len(order))
+	for _, shape := range order {
+		groups = append(groups, shapes[shape])
+	}
+	more, err := s.serverWideReach(ctx, groups)
+	if err != nil {
+		return check, err
+	}
+	failures = append(failures, more...)
+	if len(failures) > 0 {
+		check.Detail = "reachable by others: " + strings.Join(failures, "; ")
+		return check, nil
+	}
+	check.Passed = true
+	check.Detail = fmt.Sprintf("%d ACL users checked: none but %s and the admin reaches %s", len(lines), id.RedisUser(), id.RedisKeyPrefix())
+	return check, nil
+}
+
+// serverWideCommands reach every key or channel without a key or channel
+// pattern: they read all of them (MONITOR streams every command with its
+// values; KEYS, SCAN, RANDOMKEY, CLIENT TRACKING BCAST, PUBSUB reveal
+// names), destroy them (FLUSHALL, FLUSHDB, SWAPDB, REPLICAOF) or grant
+// anything (ACL SETUSER, CONFIG SET, MODULE LOAD, DEBUG).
+var serverWideCommands = []probe{
+	{"MONITOR", []any{"MONITOR"}}, {"KEYS", []any{"KEYS", "*"}}, {"SCAN", []any{"SCAN", "0"}},
+	{"RANDOMKEY", []any{"RANDOMKEY"}}, {"CLIENT TRACKING", []any{"CLIENT", "TRACKING", "ON", "BCAST"}},
+	{"PUBSUB CHANNELS", []any{"PUBSUB", "CHANNELS"}}, {"FLUSHALL", []any{"FLUSHALL"}}, {"FLUSHDB", []any{"FLUSHDB"}},
+	{"SWAPDB", []any{"SWAPDB", "0", "1"}}, {"REPLICAOF", []any{"REPLICAOF", "127.0.0.1", "1"}},
+	{"ACL SETUSER", []any{"ACL", "SETUSER", "x"}}, {"CONFIG SET", []any{"CONFIG", "SET", "dir", "/"}},
+	{"MODULE LOAD", []any{"MODULE", "LOAD", "x"}}, {"DEBUG", []any{"DEBUG", "SLEEP", "0"}},
+}
+
+// commandShape is the part of an ACL LIST line's rules that decides
+// whether the user may run a command without keys or channels: its command
+// rules, root and selectors, with the selectors' parentheses kept and every
+// pattern, password and flag left out.
+func commandShape(rules []string) string {
+	var b strings.Builder
+	for _, tok := range rules {
+		core := strings.TrimPrefix(tok, "(")
+		if len(core) < len(tok) {
+			b.WriteString("( ")
+		}
+		closes := strings.HasSuffix(core, ")")
+		core = strings.TrimSuffix(core, ")")
+		if strings.HasPrefix(core, "+") || strings.HasPrefix(core, "-") || core == "allcommands" || core == "nocommands" {
+			b.WriteString(core + " ")
+		}
+		if closes {
+			// Also after a pattern that merely ends in ")": that only
+			// splits a group, never merges two.
+			b.WriteString(") ")
+		}
+	}
+	return b.String()
+}
+
+// serverWideReach asks Redis (ACL DRYRUN, which checks and never runs)
+// whether the first user of each group may run a serverWideCommands entry;
+// it returns one failure per group that may, naming its users and what
+// they may run. A command the server does not have (rename-command … "")
+// reaches nothing; when a group's first user was deleted meanwhile, the
+// group's next user is asked instead.
+func (s *Store) serverWideReach(ctx context.Context, groups [][]string) ([]string, error) {
+	if len(groups) == 0 {
+		return nil, nil
+	}
+	pipe := s.admin.Pipeline()
+	cmds := make([][]*redis.Cmd, len(groups))
+	for i, g := range groups {
+		u := g[0]
+		for _, c := range serverWideCommands {
+			cmds[i] = append(cmds[i], pipe.Do(ctx, append([]any{"ACL", "DRYRUN", u}, c.args...)...))
+		}
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isRedisReply(err) {
+		return nil, storeError("verify "+CheckInwardIsolation+": acl dryrun", err)
+	}
+	var failures []string
+	var retry [][]string
+	for i, g := range groups {
+		u := g[0]
+		var allowed []string
+		vanished := false
+		for j, cmd := range cmds[i] {
+			name := serverWideCommands[j].name
+			reply, err := cmd.Text()
+			switch {
+			case err == nil && reply == "OK":
+				allowed = append(allowed, name)
+			case err == nil:
+				// "This user has no permissions to run the '…' command"
+			case redis.HasErrorPrefix(err, "Command") && strings.Contains(err.Error(), "not found"):
+			case redis.HasErrorPrefix(err, "User") && strings.Contains(err.Error(), "not found"):
+				vanished = true
+			case redis.IsPermissionError(err) || !isRedisReply(err):
+				return nil, storeError("verify "+CheckInwardIsolation+": acl dryrun "+u+" "+name, err)
+			default:
+				allowed = append(allowed, name+" (cannot tell: "+err.Error()+")")
+			}
+		}
+		if vanished {
+			if len(g) > 1 {
+				retry = append(retry, g[1:])
+			}
+			continue
+		}
+		if len(allowed) > 0 {
+			failures = append(failures, fmt.Sprintf("user %s may run %s", nameList(g), strings.Join(allowed, ", ")))
+		}
+	}
+	more, err := s.serverWideReach(ctx, retry)
+	return append(failures, more...), err
+}
+
+// nameList joins up to five names, and says how many more there are.
+func nameList(names []string) string {
+	if len(names) <= 5 {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:5], ", "), len(names)-5)
+}
+
+// aclUser is what ACL GETUSER tells about a user.
+type aclUser struct {
+	flags     []string
+	passwords []string
+	commands  string
+	keys      string
+	channels  string
+	selectors int
+}
+
+// getUser runs ACL GETUSER; ok is false when the user does not exist.
+func (s *Store) getUser(ctx context.Context, user string) (u aclUser, ok bool, err error) {
+	v, err := s.admin.Do(ctx, "ACL", "GETUSER", user).Result()
+	if errors.Is(err, redis.Nil) {
+		return u, false, nil
+	}
+	if err != nil {
+		return u, false, storeError("acl getuser "+user, err)
+	}
+	fields := map[string]any{}
+	switch m := v.(type) {
+	case map[any]any: // RESP3
+		for k, val := range m {
+			fields[fmt.Sprint(k)] = val
+		}
+	case []any: // RESP2: name, value, name, value, …
+		for i := 0; i+1 < len(m); i += 2 {
+			fields[fmt.Sprint(m[i])] = m[i+1]
+		}
+	default:
+		return u, false, fmt.Errorf("redis: acl getuser %s: unexpected reply %T", user, v)
+	}
+	strs := func(x any) []string {
+		list, _ := x.([]any)
+		out := make([]string, 0, len(list))
+		for _, e := range list {
+			out = append(out, fmt.Sprint(e))
+		}
+		return out
+	}
+	str := func(x any) string {
+		if x == nil {
+			return ""
+		}
+		return fmt.Sprint(x)
+	}
+	u.flags = strs(fields["flags"])
+	u.passwords = strs(fields["passwords"])
+	u.commands = str(fields["commands"])
+	u.keys = str(fields["keys"])
+	u.channels = str(fields["channels"])
+	if sel, ok := fields["selectors"].([]any); ok {
+		u.selectors = len(sel)
+	}
+	return u, true, nil
+}
+
+// checkRule compares the tenant's user with what Provision sets (ruleDiffs),
+// and requires it to be on with exactly the credential's password.
+func (s *Store) checkRule(ctx context.Context, id events.TenantID, password secret.String) (events.Check, error) {
+	check := events.Check{Name: CheckRuleAsProvisioned}
+	user := id.RedisUser()
+	got, ok, err := s.getUser(ctx, user)
+	if err != nil {
+		return check, err
+	}
+	if !ok {
+		check.Detail = "ACL user " + user + " does not exist"
+		return check, nil
+	}
+
+	diffs, err := s.ruleDiffs(ctx, id, got, s.cfg.TenantScripting)
+	if err != nil {
+		return check, err
+	}
+	if !slices.Contains(got.flags, "on") {
+		diffs = append(diffs, "the user is off")
+	}
+	if len(got.passwords) != 1 || got.passwords[0] != passwordHash(password) {
+		// Hashes stay out of the detail.
+		diffs = append(diffs, fmt.Sprintf("%d password hashes, want exactly the credential's", len(got.passwords)))
+	}
+	if len(diffs) > 0 {
+		check.Detail = "ACL user " + user + " differs from what was provisioned: " + strings.Join(diffs, "; ")
+		return check, nil
+	}
+	check.Passed = true
+	check.Detail = "ACL user " + user + ": on, one password (the credential's), " + keyPattern(id) + ", " + channelPattern(id) + ", no selector, the provisioned command rules"
+	return check, nil
+}
+
+// ruleDiffs compares everything of got but its on/off flag and passwords
+// with what Provision sets for id under stance, and describes each
+// difference. The expected command rules are Redis's own rendering of
+// CommandRules and the stance's rules, read off a scratch user (off, no
+// password, no key or channel pattern, so it can reach nothing) that is
+// deleted again.
+func (s *Store) ruleDiffs(ctx context.Context, id events.TenantID, got aclUser, stance Scripting) ([]string, error) {
+	ref := events.ReservedPrefix + "-rule-" + randomToken()
+	args := []any{"ACL", "SETUSER", ref, "reset"}
+	for _, r := range commandRules(stance) {
+		args = append(args, r)
+	}
+	if err := s.admin.Do(ctx, args...).Err(); err != nil {
+		return nil, storeError("acl setuser "+ref, err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_ = s.admin.Do(dctx, "ACL", "DELUSER", ref).Err()
+	}()
+	want, ok, err := s.getUser(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("redis: scratch user %s vanished", ref)
+	}
+
+	var diffs []string
+	onOff := func(f string) bool { return f == "on" || f == "off" }
+	if g, w := slices.DeleteFunc(slices.Clone(got.flags), onOff), slices.DeleteFunc(slices.Clone(want.flags), onOff); !sameSet(g, w) {
+		diffs = append(diffs, fmt.Sprintf("flags %v, want %v", got.flags, append([]string{"on"}, w...)))
+	}
+	if got.keys != keyPattern(id) {
+		diffs = append(diffs, fmt.Sprintf("key patterns %q, want %q", got.keys, keyPattern(id)))
+	}
+	if got.channels != channelPattern(id) {
+		diffs = append(diffs, fmt.Sprintf("channel patterns %q, want %q", got.channels, channelPattern(id)))
+	}
+	// Redis renders subcommand rules in hash-table order, which differs
+	// between users with the same permissions (-cluster|getkeysinslot
+	// -cluster|countkeysinslot or the reverse). Categories come first and in
+	// a fixed order, and a command appears once, so the rendering's tokens,
+	// compared as a multiset, still tell any two permission sets apart.
+	if !sameSet(strings.Fields(got.commands), strings.Fields(want.commands)) {
+		diffs = append(diffs, fmt.Sprintf("commands %q, want %q", got.commands, want.commands))
+	}
+	if got.selectors > 0 {
+		diffs = append(diffs, fmt.Sprintf("%d selectors, want none", got.selectors))
+	}
+	return diffs, nil
+}
+
+// sameSet reports whether a and b hold the same strings as many times each,
+// ignoring order.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(x, y)
+}
+
+// sha1Hex is the SHA-1 Redis names a script by (not a security use).
+func sha1Hex(script string) string {
+	sum := sha1.Sum([]byte(script))
+	return hex.EncodeToString(sum[:])
 }
 
 // client returns a client that authenticates as user on the agent's
@@ -179,9 +643,13 @@ func (s *Store) checkWrongPassword(ctx context.Context, user string) (events.Che
 		what     string
 		user     string
 		password secret.String
+		// authOnly: only a refused authentication will do. A wrong password
+		// that gets as far as NOPERM was accepted (nopass, or a second
+		// password).
+		authOnly bool
 	}{
-		{"AUTH " + user + " with a wrong password", user, wrong},
-		{"a connection without credentials", "", ""},
+		{"AUTH " + user + " with a wrong password", user, wrong, true},
+		{"a connection without credentials", "", "", false},
 	} {
 		c, err := s.client(attempt.user, attempt.password)
 		if err != nil {
@@ -190,7 +658,7 @@ func (s *Store) checkWrongPassword(ctx context.Context, user string) (events.Che
 		err = c.Get(ctx, CanaryKey).Err()
 		_ = c.Close()
 		switch {
-		case redis.IsAuthError(err) || redis.IsPermissionError(err):
+		case redis.IsAuthError(err) || (!attempt.authOnly && redis.IsPermissionError(err)):
 			// Refused, as it must be.
 		case err == nil || errors.Is(err, redis.Nil):
 			check.Detail = attempt.what + " could run GET " + CanaryKey
