@@ -15,12 +15,13 @@ import (
 var _ agent.Inventorier = (*Store)(nil)
 
 // Inventory lists every bucket and IAM user named tenant-<id>, every canned
-// policy named tenant-<id>-rw, the service accounts of those users, and
-// every system record (kind marker). Ownership follows owner.go: a bucket
-// is ours when its tags say so (or, untagged, when the record vouches for
-// it as Provision would); a user or policy is ours when the tenant's system
-// record exists. Service accounts are never created by tenantprov, so
-// they are never ours.
+// policy named tenant-<id>-rw, every service account or temporary key named
+// tenant-<id> or belonging to a tenant user, and every system record (kind
+// marker). Ownership follows owner.go: a bucket is ours when the record
+// names it by its creation time (or, unstamped, when bucketOurs vouches for
+// it as Provision would) — never by its tags; a user or policy is ours when
+// the tenant's system record exists. Service accounts and temporary keys
+// are never created by tenantprov, so they are never ours.
 func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.InventoryResponse, error) {
 	var resp agent.InventoryResponse
 	recs := map[events.TenantID]*record{}
@@ -80,24 +81,13 @@ func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.
 			continue
 		}
 		it := events.InventoryItem{Kind: events.KindBucket, Name: b.Name, TenantID: strings.TrimPrefix(b.Name, "tenant-")}
-		if id, ok := events.TenantFromName(b.Name, "tenant-", ""); ok {
-			st, tagGen, err := s.inspectBucket(ctx, id, 0)
+		if id, ok := events.TenantFromName(b.Name, "tenant-", ""); ok && recs[id] != nil {
+			ours, err := s.bucketOurs(ctx, id, observed{bucketExists: true, bucketCreated: b.CreationDate, rec: recs[id]})
 			if err != nil {
 				return resp, fmt.Errorf("inventory: %w", err)
 			}
-			switch st {
-			case bucketAbsent:
-				continue // deleted meanwhile
-			case bucketOurs, bucketOursStale:
-				it.Ours, it.Generation = true, tagGen
-			case bucketUntagged:
-				vouched, err := s.vouchedUntagged(ctx, id, recs[id])
-				if err != nil {
-					return resp, fmt.Errorf("inventory: %w", err)
-				}
-				if vouched {
-					it.Ours, it.Generation = true, recs[id].Generation
-				}
+			if ours {
+				it.Ours, it.Generation = true, recs[id].Generation
 			}
 		}
 		resp.Items = append(resp.Items, it)
@@ -117,15 +107,30 @@ func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.
 		it := events.InventoryItem{Kind: events.KindIAMUser, Name: name, TenantID: strings.TrimPrefix(name, "tenant-")}
 		it.Ours, it.Generation = owned(it.TenantID)
 		resp.Items = append(resp.Items, it)
-		var sas madmin.ListServiceAccountsResp
-		if err := s.call(ctx, "user.list_service_accounts", func(ctx context.Context) (err error) {
-			sas, err = s.admin.ListServiceAccounts(ctx, name)
-			return err
-		}); err != nil {
-			return resp, fmt.Errorf("inventory: list service accounts of %s: %w", name, err)
-		}
-		for _, sa := range sas.Accounts {
-			resp.Items = append(resp.Items, events.InventoryItem{Kind: events.KindServiceAccount, Name: sa.AccessKey, TenantID: it.TenantID})
+	}
+
+	// Service accounts and temporary keys: tenantprov creates none. Listed
+	// are those with a tenant's name (a squatted access key) and those
+	// whose parent is a tenant user.
+	var accessKeys map[string]madmin.ListAccessKeysResp
+	if err := s.call(ctx, "user.list_access_keys", func(ctx context.Context) (err error) {
+		accessKeys, err = s.admin.ListAccessKeysBulk(ctx, nil, madmin.ListAccessKeysOpts{ListType: madmin.AccessKeyListAll, All: true})
+		return err
+	}); err != nil {
+		return resp, fmt.Errorf("inventory: list access keys: %w", err)
+	}
+	for parent, k := range accessKeys {
+		for _, sa := range append(append([]madmin.ServiceAccountInfo(nil), k.ServiceAccounts...), k.STSKeys...) {
+			var tenant string
+			switch {
+			case strings.HasPrefix(sa.AccessKey, "tenant-"):
+				tenant = strings.TrimPrefix(sa.AccessKey, "tenant-")
+			case strings.HasPrefix(parent, "tenant-"):
+				tenant = strings.TrimPrefix(parent, "tenant-")
+			default:
+				continue
+			}
+			resp.Items = append(resp.Items, events.InventoryItem{Kind: events.KindServiceAccount, Name: sa.AccessKey, TenantID: tenant})
 		}
 	}
 
