@@ -97,53 +97,50 @@ func (h *harness) close() {
 func (h *harness) wantsDeprovision(i int) bool { return i < h.cfg.Deprovision }
 
 // watch keeps h.records current and requests each deprovision as soon as
-// its tenant is active, until ctx is done.
-func (h *harness) watch(ctx context.Context) error {
-	kv, err := h.js.KeyValue(ctx, events.KVTenants)
-	if err != nil {
-		return fmt.Errorf("open registry: %w", err)
-	}
+// its tenant is active, until ctx is done. It re-reads the registry every
+// 500 ms rather than keeping one watch open: a read survives a NATS node
+// or connection loss by simply being done again.
+func (h *harness) watch(ctx context.Context) {
 	index := map[string]int{}
 	for i, id := range h.ids {
 		index[id] = i
 	}
 	for ctx.Err() == nil {
-		w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-		if err != nil {
-			time.Sleep(time.Second)
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		records, _, err := inventory.LoadRecords(rctx, h.js)
+		cancel()
+		if err == nil {
+			h.apply(ctx, records, index)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (h *harness) apply(ctx context.Context, records []*events.TenantRecord, index map[string]int) {
+	for _, rec := range records {
+		i, ours := index[rec.TenantID]
+		if !ours {
 			continue
 		}
-		for e := range w.Updates() {
-			if e == nil {
-				continue
-			}
-			i, ours := index[e.Key()]
-			if !ours {
-				continue
-			}
-			rec, err := events.DecodeTenantRecord(e.Value())
-			if err != nil {
-				continue
-			}
-			h.mu.Lock()
-			h.records[rec.TenantID] = rec
-			if rec.State == events.TenantActive {
-				if _, seen := h.active[rec.TenantID]; !seen {
-					h.active[rec.TenantID] = time.Now()
-				}
-			}
-			ask := rec.State == events.TenantActive && h.wantsDeprovision(i) && !h.deprov[rec.TenantID]
-			if ask {
-				h.deprov[rec.TenantID] = true
-			}
-			h.mu.Unlock()
-			if ask {
-				go h.publish(ctx, events.SubjectTenantDeprovisionRequested, rec.TenantID, "deprovision")
+		h.mu.Lock()
+		h.records[rec.TenantID] = rec
+		if rec.State == events.TenantActive {
+			if _, seen := h.active[rec.TenantID]; !seen {
+				h.active[rec.TenantID] = time.Now()
 			}
 		}
-		_ = w.Stop()
+		ask := rec.State == events.TenantActive && h.wantsDeprovision(i) && !h.deprov[rec.TenantID]
+		if ask {
+			h.deprov[rec.TenantID] = true
+		}
+		h.mu.Unlock()
+		if ask {
+			go h.publish(ctx, events.SubjectTenantDeprovisionRequested, rec.TenantID, "deprovision")
+		}
 	}
-	return nil
 }
 
 // publish sends a request, retrying until JetStream acknowledges it (a
@@ -206,6 +203,17 @@ func (h *harness) run(ctx context.Context) (*result, error) {
 	pids := filepath.Join(h.cfg.Root, ".dev", "pids")
 	var targets []target
 	for _, name := range h.cfg.Targets {
+		if name == metaLeaderName {
+			m, err := newMetaLeaderTarget(pids, []string{"nats-server", "nats-server-1", "nats-server-2"}, natsMonitors(os.Getenv))
+			if err != nil {
+				return nil, err
+			}
+			if _, err := m.leader(); err != nil {
+				return nil, fmt.Errorf("%s needs a NATS cluster (make up NATS_CLUSTER=3) with monitoring: %w", metaLeaderName, err)
+			}
+			targets = append(targets, m)
+			continue
+		}
 		p := &process{name: name, dir: pids}
 		if !p.Alive() {
 			return nil, fmt.Errorf("%s is not running (no live pid in .dev/pids/%s.pid): run `make up` first", name, name)
@@ -216,7 +224,7 @@ func (h *harness) run(ctx context.Context) (*result, error) {
 
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	go func() { _ = h.watch(watchCtx) }()
+	go h.watch(watchCtx)
 
 	start := time.Now()
 	loadCtx, stopLoad := context.WithTimeout(ctx, h.cfg.Duration)

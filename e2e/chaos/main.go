@@ -20,7 +20,10 @@
 // run, 10m), CHAOS_CONVERGE (longest wait for convergence afterwards, 5m),
 // CHAOS_KILL_EVERY (2s), CHAOS_RESTART_AFTER (1s), CHAOS_TARGETS (the
 // services to kill, comma-separated; default the six services; any name
-// with a pid file in .dev/pids works, so NATS nodes can be added),
+// with a pid file in .dev/pids works, so NATS nodes can be added, and
+// "nats-meta-leader" kills whichever node of a 3-node cluster (make up
+// NATS_CLUSTER=3) is the JetStream meta leader at that moment, found from
+// the monitoring ports NATS_MONITOR_PORT..+2 or CHAOS_NATS_MONITORS),
 // CHAOS_SEED, CHAOS_ROOT (the repository, default the working directory).
 // Connection settings come from .dev/env (NATS_URL, NATS_CREDS if set,
 // AUDIT_PG_URL, SOPS_AGE_KEY_FILE, PATH for tenantctl).
