@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,8 +38,13 @@ type InventoryResponse struct {
 	Items []events.InventoryItem
 }
 
-// inventoryTimeout bounds one listing of a store.
-const inventoryTimeout = 2 * time.Minute
+const (
+	// inventoryTimeout bounds one listing of a store.
+	inventoryTimeout = 2 * time.Minute
+	// maxInventoryWaiting bounds the requests a replica keeps (one
+	// listing runs at a time); more are answered "busy" at once.
+	maxInventoryWaiting = 8
+)
 
 // ServeInventory answers inventory requests for kind on
 // events.InventorySubject(kind), in queue group events.InventoryQueue (one
@@ -47,7 +53,7 @@ const inventoryTimeout = 2 * time.Minute
 // subject, sorted by tenant, store, kind and name; a listing that fails is
 // answered with a last chunk carrying the sanitised error. At most one
 // listing runs at a time per replica; a request that arrives meanwhile
-// waits for it.
+// waits for it, and one beyond maxInventoryWaiting is answered "busy".
 func ServeInventory(ctx context.Context, nc *nats.Conn, kind events.Store, inv Inventorier, log *zap.Logger) (stop func(), err error) {
 	if nc == nil || inv == nil || !kind.Valid() {
 		return nil, errors.New("agent: inventory needs a NATS connection, an Inventorier and a store kind")
@@ -57,11 +63,18 @@ func ServeInventory(ctx context.Context, nc *nats.Conn, kind events.Store, inv I
 	}
 	work := context.WithoutCancel(ctx)
 	busy := make(chan struct{}, 1)
+	var waiting atomic.Int32
 	sub, err := nc.QueueSubscribe(events.InventorySubject(kind), events.InventoryQueue, func(m *nats.Msg) {
 		if m.Reply == "" {
 			return
 		}
+		if waiting.Add(1) > maxInventoryWaiting {
+			waiting.Add(-1)
+			publishChunk(nc, m.Reply, events.InventoryChunk{Store: kind, Last: true, Error: "busy: too many inventory requests waiting; ask again later"}, log)
+			return
+		}
 		go func() {
+			defer waiting.Add(-1)
 			select {
 			case busy <- struct{}{}:
 			case <-ctx.Done():
