@@ -38,7 +38,7 @@ func newDoctorCmd(g *globals) *cobra.Command {
 tenantprov's marker or has a tenant-shaped name), reads the registry, and
 reports:
 
-  leaked               a resource tenantprov created whose tenant is not live
+  leaked               a resource tenantprov created whose tenant is not live (an orphan)
   missing              an active tenant lacks a resource in a store
   stuck                a saga past its deadline (or idle) by more than --margin
   generation_mismatch  a resource's marker records another generation

@@ -22,7 +22,8 @@ type Category string
 // Finding categories.
 const (
 	// Leaked: a resource tenantprov's marker says it created, for a tenant
-	// with no live record (no record, or failed, deprovisioned).
+	// with no live record (no record, or failed, deprovisioned) — what
+	// the orphan sweep (DESIGN.md §10) calls an orphan.
 	Leaked Category = "leaked"
 	// Missing: an active tenant lacks a resource (or its marker) in a
 	// store that answered.
@@ -211,9 +212,9 @@ func Compare(in Input) Report {
 			case rec == nil || !LiveStates[rec.State]:
 				f.Category = Leaked
 				if rec == nil {
-					f.Detail = "tenantprov's marker, and no registry record"
+					f.Detail = "orphan: tenantprov's marker, and no registry record"
 				} else {
-					f.Detail = fmt.Sprintf("tenantprov's marker, and the tenant is %s", rec.State)
+					f.Detail = fmt.Sprintf("orphan: tenantprov's marker, and the tenant is %s", rec.State)
 				}
 				add(f)
 				continue
