@@ -977,6 +977,8 @@ func readRESPCommand(br *bufio.Reader) ([]string, []byte, error) {
 var (
 	hashRuleRE = regexp.MustCompile(`^#[0-9a-f]{64}$`)
 	rfc3339RE  = regexp.MustCompile(`"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"`)
+	// sha256JSONRE is a password hash in redis-agent's record.
+	sha256JSONRE = regexp.MustCompile(`"sha256":"[0-9a-f]{64}"`)
 )
 
 // redisArg renders one argument as redis-cli would take it, normalised.
@@ -985,6 +987,7 @@ func redisArg(a string) string {
 		return "#<sha256(password)>"
 	}
 	a = rfc3339RE.ReplaceAllString(a, `"<now, RFC 3339>"`)
+	a = sha256JSONRE.ReplaceAllString(a, `"sha256":"<sha256(password)>"`)
 	if a == "" || strings.ContainsAny(a, " \"'{}") {
 		return "'" + a + "'"
 	}
@@ -1086,7 +1089,7 @@ func genRedis(t *testing.T, b *docBlocks, resources, checks *sync.Map) {
 	b.set("redis-commands", renderRedis(fmt.Sprintf("Provision tenant %q, generation %d (admin connection; HELLO/AUTH handshake omitted)", docTenant, docGeneration), provision)+"\n"+
 		renderRedis(fmt.Sprintf("Deprovision tenant %q (after the tenant wrote %sgreeting)", docTenant, id.RedisKeyPrefix()), deprovision))
 	var mb bytes.Buffer
-	if err := json.Indent(&mb, []byte(rfc3339RE.ReplaceAllString(marker, `"<now, RFC 3339>"`)), "", "  "); err != nil {
+	if err := json.Indent(&mb, []byte(sha256JSONRE.ReplaceAllString(rfc3339RE.ReplaceAllString(marker, `"<now, RFC 3339>"`), `"sha256":"<sha256(password)>"`)), "", "  "); err != nil {
 		t.Fatal(err)
 	}
 	b.set("redis-marker", "HGET "+redisstore.ManagedUsersKey+" "+id.RedisUser()+"\n"+mb.String())

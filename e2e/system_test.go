@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/qdrant/go-client/qdrant"
 	"github.com/redis/go-redis/v9"
@@ -26,8 +27,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tenantprov/tenantprov/pkg/agent"
+	"github.com/tenantprov/tenantprov/pkg/busauth"
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/pkg/service"
 	"github.com/tenantprov/tenantprov/services/minio-agent/miniostore"
 	"github.com/tenantprov/tenantprov/services/orchestrator/saga"
 	"github.com/tenantprov/tenantprov/services/pg-agent/pgstore"
@@ -55,6 +58,14 @@ type system struct {
 	opFile   string
 	sagaCfg  saga.Config
 
+	// On the authenticated bus (startAuthenticatedSystem): the bus
+	// authority, the harness's own (unrestricted) connection options, and
+	// the orchestrator's and a requester's JetStream.
+	busDir  string
+	harness []nats.Option
+	orchJS  jetstream.JetStream
+	reqJS   jetstream.JetStream
+
 	mu     sync.Mutex
 	agents map[events.Store]*storetest.Agent
 	logs   []*capture.Log // every orchestrator replica's log
@@ -62,10 +73,42 @@ type system struct {
 
 func startSystem(t *testing.T, sagaTimeout time.Duration) *system {
 	t.Helper()
+	return startSystemOn(t, sagaTimeout, false)
+}
+
+// startAuthenticatedSystem is startSystem on the authenticated bus of
+// DESIGN.md §11: NATS runs the configuration busauth generates, every agent
+// and the orchestrator connect with their own identity, requests come from
+// a requester identity; the harness itself watches with an unrestricted one.
+func startAuthenticatedSystem(t *testing.T, sagaTimeout time.Duration) *system {
+	t.Helper()
+	return startSystemOn(t, sagaTimeout, true)
+}
+
+func startSystemOn(t *testing.T, sagaTimeout time.Duration, authenticated bool) *system {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	t.Cleanup(cancel)
 	s := &system{t: t, ctx: ctx, agents: map[events.Store]*storetest.Agent{}}
-	s.nats = testkit.StartNATS(t)
+	if authenticated {
+		s.busDir = t.TempDir()
+		a, err := busauth.Init(s.busDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin, err := a.IssueAdmin("e2e-harness", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		adminFile := filepath.Join(s.busDir, "e2e-harness.creds")
+		if err := os.WriteFile(adminFile, admin, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s.harness = []nats.Option{nats.UserCredentials(adminFile)}
+		s.nats = testkit.StartNATS(t, testkit.NATSConfigFile(filepath.Join(s.busDir, busauth.ServerConfigFile)))
+	} else {
+		s.nats = testkit.StartNATS(t)
+	}
 	s.pg = testkit.StartPostgres(t)
 	s.redis = testkit.StartRedis(t)
 	s.minio = testkit.StartMinIO(t)
@@ -86,11 +129,17 @@ func startSystem(t *testing.T, sagaTimeout time.Duration) *system {
 			t.Fatal(err)
 		}
 	}
-	nc := s.nats.Connect(t)
+	nc := s.nats.Connect(t, s.harness...)
 	if s.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
-	if err := (events.Topology{}).Ensure(ctx, s.js); err != nil {
+	s.orchJS, s.reqJS = s.js, s.js
+	if authenticated {
+		s.orchJS = s.jsAs(busauth.RoleOrchestrator)
+		s.reqJS = s.jsAs(busauth.RoleRequester)
+	}
+	// The orchestrator's identity creates the topology (the only one that may).
+	if err := service.EnsureTopology(ctx, s.orchJS, events.Topology{}); err != nil {
 		t.Fatal(err)
 	}
 	if s.kv, err = s.js.KeyValue(ctx, events.KVTenants); err != nil {
@@ -105,6 +154,17 @@ func startSystem(t *testing.T, sagaTimeout time.Duration) *system {
 		s.startAgent(st)
 	}
 	return s
+}
+
+// jsAs is a JetStream on a new connection with role r's identity.
+func (s *system) jsAs(r busauth.Role) jetstream.JetStream {
+	s.t.Helper()
+	nc := s.nats.Connect(s.t, nats.UserCredentials(busauth.CredsPath(s.busDir, r)), nats.CustomInboxPrefix(r.InboxPrefix()))
+	js, err := jetstream.New(nc)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return js
 }
 
 func load[T any](t *testing.T, env map[string]string) T {
@@ -150,11 +210,15 @@ func (s *system) newStore(kind events.Store) agent.Store {
 
 // startAgent runs kind's agent (a fresh store and runtime) until stopped.
 func (s *system) startAgent(kind events.Store) *storetest.Agent {
-	a := storetest.RunAgent(s.t, s.nats, s.newStore(kind), storetest.WithIdentity(s.cp), storetest.WithConfig(func(c *agent.Config) {
+	opts := []storetest.AgentOption{storetest.WithIdentity(s.cp), storetest.WithConfig(func(c *agent.Config) {
 		c.AckWait = 30 * time.Second
 		c.RetryBaseDelay = 200 * time.Millisecond
 		c.RetryMaxDelay = time.Second
-	}))
+	})}
+	if s.busDir != "" {
+		opts = append(opts, storetest.WithNATSCreds(busauth.CredsPath(s.busDir, busauth.AgentRole(kind)), s.harness...))
+	}
+	a := storetest.RunAgent(s.t, s.nats, s.newStore(kind), opts...)
 	s.mu.Lock()
 	s.agents[kind] = a
 	s.mu.Unlock()
@@ -175,7 +239,7 @@ func (s *system) startOrchestrator() (stop func()) {
 	s.mu.Lock()
 	s.logs = append(s.logs, buf)
 	s.mu.Unlock()
-	sg, err := saga.New(s.ctx, s.sagaCfg, s.js, log, nil)
+	sg, err := saga.New(s.ctx, s.sagaCfg, s.orchJS, log, nil)
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -190,7 +254,7 @@ func (s *system) startOrchestrator() (stop func()) {
 
 func (s *system) request(subject, payload string) {
 	s.t.Helper()
-	if _, err := s.js.Publish(s.ctx, subject, []byte(payload)); err != nil {
+	if _, err := s.reqJS.Publish(s.ctx, subject, []byte(payload)); err != nil {
 		s.t.Fatal(err)
 	}
 }

@@ -21,7 +21,7 @@ stop_pid() { # stop_pid NAME: TERM, wait up to 20s, then KILL
 }
 
 # Services first (they drain), then the stores and NATS.
-for name in orchestrator minio-agent pg-agent qdrant-agent redis-agent audit-sink qdrant-standin minio redis nats-server; do
+for name in orchestrator minio-agent pg-agent qdrant-agent redis-agent audit-sink qdrant-standin minio redis nats-server nats-server-1 nats-server-2; do
 	stop_pid "$name"
 done
 if [ -f "$dev/pg/data/PG_VERSION" ]; then
@@ -36,4 +36,5 @@ if [ "$(cat "$dev/run/qdrant-mode" 2>/dev/null)" = docker ]; then
 	docker stop tenantprov-qdrant >/dev/null 2>&1 && echo "    qdrant container stopped"
 	rm -f "$dev/run/qdrant-mode"
 fi
+rm -f "$dev/run/nats-cluster"
 echo "down."

@@ -36,11 +36,14 @@ type NATS struct {
 // StartNATS starts a standalone nats-server with JetStream on a random port
 // and returns once it accepts connections and JetStream is enabled. The
 // server is shut down when the test ends.
-func StartNATS(t testing.TB) *NATS {
+//
+// Options (NATSConfigFile) start it with authentication and authorization
+// from a nats-server configuration file; without them it accepts anyone.
+func StartNATS(t testing.TB, options ...NATSOption) *NATS {
 	t.Helper()
 	begin := time.Now()
 	dir := t.TempDir()
-	opts := natsBaseOptions(dir, "tenantprov-nats")
+	opts := natsOptions(t, dir, "tenantprov-nats", options)
 	n := &NATS{
 		StoreDir: opts.StoreDir,
 		Name:     opts.ServerName,
@@ -56,20 +59,45 @@ func StartNATS(t testing.TB) *NATS {
 	return n
 }
 
-func natsBaseOptions(dir, name string) *server.Options {
-	return &server.Options{
-		ServerName: name,
-		Host:       "127.0.0.1",
-		Port:       server.RANDOM_PORT,
-		JetStream:  true,
-		StoreDir:   filepath.Join(dir, "jetstream"),
-		NoSigs:     true,
-		// Small fixed limits: the defaults reserve a share of the machine's
-		// memory and disk, which makes several servers per test binary
-		// compete for nothing.
-		JetStreamMaxMemory: 256 << 20,
-		JetStreamMaxStore:  2 << 30,
+// NATSOption configures the servers StartNATS and StartNATSCluster start.
+type NATSOption func(*natsSettings)
+
+type natsSettings struct{ configFile string }
+
+// NATSConfigFile starts the server(s) with the settings of a nats-server
+// configuration file — typically the authorization a deployment generates
+// (operator JWT, resolver, accounts, users), so that tests run against
+// exactly that configuration. Listen addresses, server name, cluster and
+// JetStream storage are still chosen by the kit.
+func NATSConfigFile(path string) NATSOption {
+	return func(s *natsSettings) { s.configFile = path }
+}
+
+func natsOptions(t testing.TB, dir, name string, options []NATSOption) *server.Options {
+	t.Helper()
+	var set natsSettings
+	for _, o := range options {
+		o(&set)
 	}
+	opts := &server.Options{}
+	if set.configFile != "" {
+		var err error
+		if opts, err = server.ProcessConfigFile(set.configFile); err != nil {
+			t.Fatalf("testkit: nats-server configuration %s: %v", set.configFile, err)
+		}
+	}
+	opts.ServerName = name
+	opts.Host = "127.0.0.1"
+	opts.Port = server.RANDOM_PORT
+	opts.JetStream = true
+	opts.StoreDir = filepath.Join(dir, "jetstream")
+	opts.NoSigs = true
+	// Small fixed limits: the defaults reserve a share of the machine's
+	// memory and disk, which makes several servers per test binary compete
+	// for nothing.
+	opts.JetStreamMaxMemory = 256 << 20
+	opts.JetStreamMaxStore = 2 << 30
+	return opts
 }
 
 // start runs a new server from n.opts and waits until it is ready. After the
@@ -203,7 +231,8 @@ type NATSCluster struct {
 // JetStream clustered on random client and route ports, and returns once the
 // cluster is ready for streams of up to size replicas (see
 // WaitForMetaLeader). All nodes are shut down when the test ends.
-func StartNATSCluster(t testing.TB, size int) *NATSCluster {
+// Options apply to every node (see StartNATS).
+func StartNATSCluster(t testing.TB, size int, options ...NATSOption) *NATSCluster {
 	t.Helper()
 	if size < 1 {
 		t.Fatalf("testkit: StartNATSCluster: size must be at least 1, got %d", size)
@@ -218,7 +247,7 @@ func StartNATSCluster(t testing.TB, size int) *NATSCluster {
 	}
 	for i := range size {
 		dir := t.TempDir()
-		opts := natsBaseOptions(dir, fmt.Sprintf("n%d", i))
+		opts := natsOptions(t, dir, fmt.Sprintf("n%d", i), options)
 		opts.Port = FreePort(t)
 		opts.Cluster = server.ClusterOpts{
 			Name: c.Name,

@@ -24,5 +24,15 @@ printf 'postgres://tpadmin:%s@postgres:5432/postgres?sslmode=disable' "$pg" >sec
 printf 'postgres://tenantprov_audit_owner:%s@postgres:5432/tenantprov_audit?sslmode=disable' "$ao" >secrets/audit_pg_admin_url
 printf 'postgres://tenantprov_audit_sink:%s@postgres:5432/tenantprov_audit?sslmode=disable' "$aw" >secrets/audit_pg_url
 printf 'postgres://tenantprov_audit_reader:%s@127.0.0.1:5432/tenantprov_audit?sslmode=disable' "$ar" >secrets/audit_pg_reader_url
+# The authenticated bus: bus/keys/ (the authority; keep it where identities
+# are issued), bus/auth.conf (for nats-server) and bus/creds/<role>.creds,
+# one NATS identity per service, plus operator.creds (tenantctl and the nats
+# CLI: NATS_CREDS=secrets/bus/creds/operator.creds), requester.creds and
+# observer.creds. Keys are kept, creds issued afresh on every run.
+go run ../../cmd/tenantctl bus init --dir secrets/bus >/dev/null
+for f in bus/auth.conf bus/creds/orchestrator.creds bus/creds/minio-agent.creds bus/creds/pg-agent.creds \
+	bus/creds/qdrant-agent.creds bus/creds/redis-agent.creds bus/creds/audit-sink.creds bus/creds/operator.creds; do
+	[ -s "secrets/$f" ] || { echo "init-secrets: secrets/$f was not written" >&2; exit 1; }
+done
 echo "secrets written to $(pwd)/secrets"
 echo "operators: AUDIT_PG_URL_FILE=$(pwd)/secrets/audit_pg_reader_url tenantctl audit --verify"

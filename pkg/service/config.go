@@ -15,7 +15,12 @@ import (
 type Config struct {
 	// NATSURL is one or more comma-separated NATS server URLs.
 	NATSURL string `env:"NATS_URL" envDefault:"nats://127.0.0.1:4222"`
-	// NATSCredsFile is an optional NATS credentials (.creds) file.
+	// NATSCredsFile is the service's NATS identity: the path of its .creds
+	// file (user JWT and seed, issued by pkg/busauth for the role named
+	// like the service). It is the one documented way a service gets an
+	// identity; a missing, unreadable, foreign or refused credential stops
+	// the service at start. Empty only against an unauthenticated
+	// development server.
 	NATSCredsFile string `env:"NATS_CREDS"`
 	// HTTPAddr is where /healthz, /readyz and /metrics are served. Each
 	// service has its own default port (see Defaults).

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/tenantprov/tenantprov/pkg/busauth"
 	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/pkg/logging"
 )
@@ -38,6 +40,7 @@ type Service struct {
 	JS      jetstream.JetStream
 	Metrics *prometheus.Registry
 
+	role     busauth.Role // from NATS_CREDS; "" without
 	httpAddr atomic.Value // string, the bound address
 	topology atomic.Bool
 
@@ -96,10 +99,11 @@ func RunWithLogger(ctx context.Context, name string, cfg Config, log *zap.Logger
 	}()
 	log.Info("serving health and metrics", zap.String("addr", s.HTTPAddr()))
 
-	nc, err := connect(name, cfg, log)
+	nc, role, err := connect(ctx, name, cfg, log)
 	if err != nil {
 		return err
 	}
+	s.role = role
 	s.NATS = nc
 	defer drain(nc, cfg.ShutdownTimeout, log)
 	s.JS, err = jetstream.New(nc)
@@ -107,7 +111,7 @@ func RunWithLogger(ctx context.Context, name string, cfg Config, log *zap.Logger
 		return fmt.Errorf("jetstream: %w", err)
 	}
 
-	if err := ensureTopology(ctx, s, events.Topology{Replicas: cfg.JetStreamReplicas}); err != nil {
+	if err := ensureTopology(ctx, s, cfg, events.Topology{Replicas: cfg.JetStreamReplicas}); err != nil {
 		return err
 	}
 
@@ -121,11 +125,17 @@ func RunWithLogger(ctx context.Context, name string, cfg Config, log *zap.Logger
 	return nil
 }
 
-func connect(name string, cfg Config, log *zap.Logger) (*nats.Conn, error) {
+// connect opens the service's NATS connection with the identity in
+// NATS_CREDS. A credential problem — missing or unreadable file, a creds
+// file for another role, a credential the server refuses — ends the
+// service at once with one line naming the identity and what is wrong: no
+// retry can fix it. Only an unreachable server is waited for (logged on
+// every attempt), because NATS may still be starting.
+func connect(ctx context.Context, name string, cfg Config, log *zap.Logger) (*nats.Conn, busauth.Role, error) {
+	ident := "no NATS identity (NATS_CREDS is not set)"
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
 		nats.ReconnectWait(time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("nats disconnected", zap.Error(err))
@@ -133,29 +143,94 @@ func connect(name string, cfg Config, log *zap.Logger) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", zap.String("url", c.ConnectedUrlRedacted()))
 		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Error("nats error", zap.Error(err))
+		}),
 	}
+	var role busauth.Role
 	if cfg.NATSCredsFile != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCredsFile))
+		id, err := busauth.ReadCreds(cfg.NATSCredsFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("NATS identity for %s (NATS_CREDS): %w", name, err)
+		}
+		ident = fmt.Sprintf("NATS identity %q (NATS_CREDS=%s)", id.Name, cfg.NATSCredsFile)
+		if want, err := busauth.ParseRole(name); err == nil && id.Role != "" && id.Role != want {
+			return nil, "", fmt.Errorf("%s is for role %s, not %s: give %s its own creds file", ident, id.Role, name, name)
+		}
+		if role = id.Role; role == "" {
+			role = busauth.Role(name)
+		}
+		opts = append(opts, nats.UserCredentials(cfg.NATSCredsFile), nats.CustomInboxPrefix(role.InboxPrefix()))
+		log.Info("nats identity", zap.String("identity", id.Name), zap.String("role", string(id.Role)))
 	}
-	nc, err := nats.Connect(cfg.NATSURL, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS: %w", err)
+	backoff := 250 * time.Millisecond
+	for {
+		nc, err := nats.Connect(cfg.NATSURL, opts...)
+		if err == nil {
+			return nc, role, nil
+		}
+		if isAuthError(err) {
+			hint := "is this credential from this deployment's authority, unexpired and not revoked?"
+			if cfg.NATSCredsFile == "" {
+				hint = "set NATS_CREDS to " + name + "'s creds file"
+			}
+			return nil, "", fmt.Errorf("%s refused by NATS at %s: %v (%s)", ident, cfg.NATSURL, err, hint)
+		}
+		log.Warn("nats not reachable; retrying", zap.String("url", cfg.NATSURL), zap.Error(err), zap.Duration("in", backoff))
+		select {
+		case <-ctx.Done():
+			return nil, "", fmt.Errorf("connect to NATS at %s as %s: %w", cfg.NATSURL, ident, errors.Join(ctx.Err(), err))
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
 	}
-	return nc, nil
 }
+
+// isAuthError reports whether a connect error is the server refusing the
+// identity (as opposed to the server being unreachable).
+func isAuthError(err error) bool {
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) {
+		return true
+	}
+	msg := strings.ToLower(err.Error())
+	return strings.Contains(msg, "authorization") || strings.Contains(msg, "authentication")
+}
+
+// TopologyOwner is the service that creates and updates the JetStream
+// topology (streams, KV buckets, object store). Every other service only
+// binds to what exists and fails at start, saying so, when something is
+// missing: under the authenticated bus (NATS_CREDS) no other identity may
+// create or change a stream. Without NATS_CREDS (tests, an unauthenticated
+// development server) every service ensures the topology itself, as there
+// are no roles to respect.
+const TopologyOwner = "orchestrator"
 
 // ensureTopology retries until the topology exists: NATS may still be
 // starting (compose, a rolling restart), and a service that cannot reach it
-// should wait and say so rather than crash-loop.
-func ensureTopology(ctx context.Context, s *Service, topo events.Topology) error {
+// should wait and say so rather than crash-loop. A stream that does not
+// exist, for a service that may not create it, ends the service.
+func ensureTopology(ctx context.Context, s *Service, cfg Config, topo events.Topology) error {
+	owner := s.Name == TopologyOwner || s.role == busauth.RoleOrchestrator || cfg.NATSCredsFile == ""
 	backoff := 250 * time.Millisecond
 	for {
 		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := topo.Ensure(tctx, s.JS)
+		var err error
+		if owner {
+			err = EnsureTopology(tctx, s.JS, topo)
+		} else {
+			err = bindTopology(tctx, s.role, s.JS, topo)
+		}
 		cancel()
 		if err == nil {
 			s.topology.Store(true)
 			return nil
+		}
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("%w: %s does not create the JetStream topology; start %s first (it creates it)", err, s.Name, TopologyOwner)
+		}
+		if le := s.NATS.LastError(); le != nil && errors.Is(le, nats.ErrPermissionViolation) {
+			return fmt.Errorf("jetstream topology: the NATS identity of %s is not allowed what it needs (%v); is NATS_CREDS this service's own creds file?", s.Name, le)
 		}
 		s.Log.Warn("jetstream topology not ready; retrying", zap.Error(err), zap.Duration("in", backoff))
 		select {
@@ -165,6 +240,51 @@ func ensureTopology(ctx context.Context, s *Service, topo events.Topology) error
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// bindTopology checks that every stream the identity's role works with
+// exists (busauth.BoundStreams; all of topo for an unknown role).
+func bindTopology(ctx context.Context, role busauth.Role, js jetstream.JetStream, topo events.Topology) error {
+	names, err := busauth.BoundStreams(role)
+	if err != nil {
+		names = []string{"KV_" + events.KVTenants, "OBJ_" + events.ObjectStoreSecrets}
+		for _, sc := range topo.Streams() {
+			names = append(names, sc.Name)
+		}
+	}
+	for _, n := range names {
+		if _, err := js.Stream(ctx, n); err != nil {
+			if errors.Is(err, jetstream.ErrStreamNotFound) {
+				return fmt.Errorf("JetStream stream %s does not exist: %w", n, err)
+			}
+			return fmt.Errorf("bind stream %s: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// EnsureTopology is what the topology owner does at start: topo.Ensure,
+// then the agent-locks and audit-anchors KV buckets when topo.Ensure has
+// not created them (only the owner may create them under the authenticated
+// bus; an existing bucket is never changed here).
+func EnsureTopology(ctx context.Context, js jetstream.JetStream, topo events.Topology) error {
+	if err := topo.Ensure(ctx, js); err != nil {
+		return err
+	}
+	replicas := max(topo.Replicas, 1)
+	for _, b := range []string{events.KVAgentLocks, events.KVAuditAnchors} {
+		_, err := js.KeyValue(ctx, b)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return fmt.Errorf("kv %s: %w", b, err)
+		}
+		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("create kv %s: %w", b, err)
+		}
+	}
+	return nil
 }
 
 func drain(nc *nats.Conn, timeout time.Duration, log *zap.Logger) {

@@ -66,6 +66,16 @@ type agentOptions struct {
 	identity  *age.X25519Identity
 	configure []func(*agent.Config)
 	name      string
+	creds     string        // the agent's NATS_CREDS
+	harness   []nats.Option // the test's own connection (capture, JetStream)
+}
+
+// WithNATSCreds runs the agent with its own NATS identity (NATS_CREDS =
+// credsFile) on an authenticated server; harness are the options of the
+// test's own connection (its identity), used for Agent.JS and the wire
+// capture.
+func WithNATSCreds(credsFile string, harness ...nats.Option) AgentOption {
+	return func(o *agentOptions) { o.creds, o.harness = credsFile, harness }
 }
 
 // WithIdentity makes the agent seal credentials to id (for several
@@ -105,7 +115,7 @@ func TestAgentConfig(recipient string) agent.Config {
 // it earlier.
 func RunAgent(t testing.TB, n *testkit.NATS, store agent.Store, opts ...AgentOption) *Agent {
 	t.Helper()
-	return runAgent(t, n.URL, 1, n.Connect(t), store, opts...)
+	return runAgent(t, n.URL, 1, func(o ...nats.Option) *nats.Conn { return n.Connect(t, o...) }, store, opts...)
 }
 
 // RunAgentOnCluster is RunAgent on a NATS cluster, as in production
@@ -113,10 +123,12 @@ func RunAgent(t testing.TB, n *testkit.NATS, store agent.Store, opts ...AgentOpt
 // one replica per node (3 on a 3-node cluster).
 func RunAgentOnCluster(t testing.TB, c *testkit.NATSCluster, store agent.Store, opts ...AgentOption) *Agent {
 	t.Helper()
-	return runAgent(t, c.URLs(), len(c.Nodes), c.Connect(t), store, opts...)
+	return runAgent(t, c.URLs(), len(c.Nodes), func(o ...nats.Option) *nats.Conn { return c.Connect(t, o...) }, store, opts...)
 }
 
-func runAgent(t testing.TB, url string, replicas int, nc *nats.Conn, store agent.Store, opts ...AgentOption) *Agent {
+// runAgent starts the agent; connect opens the test's own connection with
+// the harness options (its identity on an authenticated server).
+func runAgent(t testing.TB, url string, replicas int, connect func(...nats.Option) *nats.Conn, store agent.Store, opts ...AgentOption) *Agent {
 	t.Helper()
 	o := agentOptions{name: string(store.Kind()) + "-agent"}
 	for _, opt := range opts {
@@ -134,6 +146,7 @@ func runAgent(t testing.TB, url string, replicas int, nc *nats.Conn, store agent
 		f(&cfg)
 	}
 
+	nc := connect(o.harness...)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatalf("storetest: jetstream: %v", err)
@@ -147,7 +160,7 @@ func runAgent(t testing.TB, url string, replicas int, nc *nats.Conn, store agent
 
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel = cancel
-	svcCfg := service.Config{NATSURL: url, HTTPAddr: "127.0.0.1:0", LogLevel: "debug", JetStreamReplicas: replicas, ShutdownTimeout: cfg.ShutdownTimeout}
+	svcCfg := service.Config{NATSURL: url, NATSCredsFile: o.creds, HTTPAddr: "127.0.0.1:0", LogLevel: "debug", JetStreamReplicas: replicas, ShutdownTimeout: cfg.ShutdownTimeout}
 	go func() {
 		a.done <- service.RunWithLogger(ctx, o.name, svcCfg, log, func(ctx context.Context, s *service.Service) error {
 			a.svc.Store(s)

@@ -84,3 +84,8 @@ func sqlState(err error) string {
 	}
 	return ""
 }
+
+// ErrNotProvisioned reports a lifecycle command (rotate, retire, suspend,
+// resume) for a tenant whose role and database tenantprov's record does not
+// name. It is permanent.
+var ErrNotProvisioned = errors.New("not provisioned")

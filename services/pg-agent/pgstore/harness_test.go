@@ -132,8 +132,10 @@ func (ts *testServer) crossAccess(ctx context.Context, cred agent.Credential, ot
 
 func (ts *testServer) exists(ctx context.Context, tenant events.TenantID) (bool, error) {
 	var n int
-	err := ts.admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_roles WHERE rolname = $1) + (SELECT count(*) FROM pg_database WHERE datname = $2)`,
-		tenant.PostgresRole(), tenant.PostgresDatabase()).Scan(&n)
+	// The owner role, the rotated credentials' login roles
+	// (tenant_<id>__vN) and the database.
+	err := ts.admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_roles WHERE rolname = $1 OR starts_with(rolname, $3)) + (SELECT count(*) FROM pg_database WHERE datname = $2)`,
+		tenant.PostgresRole(), tenant.PostgresDatabase(), tenant.PostgresRole()+versionSep).Scan(&n)
 	return n > 0, err
 }
 

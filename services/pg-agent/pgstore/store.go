@@ -20,6 +20,9 @@
 //     never adopted (Provision fails with agent.ErrConflict), changed or
 //     dropped.
 //
+// After Rotate the tenant also has login roles "tenant_<id>__vN" that act
+// as "tenant_<id>", recorded by OID in credentialsTable (lifecycle.go).
+//
 // PUBLIC's CONNECT and TEMPORARY are revoked on every other database of the
 // server (except those in Config.KeepPublicConnect and the tenant namespace),
 // at start and before every provision, so a tenant reaches its own database
@@ -43,6 +46,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -240,13 +244,24 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 			resp.Warnings = append(resp.Warnings, fmt.Sprintf("role and database belong to generation %d, the command to generation %d: left in place", gen, req.Generation))
 			return nil
 		}
+		// The rotated credentials' login roles (recorded by OID) go first:
+		// each is a member of the owner role and acts as it.
+		vroles := st.versionRoles()
+		var logins []string
+		for _, c := range vroles {
+			if _, err := conn.Exec(ctx, "ALTER ROLE "+ident(c.name)+" NOLOGIN"); err != nil {
+				return wrap("alter role "+c.name+" nologin", err)
+			}
+			logins = append(logins, c.name)
+		}
 		if st.roleOurs() {
 			if _, err := conn.Exec(ctx, "ALTER ROLE "+ident(role)+" NOLOGIN"); err != nil {
 				return wrap("alter role "+role+" nologin", err)
 			}
-			if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()", role); err != nil {
-				return wrap("terminate sessions of "+role, err)
-			}
+			logins = append(logins, role)
+		}
+		if err := terminateSessions(ctx, conn, logins); err != nil {
+			return err
 		}
 		if st.dbOurs() && st.dbTemplate {
 			if _, err := conn.Exec(ctx, "ALTER DATABASE "+ident(db)+" WITH IS_TEMPLATE false"); err != nil {
@@ -258,6 +273,11 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 				return wrap("drop database "+db, err)
 			}
 		}
+		for _, c := range vroles {
+			if err := s.dropOwnedElsewhere(ctx, conn, c.name, c.roleOID); err != nil {
+				return err
+			}
+		}
 		if st.roleOurs() {
 			if err := s.dropOwnedElsewhere(ctx, conn, role, *st.roleOID); err != nil {
 				return err
@@ -267,6 +287,14 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 		// shared objects (other databases) and anything it owns here; the
 		// record goes in the same transaction as the role.
 		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			for _, c := range vroles {
+				if _, err := tx.Exec(ctx, "DROP OWNED BY "+ident(c.name)); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, "DROP ROLE "+ident(c.name)); err != nil {
+					return err
+				}
+			}
 			if st.roleOurs() {
 				if _, err := tx.Exec(ctx, "DROP OWNED BY "+ident(role)); err != nil {
 					return err
@@ -349,6 +377,16 @@ func (s *Store) adminConnect(ctx context.Context, db string) (*pgx.Conn, error) 
 	return conn, nil
 }
 
+// terminateSessions ends every session logged in as one of roles (their
+// session user), but the caller's own.
+func terminateSessions(ctx context.Context, q querier, roles []string) error {
+	if len(roles) == 0 {
+		return nil
+	}
+	_, err := q.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()", roles)
+	return wrap("terminate sessions of "+strings.Join(roles, ", "), err)
+}
+
 // errStillExists reports a deprovision that did not remove everything; it
 // is transient, so the command is retried.
 var errStillExists = errors.New("still exists after deprovision")
@@ -361,6 +399,15 @@ func (st *state) confirmGone(ctx context.Context, conn *pgxpool.Conn) error {
 		oidOrZero(st.roleOID, st.roleOurs()), oidOrZero(st.dbOID, st.dbOurs())).Scan(&roleLeft, &dbLeft)
 	if err != nil {
 		return wrap("confirm deprovision of "+string(st.tenant), err)
+	}
+	for _, c := range st.versionRoles() {
+		var left bool
+		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE oid = $1)", c.roleOID).Scan(&left); err != nil {
+			return wrap("confirm deprovision of "+string(st.tenant), err)
+		}
+		if left {
+			return fmt.Errorf("role %s: %w", c.name, errStillExists)
+		}
 	}
 	switch {
 	case roleLeft:
@@ -413,6 +460,12 @@ type state struct {
 	recGen     int64
 	recRoleOID *uint32
 	recDBOID   *uint32 // nil: no database recorded yet (or one being created)
+	// suspended: Suspend disabled every credential (the record says so, so
+	// that Verify and Observe expect NOLOGIN and Resume knows what to undo).
+	suspended bool
+
+	// creds are the live credentials (loadCredentials); nil until loaded.
+	creds []credential
 }
 
 func readState(ctx context.Context, conn *pgxpool.Conn, tenant events.TenantID) (*state, error) {
@@ -422,7 +475,7 @@ SELECT r.oid,
        coalesce(r.rolsuper, false), coalesce(r.rolcreatedb, false), coalesce(r.rolcreaterole, false),
        coalesce(r.rolreplication, false), coalesce(r.rolbypassrls, false), coalesce(r.rolinherit, false),
        d.oid, d.datdba, coalesce(d.datistemplate, false), coalesce(d.datallowconn, false),
-       t.tenant IS NOT NULL, coalesce(t.generation, 0), t.role_oid, t.database_oid
+       t.tenant IS NOT NULL, coalesce(t.generation, 0), t.role_oid, t.database_oid, coalesce(t.suspended, false)
 FROM (VALUES (1)) AS one (x)
 LEFT JOIN pg_roles r ON r.rolname = $1
 LEFT JOIN pg_database d ON d.datname = $2
@@ -430,9 +483,12 @@ LEFT JOIN `+recordTable+` t ON t.tenant = $3`, tenant.PostgresRole(), tenant.Pos
 		&st.roleOID,
 		&st.rolSuper, &st.rolCreateDB, &st.rolCreateRole, &st.rolReplication, &st.rolBypassRLS, &st.rolInherit,
 		&st.dbOID, &st.dbOwner, &st.dbTemplate, &st.dbAllowConn,
-		&st.recExists, &st.recGen, &st.recRoleOID, &st.recDBOID)
+		&st.recExists, &st.recGen, &st.recRoleOID, &st.recDBOID, &st.suspended)
 	if err != nil {
 		return nil, wrap("read state of tenant "+string(tenant), err)
+	}
+	if err := loadCredentials(ctx, conn, st); err != nil {
+		return nil, err
 	}
 	return st, nil
 }
@@ -521,9 +577,13 @@ func (s *Store) ensureRole(ctx context.Context, conn *pgxpool.Conn, st *state, v
 		_, err := tx.Exec(ctx, `
 INSERT INTO `+recordTable+` AS t (tenant, generation, role_oid)
 VALUES ($1, $2, (SELECT oid FROM pg_roles WHERE rolname = $3))
-ON CONFLICT (tenant) DO UPDATE SET generation = greatest(t.generation, excluded.generation), role_oid = excluded.role_oid, updated_at = now()`,
+ON CONFLICT (tenant) DO UPDATE SET generation = greatest(t.generation, excluded.generation), role_oid = excluded.role_oid, suspended = false, updated_at = now()`,
 			string(st.tenant), int64(generation), role)
-		return err
+		if err != nil {
+			return err
+		}
+		// The role Provision (re)sets is credential version 1, live.
+		return recordCredential(ctx, tx, st.tenant, 1, role)
 	})
 	if err != nil {
 		if st.roleOID != nil {
@@ -677,6 +737,15 @@ func (s *Store) ensureSystemRecord(ctx context.Context, db adminDB) error {
     updated_at   timestamptz NOT NULL DEFAULT now()
 )`,
 			"REVOKE ALL ON TABLE " + recordTable + " FROM PUBLIC",
+			"ALTER TABLE " + recordTable + " ADD COLUMN IF NOT EXISTS suspended boolean NOT NULL DEFAULT false",
+			`CREATE TABLE IF NOT EXISTS ` + credentialsTable + ` (
+    tenant   text NOT NULL REFERENCES ` + recordTable + ` (tenant) ON DELETE CASCADE,
+    version  integer NOT NULL CHECK (version >= 1),
+    role_oid oid NOT NULL,
+    PRIMARY KEY (tenant, version)
+)`,
+			"ALTER TABLE " + credentialsTable + " ADD COLUMN IF NOT EXISTS retiring boolean NOT NULL DEFAULT false",
+			"REVOKE ALL ON TABLE " + credentialsTable + " FROM PUBLIC",
 		} {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return err

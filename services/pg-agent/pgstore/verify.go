@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -33,29 +34,40 @@ const (
 //     42501;
 //   - canary_denied: connecting to tenantprov_canary fails with 42501
 //     (no CONNECT privilege);
-//   - other_databases_denied: in pg_database, one query — the tenant role
-//     has CONNECT (has_database_privilege) on no connectable database but
-//     its own and Config.KeepPublicConnect;
+//   - other_databases_denied: in pg_database, one query — no role of the
+//     tenant has CONNECT (has_database_privilege) on a connectable database
+//     but its own and Config.KeepPublicConnect;
 //   - wrong_password_refused: logging in with a random wrong password fails
 //     with 28P01 — a server that lets it in (trust authentication) fails
 //     the check.
 //
 // Inward — who else reaches the tenant's slice, read from the catalogs with
-// the admin credential:
+// the admin credential (inspect, the code Observe runs too). "The tenant's
+// roles" are the owner role and the live version roles the system record
+// names by OID (credentialsTable; see Rotate):
 //
-//   - role_locked_down: the role has LOGIN and none of SUPERUSER, CREATEDB,
-//     CREATEROLE, REPLICATION, BYPASSRLS; its connection limit is set
-//     (1..PG_CONNECTION_LIMIT); no role but the agent's admin is a member of
-//     it (a member acts as the tenant), and it is a member of no role;
-//   - database_private: the database is owned by the role, is not a template
-//     (which any role with CREATEDB may copy), and its ACL (aclexplode)
-//     grants nothing to PUBLIC or to any role but the tenant's and the
-//     admin;
+//   - role_locked_down: none of the tenant's roles has SUPERUSER, CREATEDB,
+//     CREATEROLE, REPLICATION, BYPASSRLS; LOGIN is on exactly for the live
+//     credentials (none while suspended); the connection limit is set
+//     (1..PG_CONNECTION_LIMIT); no role but the agent's admin and the
+//     recorded version roles is a member of the owner role (a member acts
+//     as the tenant), the owner role is a member of no role, and a version
+//     role is a member of the owner role only, with INHERIT, its sessions
+//     starting as the owner role;
+//   - database_private: the database is owned by the owner role, is not a
+//     template (which any role with CREATEDB may copy), its ACL
+//     (aclexplode) grants nothing to PUBLIC or to any role but the tenant's
+//     and the admin, and the owner role keeps CONNECT and TEMPORARY;
 //   - schemas_private: in the tenant's database, every schema but the
-//     system ones is owned by the role and grants nothing to PUBLIC or any
-//     other role;
+//     system ones is owned by one of the tenant's roles and grants nothing
+//     to PUBLIC or any other role;
 //   - system_record: tenantprov's record names this role and database (by
-//     OID) at this generation.
+//     OID) at this generation, every recorded version role exists under its
+//     name, and the credential's user is one of them.
+//
+// The outward other_databases_denied covers every one of the tenant's
+// roles, and admin_denied looks at both the session user (the login role)
+// and the current user (the owner role a rotated credential acts as).
 //
 // It connects to the admin URL's host and port (with its TLS settings), not
 // to the public endpoint: the agent is known to reach that address, and what
@@ -72,8 +84,8 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 	}
 	role, db := tenant.PostgresRole(), tenant.PostgresDatabase()
 	user, database, password := req.Credential.String("user"), req.Credential.String("database"), credPassword(req.Credential)
-	if user != role || database != db || password.IsZero() {
-		return agent.VerifyResponse{}, invalid(fmt.Errorf("%w: the credential is not tenant %s's (want user and database %s and a password)", ErrInvalidRequest, tenant, role))
+	if !tenantLogin(tenant, user) || database != db || password.IsZero() {
+		return agent.VerifyResponse{}, invalid(fmt.Errorf("%w: the credential is not tenant %s's (want user %s or one of its rotated roles, database %s and a password)", ErrInvalidRequest, tenant, role, db))
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -93,11 +105,6 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 		return agent.VerifyResponse{}, err
 	}
 	resp.Checks = append(resp.Checks, canary)
-	others, err := s.checkOtherDatabases(ctx, role, db)
-	if err != nil {
-		return agent.VerifyResponse{}, err
-	}
-	resp.Checks = append(resp.Checks, others)
 	wrong, err := secret.Generate()
 	if err != nil {
 		return agent.VerifyResponse{}, err
@@ -109,16 +116,39 @@ func (s *Store) Verify(ctx context.Context, req agent.VerifyRequest) (agent.Veri
 	}
 	resp.Checks = append(resp.Checks, wrongPw)
 
-	for _, inward := range []func(context.Context, events.TenantID, uint64) (events.Check, error){
-		s.checkRoleLockedDown, s.checkDatabasePrivate, s.checkSchemasPrivate, s.checkSystemRecord,
-	} {
-		c, err := inward(ctx, tenant, req.Generation)
-		if err != nil {
-			return agent.VerifyResponse{}, err
-		}
-		resp.Checks = append(resp.Checks, c)
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return agent.VerifyResponse{}, wrap("verify: acquire admin connection", err)
 	}
+	defer conn.Release()
+	st, err := readState(ctx, conn, tenant)
+	if err != nil {
+		return agent.VerifyResponse{}, err
+	}
+	findings, err := s.inspect(ctx, conn, st, req.Generation)
+	if err != nil {
+		return agent.VerifyResponse{}, err
+	}
+	if _, ok := st.loginRole(user); !ok && !(len(st.creds) == 0 && user == role) {
+		findings = append(findings, finding{check: CheckSystemRecord, kind: DriftMarkerMissing, resource: user,
+			detail: "the system record names no live credential with login role " + user})
+	}
+	resp.Checks = append(resp.Checks, checksFrom(findings, CheckOtherDatabasesDenied, CheckRoleLockedDown, CheckDatabasePrivate, CheckSchemasPrivate, CheckSystemRecord)...)
 	return resp, nil
+}
+
+// tenantLogin: user is a login role name of tenant — its owner role
+// (credential version 1) or a version role "tenant_<id>__vN".
+func tenantLogin(tenant events.TenantID, user string) bool {
+	if user == tenant.PostgresRole() {
+		return true
+	}
+	rest, ok := strings.CutPrefix(user, tenant.PostgresRole()+versionSep)
+	if !ok {
+		return false
+	}
+	v, err := strconv.Atoi(rest)
+	return err == nil && v >= 2 && v <= maxVersion && strconv.Itoa(v) == rest
 }
 
 // pg-agent's own checks, beyond the four every store runs (Verify says what
@@ -131,173 +161,11 @@ const (
 	CheckSystemRecord         = "system_record"
 )
 
-// checkOtherDatabases lists, in one query over pg_database, every database
-// the tenant role may connect to besides its own and the configured ones.
-func (s *Store) checkOtherDatabases(ctx context.Context, role, db string) (events.Check, error) {
-	c := events.Check{Name: CheckOtherDatabasesDenied}
-	var reachable []string
-	rows, err := s.pool.Query(ctx, `
-SELECT datname FROM pg_database
-WHERE datallowconn AND datname <> $2 AND NOT (datname = ANY($3)) AND has_database_privilege($1, oid, 'CONNECT')
-ORDER BY 1`, role, db, s.cfg.keepPublicConnect())
-	if err == nil {
-		reachable, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
-	switch {
-	case err != nil && sqlState(err) == "":
-		return c, wrap("verify: databases reachable by "+role, err)
-	case err != nil:
-		c.Detail = "query pg_database: " + pgDetail(err)
-	case len(reachable) > 0:
-		c.Detail = "the tenant role may connect to " + strings.Join(reachable, ", ")
-	default:
-		c.Passed = true
-	}
-	return c, nil
-}
-
 // adminOID is the OID of the role the agent's admin sessions run as; it
 // may legitimately hold grants on, or membership in, a tenant's role (a
 // non-superuser CREATEROLE admin on PostgreSQL ≥ 16 is made a member of
 // every role it creates).
 const adminOID = "(SELECT oid FROM pg_roles WHERE rolname = current_user)"
-
-// grantees renders an aclexplode over acl, leaving out the tenant role r,
-// the admin and extra.
-func grantees(acl, extra string) string {
-	return `coalesce((SELECT string_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END || ' ' || a.privilege_type, ', ' ORDER BY 1)
-     FROM aclexplode(` + acl + `) AS a WHERE a.grantee <> r.oid AND a.grantee <> ` + adminOID + ` AND a.grantee <> ` + extra + `), '')`
-}
-
-func (s *Store) checkRoleLockedDown(ctx context.Context, tenant events.TenantID, _ uint64) (events.Check, error) {
-	c := events.Check{Name: CheckRoleLockedDown}
-	var (
-		super, createDB, createRole, replication, bypassRLS, login bool
-		connLimit                                                  int
-		members, memberOf                                          string
-	)
-	err := s.pool.QueryRow(ctx, `
-SELECT r.rolsuper, r.rolcreatedb, r.rolcreaterole, r.rolreplication, r.rolbypassrls, r.rolcanlogin, r.rolconnlimit,
-       coalesce((SELECT string_agg(pg_get_userbyid(m.member)::text, ', ' ORDER BY 1) FROM pg_auth_members m WHERE m.roleid = r.oid AND m.member <> `+adminOID+`), ''),
-       coalesce((SELECT string_agg(pg_get_userbyid(m.roleid)::text, ', ' ORDER BY 1) FROM pg_auth_members m WHERE m.member = r.oid), '')
-FROM pg_roles r WHERE r.rolname = $1`, tenant.PostgresRole()).Scan(&super, &createDB, &createRole, &replication, &bypassRLS, &login, &connLimit, &members, &memberOf)
-	if errors.Is(err, pgx.ErrNoRows) {
-		c.Detail = "role " + tenant.PostgresRole() + " does not exist"
-		return c, nil
-	}
-	if err != nil {
-		return c, wrap("verify: role "+tenant.PostgresRole(), err)
-	}
-	var bad []string
-	if super || createDB || createRole || replication || bypassRLS || !login {
-		bad = append(bad, fmt.Sprintf("attributes superuser=%t createdb=%t createrole=%t replication=%t bypassrls=%t login=%t", super, createDB, createRole, replication, bypassRLS, login))
-	}
-	if connLimit < 1 || connLimit > s.cfg.ConnectionLimit {
-		bad = append(bad, fmt.Sprintf("connection limit %d, want 1..%d", connLimit, s.cfg.ConnectionLimit))
-	}
-	if members != "" {
-		bad = append(bad, "granted to (acts as the tenant): "+members)
-	}
-	if memberOf != "" {
-		bad = append(bad, "member of: "+memberOf)
-	}
-	c.Passed, c.Detail = len(bad) == 0, strings.Join(bad, "; ")
-	return c, nil
-}
-
-func (s *Store) checkDatabasePrivate(ctx context.Context, tenant events.TenantID, _ uint64) (events.Check, error) {
-	c := events.Check{Name: CheckDatabasePrivate}
-	var owner, foreign string
-	var owned, template bool
-	err := s.pool.QueryRow(ctx, `
-SELECT pg_get_userbyid(d.datdba)::text, d.datdba = r.oid, d.datistemplate, `+grantees("coalesce(d.datacl, acldefault('d', d.datdba))", "r.oid")+`
-FROM pg_database d, pg_roles r WHERE d.datname = $1 AND r.rolname = $2`, tenant.PostgresDatabase(), tenant.PostgresRole()).Scan(&owner, &owned, &template, &foreign)
-	if errors.Is(err, pgx.ErrNoRows) {
-		c.Detail = "database " + tenant.PostgresDatabase() + " or role " + tenant.PostgresRole() + " does not exist"
-		return c, nil
-	}
-	if err != nil {
-		return c, wrap("verify: database "+tenant.PostgresDatabase(), err)
-	}
-	var bad []string
-	if !owned {
-		bad = append(bad, "owned by "+owner)
-	}
-	if template {
-		bad = append(bad, "a template (any role with CREATEDB can copy it)")
-	}
-	if foreign != "" {
-		bad = append(bad, "granted to others: "+foreign)
-	}
-	c.Passed, c.Detail = len(bad) == 0, strings.Join(bad, "; ")
-	return c, nil
-}
-
-func (s *Store) checkSchemasPrivate(ctx context.Context, tenant events.TenantID, _ uint64) (events.Check, error) {
-	c := events.Check{Name: CheckSchemasPrivate}
-	db := tenant.PostgresDatabase()
-	conn, err := s.adminConnect(ctx, db)
-	if err != nil {
-		return c, err
-	}
-	defer closeConn(ctx, conn)
-	// pg_database_owner (PostgreSQL ≥ 14) stands for the database's owner,
-	// the tenant role.
-	rows, err := conn.Query(ctx, `
-SELECT n.nspname, pg_get_userbyid(n.nspowner)::text, n.nspowner = r.oid,
-       `+grantees("coalesce(n.nspacl, acldefault('n', n.nspowner))", "coalesce((SELECT oid FROM pg_roles WHERE rolname = 'pg_database_owner'), r.oid)")+`
-FROM pg_namespace n, pg_roles r
-WHERE r.rolname = $1
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-  AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'
-ORDER BY 1`, tenant.PostgresRole())
-	if err != nil {
-		return c, wrap("verify: schemas of "+db, err)
-	}
-	var bad []string
-	var name, owner, foreign string
-	var owned bool
-	_, err = pgx.ForEachRow(rows, []any{&name, &owner, &owned, &foreign}, func() error {
-		if !owned {
-			bad = append(bad, "schema "+name+" owned by "+owner)
-		}
-		if foreign != "" {
-			bad = append(bad, "schema "+name+" granted to others: "+foreign)
-		}
-		return nil
-	})
-	if err != nil {
-		return c, wrap("verify: schemas of "+db, err)
-	}
-	c.Passed, c.Detail = len(bad) == 0, strings.Join(bad, "; ")
-	return c, nil
-}
-
-func (s *Store) checkSystemRecord(ctx context.Context, tenant events.TenantID, generation uint64) (events.Check, error) {
-	c := events.Check{Name: CheckSystemRecord}
-	conn, err := s.pool.Acquire(ctx)
-	if err != nil {
-		return c, wrap("verify: acquire admin connection", err)
-	}
-	defer conn.Release()
-	st, err := readState(ctx, conn, tenant)
-	if err != nil {
-		return c, err
-	}
-	switch {
-	case !st.recExists:
-		c.Detail = "no system record for tenant " + string(tenant)
-	case !st.roleOurs():
-		c.Detail = "the system record does not name role " + tenant.PostgresRole() + " (missing or replaced)"
-	case !st.dbOurs() || st.recDBOID == nil:
-		c.Detail = "the system record does not name database " + tenant.PostgresDatabase() + " (missing or replaced)"
-	case generation > 0 && st.generation() != generation:
-		c.Detail = fmt.Sprintf("the system record holds generation %d, want %d", st.generation(), generation)
-	default:
-		c.Passed = true
-	}
-	return c, nil
-}
 
 // checkOwnAndAdmin runs own_access and admin_denied on one tenant session.
 func (s *Store) checkOwnAndAdmin(ctx context.Context, user string, password secret.String, db string) (own, admin events.Check, err error) {
@@ -369,7 +237,9 @@ func ownAccess(ctx context.Context, conn *pgx.Conn, probe string) (string, error
 // with the admin credential.
 func (s *Store) adminDenied(ctx context.Context, conn *pgx.Conn, probe string) (bool, string, error) {
 	var super, createDB, createRole, replication, bypassRLS bool
-	err := conn.QueryRow(ctx, "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls FROM pg_roles WHERE rolname = current_user").
+	// Both the session user (the login role) and the current user (the
+	// owner role a rotated credential's sessions start as).
+	err := conn.QueryRow(ctx, "SELECT bool_or(rolsuper), bool_or(rolcreatedb), bool_or(rolcreaterole), bool_or(rolreplication), bool_or(rolbypassrls) FROM pg_roles WHERE rolname IN (current_user, session_user)").
 		Scan(&super, &createDB, &createRole, &replication, &bypassRLS)
 	if err != nil {
 		if sqlState(err) == "" {

@@ -147,14 +147,23 @@ func (stance Scripting) scriptsAllowed() bool {
 // SHA-256 hash and the command rules of stance. The result holds the hash:
 // never put it in an error or a log.
 func aclRules(tenant events.TenantID, password secret.String, stance Scripting) []string {
-	rules := []string{
-		"reset",
-		"on",
-		"#" + passwordHash(password),
-		keyPattern(tenant),
-		"resetchannels",
-		channelPattern(tenant),
+	return userRules(tenant, []string{passwordHash(password)}, true, stance)
+}
+
+// userRules returns the ACL SETUSER arguments that make tenant's user
+// exactly what tenantprov grants, from `reset`, with the given password
+// hashes (the recorded credential versions), on or off, and the command
+// rules of stance. The result holds the hashes: never put it in an error or
+// a log.
+func userRules(tenant events.TenantID, hashes []string, on bool, stance Scripting) []string {
+	rules := []string{"reset", "off"}
+	if on {
+		rules[1] = "on"
 	}
+	for _, h := range hashes {
+		rules = append(rules, "#"+h)
+	}
+	rules = append(rules, keyPattern(tenant), "resetchannels", channelPattern(tenant))
 	return append(rules, commandRules(stance)...)
 }
 

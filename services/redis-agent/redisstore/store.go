@@ -30,7 +30,9 @@ import (
 const (
 	// ManagedUsersKey is the hash recording the ACL users tenantprov created:
 	// field = user name, value = JSON {tenant, generation, saga_id,
-	// created_at, updated_at}.
+	// created_at, updated_at, credentials, suspended}: credentials are the
+	// SHA-256 hashes (never the passwords) of the tenant's credential
+	// versions, the only passwords its user may have.
 	ManagedUsersKey = events.ReservedPrefix + ":managed:users"
 	// CanaryKey is the isolation canary every tenant must be denied.
 	CanaryKey = events.CanaryRedisKeyPrefix + "probe"
@@ -117,6 +119,21 @@ type managedUser struct {
 	SagaID     string    `json:"saga_id,omitempty"`
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
+	// Credentials are the tenant's credential versions, each as the
+	// SHA-256 hash Redis holds for it: one after Provision, two during a
+	// rotation's grace. Empty in records written before rotation existed.
+	Credentials []credentialHash `json:"credentials,omitempty"`
+	// Suspended is true between Suspend and Resume: the user is off.
+	Suspended bool `json:"suspended,omitempty"`
+}
+
+// credentialHash is one credential version's password hash.
+type credentialHash struct {
+	Version int    `json:"version"`
+	SHA256  string `json:"sha256"`
+	// Retiring is set by Retire before it removes the password, so that a
+	// Retire interrupted there is never undone by Observe's repair.
+	Retiring bool `json:"retiring,omitempty"`
 }
 
 // record returns tenantprov's record of user, if any.
@@ -135,6 +152,18 @@ func (s *Store) record(ctx context.Context, user string) (managedUser, bool, err
 		return managedUser{Tenant: strings.TrimPrefix(user, "tenant_")}, true, nil
 	}
 	return rec, true, nil
+}
+
+// writeRecord writes tenantprov's record of user.
+func (s *Store) writeRecord(ctx context.Context, user string, rec managedUser) error {
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("redis: encode managed record: %w", err)
+	}
+	if err := s.admin.HSet(ctx, ManagedUsersKey, user, raw).Err(); err != nil {
+		return storeError("write managed record of "+user, err)
+	}
+	return nil
 }
 
 // userExists reports whether an ACL user called user exists.
@@ -219,16 +248,15 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 	if !managed {
 		rec.CreatedAt = now
 	}
+	hash := passwordHash(req.Password)
 	rec.Tenant, rec.Generation, rec.SagaID, rec.UpdatedAt = string(id), req.Generation, req.SagaID, now
-	raw, err := json.Marshal(rec)
-	if err != nil {
-		return agent.ProvisionResponse{}, fmt.Errorf("redis: encode managed record: %w", err)
-	}
-	if err := s.admin.HSet(ctx, ManagedUsersKey, user, raw).Err(); err != nil {
-		return agent.ProvisionResponse{}, storeError("write managed record of "+user, err)
+	// Provisioning (again) starts the tenant over at credential version 1,
+	// active.
+	rec.Credentials, rec.Suspended = []credentialHash{{Version: 1, SHA256: hash}}, false
+	if err := s.writeRecord(ctx, user, rec); err != nil {
+		return agent.ProvisionResponse{}, err
 	}
 
-	hash := passwordHash(req.Password)
 	args := []any{"ACL", "SETUSER", user}
 	for _, r := range aclRules(id, req.Password, s.cfg.TenantScripting) {
 		args = append(args, r)

@@ -165,7 +165,9 @@ const (
 //     (serverWideCommands: MONITOR, KEYS, FLUSHALL, ACL SETUSER, …; asked
 //     with ACL DRYRUN);
 //   - rule_as_provisioned: the tenant's user is exactly what Provision set:
-//     on, the credential's password hash and no other (no nopass), the one
+//     on, the credential's password hash and no hash but those of the
+//     credential versions in tenantprov's record (two during a rotation's
+//     grace, see Rotate; no nopass), the one
 //     key and one channel pattern, no selector, and the same command rules
 //     as a scratch user given CommandRules and the stance's rules.
 //
@@ -501,17 +503,54 @@ func (s *Store) checkRule(ctx context.Context, id events.TenantID, password secr
 	if !slices.Contains(got.flags, "on") {
 		diffs = append(diffs, "the user is off")
 	}
-	if len(got.passwords) != 1 || got.passwords[0] != passwordHash(password) {
-		// Hashes stay out of the detail.
-		diffs = append(diffs, fmt.Sprintf("%d password hashes, want exactly the credential's", len(got.passwords)))
+	// Without a record (a server restarted without RDB/AOF keeps its
+	// aclfile users but loses keys) only the credential's password is
+	// allowed, as before rotation existed; Observe reports the lost record.
+	rec, _, err := s.record(ctx, user)
+	if err != nil {
+		return check, err
+	}
+	if d := passwordDiff(got.passwords, rec.Credentials, passwordHash(password)); d != "" {
+		diffs = append(diffs, d)
 	}
 	if len(diffs) > 0 {
 		check.Detail = "ACL user " + user + " differs from what was provisioned: " + strings.Join(diffs, "; ")
 		return check, nil
 	}
 	check.Passed = true
-	check.Detail = "ACL user " + user + ": on, one password (the credential's), " + keyPattern(id) + ", " + channelPattern(id) + ", no selector, the provisioned command rules"
+	check.Detail = "ACL user " + user + fmt.Sprintf(": on, %d password hash(es), each a recorded credential version, the credential's among them, ", len(got.passwords)) + keyPattern(id) + ", " + channelPattern(id) + ", no selector, the provisioned command rules"
 	return check, nil
+}
+
+// passwordDiff describes how the user's password hashes differ from what
+// the record allows, "" if they do not: every one of them must be a
+// recorded credential version's (two during a rotation's grace), and the
+// credential being verified must be among them. A record without
+// credential versions (written before rotation existed) allows exactly
+// the credential's. Hashes stay out of the result.
+func passwordDiff(have []string, recorded []credentialHash, credential string) string {
+	allowed := map[string]bool{}
+	for _, c := range recorded {
+		allowed[c.SHA256] = true
+	}
+	if len(recorded) == 0 {
+		allowed[credential] = true
+	}
+	var foreign int
+	for _, h := range have {
+		if !allowed[h] {
+			foreign++
+		}
+	}
+	switch {
+	case foreign > 0:
+		return fmt.Sprintf("%d of its %d password hashes belong to no recorded credential version", foreign, len(have))
+	case !allowed[credential]:
+		return "the credential is not a recorded credential version"
+	case !slices.Contains(have, credential):
+		return fmt.Sprintf("%d password hashes, none of them the credential's", len(have))
+	}
+	return ""
 }
 
 // ruleDiffs compares everything of got but its on/off flag and passwords
