@@ -2,6 +2,9 @@ package pgstore
 
 import (
 	"context"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/events"
@@ -9,11 +12,13 @@ import (
 
 var _ agent.Inventorier = (*Store)(nil)
 
-// Inventory lists every role and database named tenant_<id> and every row
-// of the system record (kind marker). A role or database is ours exactly
+// Inventory lists every role and database named tenant_<id>, every
+// credential version role tenant_<id>__vN, and every row of the system
+// record (kind marker). A role or database is ours exactly
 // when the system record names it by OID (the same rule Provision and
 // Deprovision apply, state.roleOurs and state.dbOurs); its generation is
-// the record's.
+// the record's. A version role is ours when the credentials record names
+// it by OID.
 func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.InventoryResponse, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
@@ -69,6 +74,27 @@ func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.
 		}
 	}
 
+	// Credential version roles (tenant_<id>__vN, lifecycle.go) are ours
+	// when the credentials record names them by OID.
+	credOIDs := map[uint32]string{}
+	var hasCreds bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", credentialsTable).Scan(&hasCreds); err != nil {
+		return resp, wrap("inventory: look for "+credentialsTable, err)
+	}
+	if hasCreds {
+		rows, err := conn.Query(ctx, "SELECT tenant, role_oid FROM "+credentialsTable+" WHERE role_oid IS NOT NULL")
+		if err != nil {
+			return resp, wrap("inventory: read "+credentialsTable, err)
+		}
+		var tenant string
+		var oid uint32
+		_, err = pgx.ForEachRow(rows, []any{&tenant, &oid}, func() error { credOIDs[oid] = tenant; return nil })
+		if err != nil {
+			return resp, wrap("inventory: read "+credentialsTable, err)
+		}
+	}
+	var versionRoles []events.InventoryItem
+
 	rows, err := conn.Query(ctx, `SELECT rolname, oid FROM pg_roles WHERE rolname LIKE 'tenant\_%'`)
 	if err != nil {
 		return resp, wrap("inventory: list roles", err)
@@ -79,6 +105,14 @@ func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.
 		if err := rows.Scan(&name, &oid); err != nil {
 			rows.Close()
 			return resp, wrap("inventory: list roles", err)
+		}
+		if base, _, isVersion := strings.Cut(name, versionSep); isVersion {
+			it := events.InventoryItem{Kind: events.KindRole, Name: name, TenantID: strings.TrimPrefix(base, "tenant_")}
+			if t, ok := credOIDs[oid]; ok && t == it.TenantID {
+				it.Ours = true
+			}
+			versionRoles = append(versionRoles, it)
+			continue
 		}
 		id, ok := events.TenantFromName(name, "tenant_", "")
 		if !ok {
@@ -133,6 +167,12 @@ func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.
 			}
 			resp.Items = append(resp.Items, it)
 		}
+	}
+	for _, it := range versionRoles {
+		if id, err := events.ParseTenantID(it.TenantID); it.Ours && err == nil && states[id] != nil {
+			it.Generation = states[id].generation()
+		}
+		resp.Items = append(resp.Items, it)
 	}
 	resp.Items = append(resp.Items, foreignNames...)
 	return resp, nil
