@@ -114,6 +114,11 @@ func answerInventory(ctx context.Context, nc *nats.Conn, kind events.Store, inv 
 		return
 	}
 	items := FilterInventory(resp.Items, kind, req.TenantID)
+	if len(items) > events.MaxInventoryChunks*events.InventoryChunkItems {
+		publishChunk(nc, m.Reply, events.InventoryChunk{Store: kind, Last: true,
+			Error: fmt.Sprintf("%d items exceed the %d one answer may hold; ask per tenant", len(items), events.MaxInventoryChunks*events.InventoryChunkItems)}, log)
+		return
+	}
 	for i := 0; ; i++ {
 		lo := i * events.InventoryChunkItems
 		hi := min(lo+events.InventoryChunkItems, len(items))

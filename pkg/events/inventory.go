@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Inventory: what each store holds that looks like a tenant's, as its agent
@@ -29,6 +30,17 @@ const InventoryChunkItems = 500
 const MaxInventoryChunkBytes = 1 << 20
 
 const subjectInventoryPrefix = "store.inventory."
+
+// SubjectAllInventory matches every store's inventory subject.
+const SubjectAllInventory = subjectInventoryPrefix + "*"
+
+// MaxInventoryChunks is the most chunks one answer may have (the bus lets
+// an agent send that many replies to one request): 5,000,000 items.
+const MaxInventoryChunks = 10000
+
+// InventoryAnswerWindow is how long after a request its answer may still
+// be sent (the listing itself is bounded well within it).
+const InventoryAnswerWindow = 5 * time.Minute
 
 // InventorySubject is store.inventory.<store>, where a store's agent
 // answers inventory requests.
