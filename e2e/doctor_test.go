@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tenantprov/tenantprov/pkg/agent"
+	"github.com/tenantprov/tenantprov/pkg/busauth"
 	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/pkg/inventory"
 	"github.com/tenantprov/tenantprov/pkg/secret"
@@ -155,5 +156,31 @@ func TestDoctor(t *testing.T) {
 	code, r, out = s.doctor(bin, "doc-one")
 	if code != 1 || !has(r, inventory.Unanswered, "", events.StorePostgres, "") {
 		t.Errorf("doctor with the postgres agent stopped: exit %d; want 1 and postgres unanswered\n%s", code, out)
+	}
+}
+
+// TestDoctorOnTheAuthenticatedBus: with every service on its own identity
+// (DESIGN.md §11), the operator's tenantctl doctor gets every store's
+// inventory and finds the provisioned tenant complete.
+func TestDoctorOnTheAuthenticatedBus(t *testing.T) {
+	bin := buildTenantctl(t)
+	s := startAuthenticatedSystem(t, 60*time.Second)
+	s.startOrchestrator()
+	s.request(events.SubjectTenantRequested, `{"tenant_id":"doc-auth"}`)
+	s.waitState("doc-auth", events.TenantActive, 2*time.Minute)
+	code, r, out := s.doctor(bin, "--creds", busauth.CredsPath(s.busDir, busauth.RoleOperator))
+	if code != 0 || !r.OK || r.Tenants != 1 || len(r.Findings) != 0 {
+		t.Fatalf("doctor on the authenticated bus: exit %d, ok %v, tenants %d, findings %+v\n%s", code, r.OK, r.Tenants, r.Findings, out)
+	}
+	var items struct {
+		Items map[events.Store]int `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &items); err != nil {
+		t.Fatalf("doctor output: %v", err)
+	}
+	for _, st := range events.Stores() {
+		if items.Items[st] == 0 {
+			t.Errorf("no inventory item from %s: %s", st, out)
+		}
 	}
 }
