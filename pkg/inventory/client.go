@@ -63,9 +63,6 @@ func (c *Client) Gather(ctx context.Context, tenant string, stores ...events.Sto
 	return g
 }
 
-// ErrNoAgent reports that no agent of the store is listening.
-var ErrNoAgent = errors.New("no agent answers")
-
 // Ask requests one store's inventory and collects its chunks in order. A
 // missing or repeated chunk, an error the agent reports, or no complete
 // answer within c.Timeout is an error.
