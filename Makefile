@@ -8,7 +8,7 @@ MAINS := $(sort $(dir $(wildcard services/*/main.go cmd/*/main.go)))
 BIN := $(CURDIR)/bin
 FUZZTIME ?= 10s
 
-.PHONY: all build test lint fuzz tools deps up down bench clean help
+.PHONY: all build test lint fuzz tools deps up down bench clean help chaos
 
 all: build
 
@@ -47,6 +47,9 @@ bench: ## run benchmarks
 
 up: ## start the whole system locally under .dev/ (stores, NATS, six services); prints how to provision a demo tenant
 	scripts/dev-up.sh
+
+chaos: ## fault suite on the stack of `make up` (not in `make test`): load under SIGKILLs, then stores vs registry, audit, secrets; CHAOS_TENANTS=200 CHAOS_DEPROVISION=100 CHAOS_DURATION=10m
+	CHAOS_ROOT=$(CURDIR) go run ./e2e/chaos
 
 down: ## stop exactly what `make up` started
 	scripts/dev-down.sh

@@ -66,7 +66,7 @@ PostgreSQL unreachable.`,
 	pf.StringVar(&g.creds, "creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for NATS and for --wait")
-	root.AddCommand(newKeysCmd(g), newProvisionCmd(g), newDeprovisionCmd(g), newStatusCmd(g), newListCmd(g), newSecretsCmd(g), newAuditCmd(g), newBusCmd(g))
+	root.AddCommand(newKeysCmd(g), newProvisionCmd(g), newDeprovisionCmd(g), newStatusCmd(g), newListCmd(g), newSecretsCmd(g), newAuditCmd(g), newBusCmd(g), newDoctorCmd(g))
 	return root
 }
 

@@ -131,6 +131,13 @@ func Run(ctx context.Context, svc *service.Service, store Store, cfg Config) err
 	if err != nil {
 		return err
 	}
+	if inv, ok := store.(Inventorier); ok && svc.NATS != nil {
+		stop, err := ServeInventory(ctx, svc.NATS, kind, inv, r.log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	consumerReady.Store(true)
 	r.log.Info("agent started",
 		zap.String("consumer", events.AgentConsumer(kind)),

@@ -101,7 +101,12 @@ func objStream(bucket string) string { return "OBJ_" + bucket }
 const api = "$JS.API."
 
 // perms collects the allowed subjects of one role.
-type perms struct{ pub, pubDeny, sub []string }
+type perms struct {
+	pub, pubDeny, sub []string
+	// answers: the role may answer requests it receives (NATS
+	// allow_responses), up to that many messages per request.
+	answers int
+}
 
 func (p *perms) publish(s ...string)   { p.pub = append(p.pub, s...) }
 func (p *perms) subscribe(s ...string) { p.sub = append(p.sub, s...) }
@@ -247,6 +252,10 @@ func rolePerms(r Role) (perms, error) {
 	case RoleMinIOAgent, RolePGAgent, RoleQdrantAgent, RoleRedisAgent:
 		s := r.Store()
 		p.durable(events.StreamStoreCommands, events.AgentConsumer(s))
+		// Inventory requests for its own store, answered in chunks to the
+		// requester's reply subject only (pkg/agent ServeInventory).
+		p.subscribe(events.InventorySubject(s))
+		p.answers = events.MaxInventoryChunks
 		p.publish("store.evt."+string(s)+".>", events.SubjectAllAudit,
 			events.DeadLetterSubject(string(r)), events.DeadLetterSubject(string(s)))
 		// Every lock is readable (and watchable); only its own store's keys
@@ -259,6 +268,7 @@ func rolePerms(r Role) (perms, error) {
 		p.kvWrite(events.KVAuditAnchors, "")
 	case RoleOperator:
 		p.requests()
+		p.publish(events.SubjectAllInventory) // tenantctl doctor
 		p.inspect()
 		p.kvRead(events.KVTenants, "")
 		p.kvRead(events.KVAuditAnchors, "")
@@ -288,6 +298,9 @@ func Permissions(r Role) (jwt.Permissions, error) {
 	out.Pub.Allow.Add(dedup(p.pub)...)
 	out.Pub.Deny.Add(dedup(p.pubDeny)...)
 	out.Sub.Allow.Add(dedup(p.sub)...)
+	if p.answers > 0 {
+		out.Resp = &jwt.ResponsePermission{MaxMsgs: p.answers, Expires: events.InventoryAnswerWindow}
+	}
 	return out, nil
 }
 
