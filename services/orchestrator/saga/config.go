@@ -60,12 +60,3 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// backoff is the wait before compensation attempt n+1 after attempt n.
-func (c *Config) backoff(attempt int) time.Duration {
-	d := c.RetryMin
-	for i := 0; i < attempt && d < c.RetryMax; i++ {
-		d *= 2
-	}
-	return min(d, c.RetryMax)
-}

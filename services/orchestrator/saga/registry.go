@@ -71,7 +71,7 @@ func (r *Registry) Update(ctx context.Context, id string, mutate func(rec *event
 		} else {
 			_, err = r.kv.Update(ctx, id, data, rev)
 		}
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		if isConflict(err) {
 			continue // lost the race: read again and re-apply
 		}
 		if err != nil {
@@ -81,35 +81,20 @@ func (r *Registry) Update(ctx context.Context, id string, mutate func(rec *event
 	}
 }
 
-// cloneRecord deep-copies a record so a mutation that is retried starts
-// from the stored value, not from a half-applied copy.
-func cloneRecord(r *events.TenantRecord) *events.TenantRecord {
-	if r == nil {
-		return nil
+// isConflict reports whether a KV write lost a compare-and-set race. One
+// server answers code 10071 (ErrKeyExists); replicated storage answers
+// 10164 ("wrong last sequence", ErrKeyRevisionMismatch). Both mean: read
+// again and retry.
+func isConflict(err error) bool {
+	if err == nil {
+		return false
 	}
-	c := *r
-	c.Stores = make(map[events.Store]*events.StoreStatus, len(r.Stores))
-	for k, v := range r.Stores {
-		s := *v
-		s.Resources = cloneMap(v.Resources)
-		s.Warnings = append([]string(nil), v.Warnings...)
-		c.Stores[k] = &s
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
 	}
-	c.Labels = cloneMap(r.Labels)
-	if r.Secrets != nil {
-		s := *r.Secrets
-		c.Secrets = &s
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 	}
-	return &c
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	c := make(map[string]string, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
+	return false
 }

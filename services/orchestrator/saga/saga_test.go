@@ -84,6 +84,9 @@ func startAgents(t *testing.T, ctx context.Context, js jetstream.JetStream, id *
 				}
 			}
 			res := a.result(cmd, outcome)
+			if meta, err := msg.Metadata(); err == nil {
+				res.Run = meta.NumDelivered
+			}
 			data, err := events.Encode(res)
 			if err != nil {
 				t.Errorf("encode result: %v", err)

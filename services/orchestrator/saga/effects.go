@@ -1,0 +1,174 @@
+package saga
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/tenantprov/tenantprov/pkg/events"
+)
+
+// apply runs one event through Step under compare-and-set on tenant id's
+// record, then executes what the record's outbox holds. It returns the
+// record as stored and Step's decision.
+func (s *Saga) apply(ctx context.Context, id string, ev Event) (*events.TenantRecord, Decision, error) {
+	rec, d, _, err := s.apply0(ctx, id, ev)
+	if err == nil && rec != nil && len(rec.Outbox) > 0 {
+		err = s.flush(ctx, rec)
+	}
+	return rec, d, err
+}
+
+func (s *Saga) policy() Policy {
+	return Policy{SagaTimeout: s.cfg.SagaTimeout, RetryMin: s.cfg.RetryMin, RetryMax: s.cfg.RetryMax, KeepPast: 4}
+}
+
+// observe logs and counts the state change from a to b.
+func (s *Saga) observe(a, b *events.TenantRecord) {
+	if b == nil || (a != nil && a.State == b.State && a.Generation == b.Generation) {
+		return
+	}
+	s.log.Info("tenant state", zap.String("tenant", b.TenantID), zap.Uint64("generation", b.Generation), zap.String("state", string(b.State)), zap.String("reason", b.Reason))
+	switch b.State {
+	case events.TenantProvisioning:
+		s.metrics.sagas.WithLabelValues("provision", "started").Inc()
+	case events.TenantDeprovisioning:
+		s.metrics.sagas.WithLabelValues("deprovision", "started").Inc()
+	case events.TenantActive, events.TenantFailed, events.TenantDeprovisioned:
+		s.metrics.sagas.WithLabelValues(sagaKind(b.State), string(b.State)).Inc()
+		if b.State == events.TenantActive && !b.CreatedAt.IsZero() {
+			if st := b.Stores[events.StoreMinIO]; st != nil && st.StartedAt != nil {
+				s.metrics.duration.WithLabelValues("provision").Observe(s.now().Sub(*st.StartedAt).Seconds())
+			}
+		}
+	}
+}
+
+func sagaKind(s events.TenantState) string {
+	if s == events.TenantDeprovisioned {
+		return "deprovision"
+	}
+	return "provision"
+}
+
+// flush executes the pending effects of rec in order, each followed by the
+// compare-and-set that marks it done, and stops at the first failure (the
+// effect stays pending: the caller's message is redelivered, or the
+// reconciler finds it). Executing an effect twice is harmless: publishes
+// carry their message ID, and object puts and deletes are checked by
+// observing the object afterwards.
+func (s *Saga) flush(ctx context.Context, rec *events.TenantRecord) error {
+	done := map[string]bool{}
+	// Executing an effect may complete a step that emits more (a seal
+	// observed makes the tenant active and announces it): a few rounds.
+	for range 4 {
+		progressed := false
+		for _, e := range rec.Outbox {
+			if done[e.ID] {
+				continue
+			}
+			done[e.ID], progressed = true, true
+			if err := s.execute(ctx, rec, e); err != nil {
+				return fmt.Errorf("effect %s (%s): %w", e.ID, e.Kind, err)
+			}
+		}
+		if !progressed {
+			return nil
+		}
+		next, _, err := s.reg.Get(ctx, rec.TenantID)
+		if err != nil || next == nil {
+			return err
+		}
+		rec = next
+	}
+	return nil
+}
+
+func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.Effect) error {
+	id := rec.TenantID
+	switch e.Kind {
+	case events.EffectCommand, events.EffectOutcome, events.EffectAudit:
+		m := nats.NewMsg(e.Subject)
+		m.Data = e.Payload
+		m.Header.Set(events.HeaderMsgID, e.MsgID)
+		m.Header.Set(events.HeaderSource, Source)
+		m.Header.Set(events.HeaderTenantID, id)
+		m.Header.Set(events.HeaderGeneration, strconv.FormatUint(e.Generation, 10))
+		if _, err := s.js.PublishMsg(ctx, m); err != nil {
+			return fmt.Errorf("publish %s: %w", e.Subject, err)
+		}
+		_, _, _, err := s.apply0(ctx, id, Event{Kind: EvEffectDone, EffectID: e.ID})
+		return err
+	case events.EffectPutSecrets:
+		data, err := s.sealFile(ctx, rec, e.Generation, e.Seal)
+		var perm *permanentError
+		if errors.As(err, &perm) {
+			s.log.Error("sealing failed", zap.String("tenant", id), zap.Error(err))
+			_, _, _, err = s.apply0(ctx, id, Event{Kind: EvSealFailed, EffectID: e.ID, Reason: perm.Error()})
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		meta := jetstream.ObjectMeta{Name: events.TenantID(id).SecretsObject(), Metadata: map[string]string{metaSealID: e.Seal.ID}}
+		if _, err := s.secrets.Put(ctx, meta, bytes.NewReader(data)); err != nil {
+			return fmt.Errorf("store sealed secrets: %w", err)
+		}
+		clear(data)
+		return s.observeObject(ctx, id, e.ID)
+	case events.EffectDeleteSecrets:
+		if err := s.secrets.Delete(ctx, events.TenantID(id).SecretsObject()); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return fmt.Errorf("delete sealed secrets: %w", err)
+		}
+		return s.observeObject(ctx, id, e.ID)
+	}
+	return fmt.Errorf("unknown effect kind %q", e.Kind)
+}
+
+// metaSealID is the object metadata key naming the seal an object holds.
+const metaSealID = "tenantprov-seal-id"
+
+// observeObject reads what the object store holds now and feeds it to the
+// saga, which completes the effect it satisfies or asks for a correction.
+func (s *Saga) observeObject(ctx context.Context, id, effectID string) error {
+	obj := ObjectState{}
+	info, err := s.secrets.GetInfo(ctx, events.TenantID(id).SecretsObject())
+	switch {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+	case err != nil:
+		return fmt.Errorf("sealed secrets info: %w", err)
+	default:
+		sum, err := digestHex(info.Digest)
+		if err != nil {
+			return err
+		}
+		obj = ObjectState{Present: true, SealID: info.Metadata[metaSealID], SHA256: sum}
+	}
+	_, _, _, err = s.apply0(ctx, id, Event{Kind: EvObjectObserved, EffectID: effectID, Object: obj})
+	return err
+}
+
+// apply0 applies an event without flushing: the caller is flushing.
+func (s *Saga) apply0(ctx context.Context, id string, ev Event) (*events.TenantRecord, Decision, bool, error) {
+	var d Decision
+	var before *events.TenantRecord
+	rec, changed, err := s.reg.Update(ctx, id, func(cur *events.TenantRecord) (*events.TenantRecord, error) {
+		before = cur
+		next, dd := Step(s.policy(), cur, ev, s.now())
+		d = dd
+		if next == nil {
+			return nil, errNoChange
+		}
+		return next, nil
+	})
+	if err == nil && changed {
+		s.observe(before, rec)
+	}
+	return rec, d, changed, err
+}
