@@ -119,7 +119,11 @@ func TestStepTable(t *testing.T) {
 		{"provisioned same run redelivered", result(pg, 1, saga1, events.OutcomeProvisioned, 0, 1, 102)},
 		{"provisioned wrong saga", result(pg, 1, "forged", events.OutcomeProvisioned, 0, 2, 502)},
 		{"provisioned future generation", result(pg, 2, saga1, events.OutcomeProvisioned, 0, 1, 503)},
-		{"provisioned on another store's subject", func() Event { e := result(pg, 1, saga1, events.OutcomeProvisioned, 0, 2, 504); e.SubjectStore = events.StoreRedis; return e }()},
+		{"provisioned on another store's subject", func() Event {
+			e := result(pg, 1, saga1, events.OutcomeProvisioned, 0, 2, 504)
+			e.SubjectStore = events.StoreRedis
+			return e
+		}()},
 		{"provisioned attempt never sent", result(pg, 1, saga1, events.OutcomeProvisioned, 3, 1, 505)},
 		{"provision_failed newer run", result(pg, 1, saga1, events.OutcomeProvisionFailed, 0, 2, 506)},
 		{"provision_failed expired", expired(result(pg, 1, saga1, events.OutcomeProvisionFailed, 0, 2, 507))},
