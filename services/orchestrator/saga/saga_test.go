@@ -148,26 +148,49 @@ func (a *scriptedAgents) result(cmd *events.StoreCommand, outcome events.Outcome
 type harness struct {
 	t        *testing.T
 	ctx      context.Context
-	nats     *testkit.NATS
 	nc       *nats.Conn
 	js       jetstream.JetStream
 	identity *age.X25519Identity
 	idFile   string
 	agents   *scriptedAgents
 	cfg      Config
+	sagas    []*Saga
 }
 
-func newHarness(t *testing.T) *harness {
+// topology is where a saga test runs: one server with R1 storage, or the
+// production topology (DESIGN.md §12), a 3-node cluster with every stream,
+// the registry and the secrets store at 3 replicas.
+type topology struct {
+	name     string
+	replicas int
+}
+
+var topologies = []topology{{"single", 1}, {"cluster3", 3}}
+
+// eachTopology runs test on one node and on the 3-node cluster.
+func eachTopology(t *testing.T, test func(t *testing.T, h *harness)) {
+	for _, topo := range topologies {
+		t.Run(topo.name, func(t *testing.T) { test(t, newHarnessOn(t, topo)) })
+	}
+}
+
+func newHarness(t *testing.T) *harness { return newHarnessOn(t, topologies[0]) }
+
+func newHarnessOn(t *testing.T, topo topology) *harness {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
-	n := testkit.StartNATS(t)
-	nc := n.Connect(t)
+	var nc *nats.Conn
+	if topo.replicas > 1 {
+		nc = testkit.StartNATSCluster(t, topo.replicas).Connect(t)
+	} else {
+		nc = testkit.StartNATS(t).Connect(t)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (events.Topology{}).Ensure(ctx, js); err != nil {
+	if err := (events.Topology{Replicas: topo.replicas}).Ensure(ctx, js); err != nil {
 		t.Fatal(err)
 	}
 	id, err := age.GenerateX25519Identity()
@@ -178,7 +201,7 @@ func newHarness(t *testing.T) *harness {
 	if err := os.WriteFile(idFile, []byte(id.String()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, ctx: ctx, nats: n, nc: nc, js: js, identity: id, idFile: idFile}
+	h := &harness{t: t, ctx: ctx, nc: nc, js: js, identity: id, idFile: idFile}
 	h.cfg = Config{SagaTimeout: 3 * time.Second, ReconcileInterval: 100 * time.Millisecond, RetryMin: 300 * time.Millisecond,
 		RetryMax: time.Second, StuckAfter: time.Second, IdentityFile: idFile, Workers: 8, AckWait: 10 * time.Second}
 	h.agents = startAgents(t, ctx, js, id)
@@ -196,6 +219,7 @@ func (h *harness) startSaga() (stop func()) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.sagas = append(h.sagas, s)
 	ctx, cancel := context.WithCancel(h.ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.Run(ctx) }()
