@@ -18,6 +18,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
@@ -44,6 +45,10 @@ type Saga struct {
 	sealer   *sealer.Sealer
 	metrics  *Metrics
 	now      func() time.Time
+	// crashAfterWrite makes this replica write registry records but
+	// execute none of their effects, as a replica that dies right after
+	// each compare-and-set would (tests only).
+	crashAfterWrite atomic.Bool
 }
 
 // New prepares a saga: it loads the control-plane identity and opens the

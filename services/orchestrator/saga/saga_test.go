@@ -38,6 +38,8 @@ type scriptedAgents struct {
 	behave   map[events.Store]behaviour
 	seen     map[string]int // "store action" -> count
 	secrets  map[string]string
+	cmds     []*events.StoreCommand // every command received, in order
+	byCred   map[string]string      // credential ID -> password
 }
 
 func (a *scriptedAgents) set(store events.Store, b behaviour) {
@@ -55,7 +57,7 @@ func (a *scriptedAgents) count(store events.Store, action events.Action) int {
 func succeed(*events.StoreCommand) (events.Outcome, bool) { return "", true }
 
 func startAgents(t *testing.T, ctx context.Context, js jetstream.JetStream, id *age.X25519Identity) *scriptedAgents {
-	a := &scriptedAgents{t: t, js: js, identity: id, behave: map[events.Store]behaviour{}, seen: map[string]int{}, secrets: map[string]string{}}
+	a := &scriptedAgents{t: t, js: js, identity: id, behave: map[events.Store]behaviour{}, seen: map[string]int{}, secrets: map[string]string{}, byCred: map[string]string{}}
 	for _, store := range events.Stores() {
 		a.behave[store] = succeed
 		cons, err := js.CreateOrUpdateConsumer(ctx, events.StreamStoreCommands, events.AgentConsumerConfig(store, 10*time.Second, 100))
@@ -70,6 +72,7 @@ func startAgents(t *testing.T, ctx context.Context, js jetstream.JetStream, id *
 			}
 			a.mu.Lock()
 			a.seen[string(store)+" "+string(cmd.Action)]++
+			a.cmds = append(a.cmds, cmd)
 			b := a.behave[store]
 			a.mu.Unlock()
 			outcome, reply := b(cmd)
@@ -87,15 +90,7 @@ func startAgents(t *testing.T, ctx context.Context, js jetstream.JetStream, id *
 			if meta, err := msg.Metadata(); err == nil {
 				res.Run = meta.NumDelivered
 			}
-			data, err := events.Encode(res)
-			if err != nil {
-				t.Errorf("encode result: %v", err)
-				return
-			}
-			m := nats.NewMsg(events.EventSubject(store, outcome))
-			m.Data = data
-			m.Header.Set(events.HeaderMsgID, events.ResultMsgID(res))
-			if _, err := js.PublishMsg(context.Background(), m); err != nil {
+			if err := a.send(res); err != nil {
 				_ = msg.Nak()
 				return
 			}
@@ -107,6 +102,48 @@ func startAgents(t *testing.T, ctx context.Context, js jetstream.JetStream, id *
 		t.Cleanup(cc.Stop)
 	}
 	return a
+}
+
+// send publishes res as its store's agent would.
+func (a *scriptedAgents) send(res *events.StoreResult) error {
+	data, err := events.Encode(res)
+	if err != nil {
+		a.t.Errorf("encode result: %v", err)
+		return err
+	}
+	m := nats.NewMsg(events.EventSubject(res.Store, res.Outcome))
+	m.Data = data
+	m.Header.Set(events.HeaderMsgID, events.ResultMsgID(res))
+	_, err = a.js.PublishMsg(context.Background(), m)
+	return err
+}
+
+// answer publishes a result to cmd as run run of it (a redelivery the test
+// stages), edited by edit when not nil.
+func (a *scriptedAgents) answer(cmd *events.StoreCommand, outcome events.Outcome, run uint64, edit func(*events.StoreResult)) *events.StoreResult {
+	a.t.Helper()
+	res := a.result(cmd, outcome)
+	res.Run = run
+	if edit != nil {
+		edit(res)
+	}
+	if err := a.send(res); err != nil {
+		a.t.Fatalf("publish result: %v", err)
+	}
+	return res
+}
+
+// commands returns the commands store received for action, in order.
+func (a *scriptedAgents) commands(store events.Store, action events.Action) []*events.StoreCommand {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []*events.StoreCommand
+	for _, c := range a.cmds {
+		if c.Store == store && c.Action == action {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func (a *scriptedAgents) result(cmd *events.StoreCommand, outcome events.Outcome) *events.StoreResult {
@@ -135,7 +172,10 @@ func (a *scriptedAgents) result(cmd *events.StoreCommand, outcome events.Outcome
 			a.t.Errorf("seal: %v", err)
 		}
 		res.Credential = sealed
-		res.CredentialID = fmt.Sprintf("%x", time.Now().UnixNano())
+		res.CredentialID = newSagaID("cred")
+		a.mu.Lock()
+		a.byCred[res.CredentialID] = pw.Reveal()
+		a.mu.Unlock()
 		res.Verification = &events.Verification{Passed: true, Checks: []events.Check{{Name: "own_access", Passed: true}}}
 		res.Resources = map[string]string{"name": "tenant_" + cmd.TenantID}
 	case events.OutcomeProvisionFailed, events.OutcomeDeprovisionFailed:

@@ -338,8 +338,13 @@ func (t *step) storeResult(gen uint64, state events.TenantState, st *events.Stor
 	if st.State != events.StoreDeprovisioning {
 		return Decision{Note: "store is " + string(st.State)}
 	}
-	if res.Attempt < st.Round {
-		return Decision{RejectResult: fmt.Sprintf("deprovision attempt %d belongs to a superseded round (from %d)", res.Attempt, st.Round), RejectCode: rejectStale}
+	// An agent works on one tenant at a time and publishes each result
+	// before its next execution starts, so the stream order of one store's
+	// results is the order the store saw them: a deprovision that
+	// reports after the provision result that began this round ran after
+	// it, whichever attempt it was.
+	if res.Attempt < st.Round && seq < st.ResultSeq {
+		return Decision{RejectResult: fmt.Sprintf("deprovision attempt %d ran before the provision that began round %d", res.Attempt, st.Round), RejectCode: rejectStale}
 	}
 	t.changed = true
 	t.storeAudit(gen, res, st)
@@ -613,6 +618,11 @@ func (t *step) objectObserved(id string, obj ObjectState) {
 			// Someone's late put or delete replaced the sealed file.
 			t.changed = true
 			t.maybeSeal()
+		case rec.State == events.TenantActive && rec.Secrets != nil && obj.SHA256 != rec.Secrets.SHA256:
+			// The same seal put again (SOPS encrypts afresh): same
+			// content, the record follows the stored bytes.
+			t.changed = true
+			rec.Secrets.SHA256 = obj.SHA256
 		}
 	case events.TenantDeprovisioning:
 		// The file stays until every store is clean.

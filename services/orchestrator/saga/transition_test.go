@@ -356,8 +356,11 @@ func TestStepAttemptAndRound(t *testing.T) {
 	if st := late.Stores[events.StoreMinIO]; st.Round != 3 || st.State != events.StoreDeprovisioning {
 		t.Fatalf("late provisioned: round %d state %s", st.Round, st.State)
 	}
-	if _, d := Step(policy, late, result(events.StoreMinIO, 1, saga1, events.OutcomeDeprovisioned, 2, 1, 902), t0); d.RejectCode != rejectStale {
-		t.Fatalf("a deprovision of the superseded round completed the new one: %+v", d)
+	if _, d := Step(policy, late, result(events.StoreMinIO, 1, saga1, events.OutcomeDeprovisioned, 2, 1, 899), t0); d.RejectCode != rejectStale {
+		t.Fatalf("a deprovision that ran before the late provision completed the new round: %+v", d)
+	}
+	if next, _ := Step(policy, late, result(events.StoreMinIO, 1, saga1, events.OutcomeDeprovisioned, 2, 1, 902), t0); next == nil || next.Stores[events.StoreMinIO].State != events.StoreDeprovisioned {
+		t.Fatal("a deprovision that ran after the late provision did not complete the round")
 	}
 }
 
