@@ -32,8 +32,11 @@ type Config struct {
 	OperatorRecipients string `env:"OPERATOR_RECIPIENTS"`
 	// Workers bounds concurrently handled messages per consumer.
 	Workers int `env:"ORCHESTRATOR_WORKERS" envDefault:"16"`
-	// AckWait is the redelivery timeout of the orchestrator's consumers.
-	AckWait time.Duration `env:"ORCHESTRATOR_ACK_WAIT" envDefault:"30s"`
+	// AckWait is the redelivery timeout of the orchestrator's consumers:
+	// how long a message a dead replica held waits before another replica
+	// gets it. A replica handling a message longer tells the server it is
+	// still at it (every AckWait/3), so this stays short.
+	AckWait time.Duration `env:"ORCHESTRATOR_ACK_WAIT" envDefault:"5s"`
 }
 
 // Validate reports every problem at once.

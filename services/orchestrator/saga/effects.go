@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -104,8 +105,8 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 		m.Header.Set(events.HeaderSource, Source)
 		m.Header.Set(events.HeaderTenantID, id)
 		m.Header.Set(events.HeaderGeneration, strconv.FormatUint(e.Generation, 10))
-		if _, err := s.js.PublishMsg(ctx, m); err != nil {
-			return fmt.Errorf("publish %s: %w", e.Subject, err)
+		if err := s.publishMsg(ctx, m); err != nil {
+			return err
 		}
 		_, _, _, err := s.apply0(ctx, id, Event{Kind: EvEffectDone, EffectID: e.ID})
 		return err
@@ -188,4 +189,31 @@ func (s *Saga) apply0(ctx context.Context, id string, ev Event) (*events.TenantR
 		s.observe(before, rec)
 	}
 	return rec, d, changed, err
+}
+
+// errCodeMsgIDInProcess is JetStream's answer, on replicated streams, to a
+// publish whose Nats-Msg-Id another publish is storing right now.
+const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
+
+// publishMsg publishes m and waits for the stream's acknowledgement. Two
+// executors of one effect publish the same message ID; on replicated
+// storage the second is told the first is in process: it waits a moment
+// and publishes again, which then returns the duplicate's acknowledgement.
+func (s *Saga) publishMsg(ctx context.Context, m *nats.Msg) error {
+	for i := 0; ; i++ {
+		_, err := s.js.PublishMsg(ctx, m)
+		var api *jetstream.APIError
+		if err != nil && errors.As(err, &api) && api.ErrorCode == errCodeMsgIDInProcess && i < 50 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("publish %s: %w", m.Subject, err)
+		}
+		return nil
+	}
 }

@@ -129,8 +129,13 @@ func failing(cmd *events.StoreCommand) (events.Outcome, bool) {
 // digest, same seal.
 func (h *harness) consistent(id string) string {
 	h.t.Helper()
+	start := time.Now()
+	var digest, sealID string
 	rec := h.waitFor(id, 20*time.Second, "sealed file and record agree", func(r *events.TenantRecord) bool {
-		digest, sealID := h.object(id)
+		digest, sealID = h.object(id)
+		if time.Since(start) > 19*time.Second {
+			h.t.Logf("object: seal %q digest %s", sealID, digest)
+		}
 		return len(r.Outbox) == 0 && r.Secrets != nil && r.Secrets.SHA256 == digest && r.Secrets.SealID == sealID
 	})
 	_, _, plain := h.sealed(id)

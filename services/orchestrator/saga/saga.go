@@ -159,9 +159,24 @@ func (s *Saga) consume(ctx context.Context, c jetstream.Consumer, handle func(co
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.AckWait)
+			// The handler may take longer than the ack wait (a seal, a
+			// slow replica): it tells the server it is alive, so a short
+			// ack wait redelivers quickly only what a dead replica held.
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handlerTimeout)
 			defer cancel()
 			_ = msg.InProgress()
+			beat := time.NewTicker(max(s.cfg.AckWait/3, 100*time.Millisecond))
+			defer beat.Stop()
+			go func() {
+				for {
+					select {
+					case <-hctx.Done():
+						return
+					case <-beat.C:
+						_ = msg.InProgress()
+					}
+				}
+			}()
 			if err := handle(hctx, msg); err != nil {
 				meta, _ := msg.Metadata()
 				delay := time.Second
@@ -178,6 +193,9 @@ func (s *Saga) consume(ctx context.Context, c jetstream.Consumer, handle func(co
 		}()
 	}
 }
+
+// handlerTimeout bounds the handling of one message.
+const handlerTimeout = 2 * time.Minute
 
 // publish sends p on subject with a deterministic message ID and waits for
 // the stream's acknowledgement.
@@ -196,8 +214,5 @@ func (s *Saga) publish(ctx context.Context, subject, msgID string, p events.Payl
 	if generation > 0 {
 		m.Header.Set(events.HeaderGeneration, fmt.Sprint(generation))
 	}
-	if _, err := s.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("publish %s: %w", subject, err)
-	}
-	return nil
+	return s.publishMsg(ctx, m)
 }

@@ -230,8 +230,16 @@ func newHarnessOn(t *testing.T, topo topology) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := (events.Topology{Replicas: topo.replicas}).Ensure(ctx, js); err != nil {
-		t.Fatal(err)
+	// A fresh cluster may briefly report a peer offline for placement.
+	for i := 0; ; i++ {
+		err := (events.Topology{Replicas: topo.replicas}).Ensure(ctx, js)
+		if err == nil {
+			break
+		}
+		if i == 20 {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
@@ -243,7 +251,7 @@ func newHarnessOn(t *testing.T, topo topology) *harness {
 	}
 	h := &harness{t: t, ctx: ctx, nc: nc, js: js, identity: id, idFile: idFile}
 	h.cfg = Config{SagaTimeout: 3 * time.Second, ReconcileInterval: 100 * time.Millisecond, RetryMin: 300 * time.Millisecond,
-		RetryMax: time.Second, StuckAfter: time.Second, IdentityFile: idFile, Workers: 8, AckWait: 10 * time.Second}
+		RetryMax: time.Second, StuckAfter: time.Second, IdentityFile: idFile, Workers: 8, AckWait: 2 * time.Second}
 	h.agents = startAgents(t, ctx, js, id)
 	return h
 }
@@ -350,189 +358,195 @@ func (h *harness) auditCount(t events.AuditType, tenant string) int {
 }
 
 func TestHappyPathSealsAndActivates(t *testing.T) {
-	h := newHarness(t)
-	h.startSaga()
-	h.publish(events.SubjectTenantRequested, `{"tenant_id":"acme","request_id":"r1","requested_by":"signup"}`)
-	rec := h.waitState("acme", events.TenantActive, 15*time.Second)
-	if rec.Secrets == nil || rec.Secrets.Object != "acme.sops.yaml" || len(rec.Secrets.SHA256) != 64 {
-		t.Fatalf("secrets ref = %+v", rec.Secrets)
-	}
-	obj, err := h.js.ObjectStore(h.ctx, events.ObjectStoreSecrets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sealed, err := obj.GetBytes(h.ctx, "acme.sops.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for store, pw := range h.agents.secrets {
-		if strings.Contains(string(sealed), pw) {
-			t.Fatalf("sealed file holds %s's credential in plain text", store)
+	eachTopology(t, func(t *testing.T, h *harness) {
+		h.startSaga()
+		h.publish(events.SubjectTenantRequested, `{"tenant_id":"acme","request_id":"r1","requested_by":"signup"}`)
+		rec := h.waitState("acme", events.TenantActive, 15*time.Second)
+		if rec.Secrets == nil || rec.Secrets.Object != "acme.sops.yaml" || len(rec.Secrets.SHA256) != 64 {
+			t.Fatalf("secrets ref = %+v", rec.Secrets)
 		}
-	}
-	if !strings.Contains(string(sealed), "tenant_id: acme") || !strings.Contains(string(sealed), "bucket: tenant-acme") {
-		t.Fatalf("non-secret fields are not readable:\n%s", sealed)
-	}
-	t.Setenv("SOPS_AGE_KEY", h.identity.String())
-	plain, err := decrypt.DataWithFormat(sealed, formats.Yaml)
-	if err != nil {
-		t.Fatalf("sops decrypt: %v", err)
-	}
-	if !strings.Contains(string(plain), h.agents.secrets["postgres/acme"]) || !strings.Contains(string(plain), h.agents.secrets["redis/acme"]) {
-		t.Fatalf("decrypted file lacks the credentials")
-	}
-	if n := h.auditCount(events.AuditTenantProvisioned, "acme"); n != 1 {
-		t.Fatalf("TENANT_PROVISIONED events = %d, want 1", n)
-	}
-	if n := len(h.streamMessages(events.StreamTenants, events.SubjectTenantProvisioned)); n != 1 {
-		t.Fatalf("tenant.provisioned events = %d, want 1", n)
-	}
+		obj, err := h.js.ObjectStore(h.ctx, events.ObjectStoreSecrets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed, err := obj.GetBytes(h.ctx, "acme.sops.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for store, pw := range h.agents.secrets {
+			if strings.Contains(string(sealed), pw) {
+				t.Fatalf("sealed file holds %s's credential in plain text", store)
+			}
+		}
+		if !strings.Contains(string(sealed), "tenant_id: acme") || !strings.Contains(string(sealed), "bucket: tenant-acme") {
+			t.Fatalf("non-secret fields are not readable:\n%s", sealed)
+		}
+		t.Setenv("SOPS_AGE_KEY", h.identity.String())
+		plain, err := decrypt.DataWithFormat(sealed, formats.Yaml)
+		if err != nil {
+			t.Fatalf("sops decrypt: %v", err)
+		}
+		if !strings.Contains(string(plain), h.agents.secrets["postgres/acme"]) || !strings.Contains(string(plain), h.agents.secrets["redis/acme"]) {
+			t.Fatalf("decrypted file lacks the credentials")
+		}
+		if n := h.auditCount(events.AuditTenantProvisioned, "acme"); n != 1 {
+			t.Fatalf("TENANT_PROVISIONED events = %d, want 1", n)
+		}
+		if n := len(h.streamMessages(events.StreamTenants, events.SubjectTenantProvisioned)); n != 1 {
+			t.Fatalf("tenant.provisioned events = %d, want 1", n)
+		}
+	})
 }
 
 func TestDuplicateRequestsProvisionOnce(t *testing.T) {
-	h := newHarness(t)
-	h.startSaga()
-	h.startSaga() // a second replica
-	for i := range 3 {
-		h.publish(events.SubjectTenantRequested, fmt.Sprintf(`{"tenant_id":"dup","request_id":"r%d"}`, i%2))
-	}
-	h.waitState("dup", events.TenantActive, 15*time.Second)
-	h.publish(events.SubjectTenantRequested, `{"tenant_id":"dup","request_id":"later"}`)
-	time.Sleep(500 * time.Millisecond)
-	if rec := h.record("dup"); rec.Generation != 1 || rec.State != events.TenantActive {
-		t.Fatalf("record after repeats: gen %d state %s", rec.Generation, rec.State)
-	}
-	if n := h.agents.count(events.StoreMinIO, events.ActionProvision); n != 1 {
-		t.Fatalf("minio provision commands = %d, want 1", n)
-	}
-	if n := h.auditCount(events.AuditTenantProvisioned, "dup"); n != 1 {
-		t.Fatalf("TENANT_PROVISIONED events = %d, want 1", n)
-	}
+	eachTopology(t, func(t *testing.T, h *harness) {
+		h.startSaga()
+		h.startSaga() // a second replica
+		for i := range 3 {
+			h.publish(events.SubjectTenantRequested, fmt.Sprintf(`{"tenant_id":"dup","request_id":"r%d"}`, i%2))
+		}
+		h.waitState("dup", events.TenantActive, 15*time.Second)
+		h.publish(events.SubjectTenantRequested, `{"tenant_id":"dup","request_id":"later"}`)
+		time.Sleep(500 * time.Millisecond)
+		if rec := h.record("dup"); rec.Generation != 1 || rec.State != events.TenantActive {
+			t.Fatalf("record after repeats: gen %d state %s", rec.Generation, rec.State)
+		}
+		if n := h.agents.count(events.StoreMinIO, events.ActionProvision); n != 1 {
+			t.Fatalf("minio provision commands = %d, want 1", n)
+		}
+		if n := h.auditCount(events.AuditTenantProvisioned, "dup"); n != 1 {
+			t.Fatalf("TENANT_PROVISIONED events = %d, want 1", n)
+		}
+	})
 }
 
 func TestStoreFailureRollsBackEveryStore(t *testing.T) {
-	h := newHarness(t)
-	h.startSaga()
-	h.agents.set(events.StoreQdrant, func(cmd *events.StoreCommand) (events.Outcome, bool) {
-		if cmd.Action == events.ActionProvision {
-			return events.OutcomeProvisionFailed, true
+	eachTopology(t, func(t *testing.T, h *harness) {
+		h.startSaga()
+		h.agents.set(events.StoreQdrant, func(cmd *events.StoreCommand) (events.Outcome, bool) {
+			if cmd.Action == events.ActionProvision {
+				return events.OutcomeProvisionFailed, true
+			}
+			return "", true
+		})
+		h.publish(events.SubjectTenantRequested, `{"tenant_id":"boom"}`)
+		rec := h.waitState("boom", events.TenantFailed, 15*time.Second)
+		if !strings.Contains(rec.Reason, "qdrant") {
+			t.Fatalf("reason %q does not name the store", rec.Reason)
 		}
-		return "", true
+		for _, st := range events.Stores() {
+			if rec.Stores[st].State != events.StoreDeprovisioned {
+				t.Errorf("%s: %s, want deprovisioned", st, rec.Stores[st].State)
+			}
+			if h.agents.count(st, events.ActionDeprovision) < 1 {
+				t.Errorf("%s got no deprovision", st)
+			}
+		}
+		if n := h.auditCount(events.AuditTenantRolledBack, "boom"); n != 1 {
+			t.Fatalf("TENANT_ROLLED_BACK = %d", n)
+		}
+		if n := h.auditCount(events.AuditTenantRollbackStarted, "boom"); n != 1 {
+			t.Fatalf("TENANT_ROLLBACK_STARTED = %d, want 1 (a store failure starts the rollback)", n)
+		}
+		if n := h.auditCount(events.AuditTenantProvisioned, "boom"); n != 0 {
+			t.Fatalf("TENANT_PROVISIONED emitted for a failed tenant")
+		}
+		// A new request starts generation 2.
+		h.agents.set(events.StoreQdrant, succeed)
+		h.publish(events.SubjectTenantRequested, `{"tenant_id":"boom"}`)
+		if rec := h.waitState("boom", events.TenantActive, 15*time.Second); rec.Generation != 2 {
+			t.Fatalf("generation %d, want 2", rec.Generation)
+		}
 	})
-	h.publish(events.SubjectTenantRequested, `{"tenant_id":"boom"}`)
-	rec := h.waitState("boom", events.TenantFailed, 15*time.Second)
-	if !strings.Contains(rec.Reason, "qdrant") {
-		t.Fatalf("reason %q does not name the store", rec.Reason)
-	}
-	for _, st := range events.Stores() {
-		if rec.Stores[st].State != events.StoreDeprovisioned {
-			t.Errorf("%s: %s, want deprovisioned", st, rec.Stores[st].State)
-		}
-		if h.agents.count(st, events.ActionDeprovision) < 1 {
-			t.Errorf("%s got no deprovision", st)
-		}
-	}
-	if n := h.auditCount(events.AuditTenantRolledBack, "boom"); n != 1 {
-		t.Fatalf("TENANT_ROLLED_BACK = %d", n)
-	}
-	if n := h.auditCount(events.AuditTenantRollbackStarted, "boom"); n != 1 {
-		t.Fatalf("TENANT_ROLLBACK_STARTED = %d, want 1 (a store failure starts the rollback)", n)
-	}
-	if n := h.auditCount(events.AuditTenantProvisioned, "boom"); n != 0 {
-		t.Fatalf("TENANT_PROVISIONED emitted for a failed tenant")
-	}
-	// A new request starts generation 2.
-	h.agents.set(events.StoreQdrant, succeed)
-	h.publish(events.SubjectTenantRequested, `{"tenant_id":"boom"}`)
-	if rec := h.waitState("boom", events.TenantActive, 15*time.Second); rec.Generation != 2 {
-		t.Fatalf("generation %d, want 2", rec.Generation)
-	}
 }
 
 func TestDeadlineRollsBackAndCompensationRetries(t *testing.T) {
-	h := newHarness(t)
-	h.startSaga()
-	var mu sync.Mutex
-	down := true
-	h.agents.set(events.StoreRedis, func(cmd *events.StoreCommand) (events.Outcome, bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if down {
-			return "", false // swallowed: the agent died with it
+	eachTopology(t, func(t *testing.T, h *harness) {
+		h.startSaga()
+		var mu sync.Mutex
+		down := true
+		h.agents.set(events.StoreRedis, func(cmd *events.StoreCommand) (events.Outcome, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if down {
+				return "", false // swallowed: the agent died with it
+			}
+			return "", true
+		})
+		h.publish(events.SubjectTenantRequested, `{"tenant_id":"slow"}`)
+		time.Sleep(h.cfg.SagaTimeout + time.Second)
+		rec := h.record("slow")
+		if rec.State != events.TenantRollingBack {
+			t.Fatalf("state %s after the deadline, want rolling_back", rec.State)
 		}
-		return "", true
+		if !strings.Contains(rec.Reason, "redis") {
+			t.Fatalf("reason %q does not name the silent store", rec.Reason)
+		}
+		time.Sleep(2 * time.Second) // compensation keeps retrying the silent agent
+		if n := h.agents.count(events.StoreRedis, events.ActionDeprovision); n < 2 {
+			t.Fatalf("redis deprovision sent %d times while it was down, want retries", n)
+		}
+		mu.Lock()
+		down = false
+		mu.Unlock()
+		h.waitState("slow", events.TenantFailed, 15*time.Second)
 	})
-	h.publish(events.SubjectTenantRequested, `{"tenant_id":"slow"}`)
-	time.Sleep(h.cfg.SagaTimeout + time.Second)
-	rec := h.record("slow")
-	if rec.State != events.TenantRollingBack {
-		t.Fatalf("state %s after the deadline, want rolling_back", rec.State)
-	}
-	if !strings.Contains(rec.Reason, "redis") {
-		t.Fatalf("reason %q does not name the silent store", rec.Reason)
-	}
-	time.Sleep(2 * time.Second) // compensation keeps retrying the silent agent
-	if n := h.agents.count(events.StoreRedis, events.ActionDeprovision); n < 2 {
-		t.Fatalf("redis deprovision sent %d times while it was down, want retries", n)
-	}
-	mu.Lock()
-	down = false
-	mu.Unlock()
-	h.waitState("slow", events.TenantFailed, 15*time.Second)
 }
 
 func TestOrchestratorRestartMidSagaCompletes(t *testing.T) {
-	h := newHarness(t)
-	var mu sync.Mutex
-	hold := true
-	h.agents.set(events.StorePostgres, func(cmd *events.StoreCommand) (events.Outcome, bool) {
-		for {
-			mu.Lock()
-			held := hold
-			mu.Unlock()
-			if !held {
-				return "", true
+	eachTopology(t, func(t *testing.T, h *harness) {
+		var mu sync.Mutex
+		hold := true
+		h.agents.set(events.StorePostgres, func(cmd *events.StoreCommand) (events.Outcome, bool) {
+			for {
+				mu.Lock()
+				held := hold
+				mu.Unlock()
+				if !held {
+					return "", true
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+		stop := h.startSaga()
+		h.publish(events.SubjectTenantRequested, `{"tenant_id":"phoenix"}`)
+		deadline := time.Now().Add(10 * time.Second)
+		for h.record("phoenix") == nil || h.record("phoenix").Stores[events.StoreMinIO].State != events.StoreProvisioned {
+			if time.Now().After(deadline) {
+				t.Fatal("saga did not start")
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-	})
-	stop := h.startSaga()
-	h.publish(events.SubjectTenantRequested, `{"tenant_id":"phoenix"}`)
-	deadline := time.Now().Add(10 * time.Second)
-	for h.record("phoenix") == nil || h.record("phoenix").Stores[events.StoreMinIO].State != events.StoreProvisioned {
-		if time.Now().After(deadline) {
-			t.Fatal("saga did not start")
+		stop() // the only orchestrator dies mid-saga
+		mu.Lock()
+		hold = false
+		mu.Unlock()
+		h.startSaga()
+		h.waitState("phoenix", events.TenantActive, 15*time.Second)
+		if n := h.auditCount(events.AuditTenantProvisioned, "phoenix"); n != 1 {
+			t.Fatalf("TENANT_PROVISIONED = %d", n)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	stop() // the only orchestrator dies mid-saga
-	mu.Lock()
-	hold = false
-	mu.Unlock()
-	h.startSaga()
-	h.waitState("phoenix", events.TenantActive, 15*time.Second)
-	if n := h.auditCount(events.AuditTenantProvisioned, "phoenix"); n != 1 {
-		t.Fatalf("TENANT_PROVISIONED = %d", n)
-	}
+	})
 }
 
 func TestDeprovisionDeletesSecretsLast(t *testing.T) {
-	h := newHarness(t)
-	h.startSaga()
-	h.publish(events.SubjectTenantRequested, `{"tenant_id":"gone"}`)
-	h.waitState("gone", events.TenantActive, 15*time.Second)
-	h.publish(events.SubjectTenantDeprovisionRequested, `{"tenant_id":"gone"}`)
-	rec := h.waitState("gone", events.TenantDeprovisioned, 15*time.Second)
-	if rec.Secrets != nil {
-		t.Fatalf("secrets ref kept: %+v", rec.Secrets)
-	}
-	obj, _ := h.js.ObjectStore(h.ctx, events.ObjectStoreSecrets)
-	if _, err := obj.GetInfo(h.ctx, "gone.sops.yaml"); err == nil {
-		t.Fatal("sealed secrets still stored after deprovisioning")
-	}
-	if n := h.auditCount(events.AuditTenantDeprovisioned, "gone"); n != 1 {
-		t.Fatalf("TENANT_DEPROVISIONED = %d", n)
-	}
+	eachTopology(t, func(t *testing.T, h *harness) {
+		h.startSaga()
+		h.publish(events.SubjectTenantRequested, `{"tenant_id":"gone"}`)
+		h.waitState("gone", events.TenantActive, 15*time.Second)
+		h.publish(events.SubjectTenantDeprovisionRequested, `{"tenant_id":"gone"}`)
+		rec := h.waitState("gone", events.TenantDeprovisioned, 15*time.Second)
+		if rec.Secrets != nil {
+			t.Fatalf("secrets ref kept: %+v", rec.Secrets)
+		}
+		obj, _ := h.js.ObjectStore(h.ctx, events.ObjectStoreSecrets)
+		if _, err := obj.GetInfo(h.ctx, "gone.sops.yaml"); err == nil {
+			t.Fatal("sealed secrets still stored after deprovisioning")
+		}
+		if n := h.auditCount(events.AuditTenantDeprovisioned, "gone"); n != 1 {
+			t.Fatalf("TENANT_DEPROVISIONED = %d", n)
+		}
+	})
 }
 
 func TestBadRequestsAreRejectedAndAudited(t *testing.T) {
@@ -580,39 +594,60 @@ func TestBadRequestsAreRejectedAndAudited(t *testing.T) {
 // compensated again. One whose reason is "expired" touched nothing and is
 // not.
 func TestLateProvisionFailureIsCompensatedAgain(t *testing.T) {
-	h := newHarness(t)
-	h.startSaga()
-	release := make(chan struct{})
-	h.agents.set(events.StoreQdrant, func(cmd *events.StoreCommand) (events.Outcome, bool) {
-		if cmd.Action == events.ActionProvision {
-			return events.OutcomeProvisionFailed, true
+	eachTopology(t, func(t *testing.T, h *harness) {
+		h.startSaga()
+		release := make(chan struct{})
+		h.agents.set(events.StoreQdrant, func(cmd *events.StoreCommand) (events.Outcome, bool) {
+			if cmd.Action == events.ActionProvision {
+				return events.OutcomeProvisionFailed, true
+			}
+			return "", true
+		})
+		h.agents.set(events.StoreRedis, func(cmd *events.StoreCommand) (events.Outcome, bool) {
+			if cmd.Action == events.ActionProvision {
+				<-release // still working when the rollback starts
+				return events.OutcomeProvisionFailed, true
+			}
+			return "", true
+		})
+		h.publish(events.SubjectTenantRequested, `{"tenant_id":"late"}`)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if rec := h.record("late"); rec != nil && rec.State == events.TenantRollingBack {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("rollback did not start")
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		return "", true
+		close(release)
+		rec := h.waitState("late", events.TenantFailed, 15*time.Second)
+		if n := h.agents.count(events.StoreRedis, events.ActionDeprovision); n < 2 {
+			t.Fatalf("redis deprovisioned %d times; the late failure must be compensated again", n)
+		}
+		if rec.Stores[events.StoreRedis].Attempt < 2 {
+			t.Fatalf("redis compensation attempt %d, want >= 2", rec.Stores[events.StoreRedis].Attempt)
+		}
+		// Another run of the same command failing later is a fact of its
+		// own: its audit event is not de-duplicated into the first.
+		cmd := h.agents.commands(events.StoreRedis, events.ActionProvision)[0]
+		h.agents.answer(cmd, events.OutcomeProvisionFailed, 2, nil)
+		var redis int
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			redis = 0
+			for _, ev := range h.audits(events.AuditStoreProvisionFailed, "late") {
+				if ev.Store == events.StoreRedis {
+					redis++
+				}
+			}
+			if redis == 2 {
+				break
+			}
+		}
+		if redis != 2 {
+			t.Fatalf("redis STORE_PROVISION_FAILED events: %d, want 2 (one per run)", redis)
+		}
+		h.waitSettled("late", events.TenantFailed, 30*time.Second)
 	})
-	h.agents.set(events.StoreRedis, func(cmd *events.StoreCommand) (events.Outcome, bool) {
-		if cmd.Action == events.ActionProvision {
-			<-release // still working when the rollback starts
-			return events.OutcomeProvisionFailed, true
-		}
-		return "", true
-	})
-	h.publish(events.SubjectTenantRequested, `{"tenant_id":"late"}`)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if rec := h.record("late"); rec != nil && rec.State == events.TenantRollingBack {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("rollback did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	close(release)
-	rec := h.waitState("late", events.TenantFailed, 15*time.Second)
-	if n := h.agents.count(events.StoreRedis, events.ActionDeprovision); n < 2 {
-		t.Fatalf("redis deprovisioned %d times; the late failure must be compensated again", n)
-	}
-	if rec.Stores[events.StoreRedis].Attempt < 1 {
-		t.Fatalf("redis compensation attempt %d, want >= 1", rec.Stores[events.StoreRedis].Attempt)
-	}
 }
