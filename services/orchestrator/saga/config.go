@@ -20,10 +20,10 @@ type Config struct {
 	// compensation attempts for one store.
 	RetryMin time.Duration `env:"COMPENSATION_BACKOFF_MIN" envDefault:"5s"`
 	RetryMax time.Duration `env:"COMPENSATION_BACKOFF_MAX" envDefault:"2m"`
-	// StuckAfter is how long a record may sit with all stores provisioned
-	// (or deprovisioned) before the reconciler finishes the step for a
-	// replica that died doing it.
-	StuckAfter time.Duration `env:"SAGA_STUCK_AFTER" envDefault:"15s"`
+	// StuckAfter is how long a record's outbox may hold effects before the
+	// reconciler executes them for a replica that died (or failed) doing
+	// it. Executing an effect twice is harmless, so it can be short.
+	StuckAfter time.Duration `env:"SAGA_STUCK_AFTER" envDefault:"5s"`
 	// IdentityFile holds the control-plane age identity
 	// (AGE-SECRET-KEY-1…) that opens the agents' credentials.
 	IdentityFile string `env:"CONTROL_PLANE_IDENTITY_FILE"`

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/pkg/secret"
@@ -53,6 +56,9 @@ func (s *Saga) sealFile(ctx context.Context, rec *events.TenantRecord, gen uint6
 // decrypts its credential with the control-plane identity.
 func (s *Saga) openCredential(ctx context.Context, tenant string, gen uint64, store events.Store, ref events.SealedResult) ([]byte, error) {
 	raw, err := s.results.GetMsg(ctx, ref.Seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, permanent("%s: result %d is no longer in %s", store, ref.Seq, events.StreamStoreEvents)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: read result %d: %w", store, ref.Seq, err)
 	}

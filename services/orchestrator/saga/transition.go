@@ -664,14 +664,17 @@ func (t *step) sealed(seal *events.Effect, obj ObjectState) {
 
 func (t *step) sealFailed(id, reason string) {
 	rec := t.rec
-	if rec == nil || rec.State != events.TenantProvisioning {
-		return
-	}
-	if !slices.ContainsFunc(rec.Outbox, func(e *events.Effect) bool { return e.ID == id && e.Kind == events.EffectPutSecrets }) {
+	if rec == nil || !slices.ContainsFunc(rec.Outbox, func(e *events.Effect) bool { return e.ID == id && e.Kind == events.EffectPutSecrets }) {
 		return
 	}
 	t.changed = true
-	t.startRollback("sealing the credentials failed: " + reason)
+	if rec.State == events.TenantProvisioning {
+		t.startRollback("sealing the credentials failed: " + reason)
+		return
+	}
+	// An active tenant keeps the file it has; an operator has to look.
+	t.remove(id)
+	rec.LastError = "re-sealing the credentials failed: " + reason
 }
 
 // ---- emitting effects ----
