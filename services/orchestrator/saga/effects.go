@@ -20,7 +20,7 @@ import (
 // record, then executes what the record's outbox holds. It returns the
 // record as stored and Step's decision.
 func (s *Saga) apply(ctx context.Context, id string, ev Event) (*events.TenantRecord, Decision, error) {
-	rec, d, _, err := s.apply0(ctx, id, ev)
+	rec, d, _, err := s.write(ctx, id, ev)
 	if err == nil && rec != nil && len(rec.Outbox) > 0 {
 		err = s.flush(ctx, rec)
 	}
@@ -108,7 +108,7 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 		if err := s.publishMsg(ctx, m); err != nil {
 			return err
 		}
-		_, _, _, err := s.apply0(ctx, id, Event{Kind: EvEffectDone, EffectID: e.ID})
+		_, _, _, err := s.write(ctx, id, Event{Kind: EvEffectDone, EffectID: e.ID})
 		return err
 	case events.EffectPutSecrets:
 		// Put only a seal still wanted and not yet stored: every put is
@@ -128,7 +128,7 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 		var perm *permanentError
 		if errors.As(err, &perm) {
 			s.log.Error("sealing failed", zap.String("tenant", id), zap.Error(err))
-			_, _, _, err = s.apply0(ctx, id, Event{Kind: EvSealFailed, EffectID: e.ID, Reason: perm.Error()})
+			_, _, _, err = s.write(ctx, id, Event{Kind: EvSealFailed, EffectID: e.ID, Reason: perm.Error()})
 			return err
 		}
 		if err != nil {
@@ -168,12 +168,15 @@ func (s *Saga) observeObject(ctx context.Context, id, effectID string) error {
 		}
 		obj = ObjectState{Present: true, SealID: info.Metadata[metaSealID], SHA256: sum}
 	}
-	_, _, _, err = s.apply0(ctx, id, Event{Kind: EvObjectObserved, EffectID: effectID, Object: obj})
+	_, _, _, err = s.write(ctx, id, Event{Kind: EvObjectObserved, EffectID: effectID, Object: obj})
 	return err
 }
 
-// apply0 applies an event without flushing: the caller is flushing.
-func (s *Saga) apply0(ctx context.Context, id string, ev Event) (*events.TenantRecord, Decision, bool, error) {
+// write runs one event through Step under compare-and-set and stores the
+// result, executing none of its effects (apply does; the reconciler and
+// the executors themselves call write). It reports whether the record
+// changed.
+func (s *Saga) write(ctx context.Context, id string, ev Event) (*events.TenantRecord, Decision, bool, error) {
 	var d Decision
 	var before *events.TenantRecord
 	rec, changed, err := s.reg.Update(ctx, id, func(cur *events.TenantRecord) (*events.TenantRecord, error) {

@@ -112,7 +112,7 @@ func (w *registryWatch) candidates() []string {
 }
 
 func (s *Saga) reconcileOne(ctx context.Context, id string) error {
-	rec, _, changed, err := s.apply0(ctx, id, Event{Kind: EvTick})
+	rec, _, changed, err := s.write(ctx, id, Event{Kind: EvTick})
 	if err != nil || rec == nil || len(rec.Outbox) == 0 {
 		return err
 	}

@@ -3,12 +3,15 @@
 // store agents, collects their results, seals the credentials, and on any
 // failure or a passed deadline compensates every store.
 //
-// All saga state lives in the registry (compare-and-set writes) and the
-// streams; a replica keeps nothing in memory another would need. Every
-// publish carries a deterministic Nats-Msg-Id, so re-driving a saga from the
-// registry after a crash re-sends only what was not yet sent. A reconciler
-// on every replica re-drives in-flight records: deadlines, compensation
-// retries with backoff, and steps a dead replica left half done.
+// Its shape: what a tenant record becomes when an event arrives (a request,
+// a store result, the clock, an effect executed) is one pure function, Step
+// (transition.go), tested as a table. The effects a step calls for — publish
+// a command, an outcome or an audit event; put or delete the sealed secrets
+// object — are written into the record's outbox by the same compare-and-set
+// as the new state, each with a deterministic ID, and executed by whoever
+// finds them pending (effects.go): the handler right after its write, or the
+// reconciler after a crash. All saga state lives in the registry and the
+// streams; a replica keeps nothing in memory another would need.
 package saga
 
 import (
