@@ -182,6 +182,10 @@ type TenantRecord struct {
 	// redelivered request at or below them was already handled.
 	RequestSeq     uint64 `json:"request_seq,omitempty"`
 	DeprovisionSeq uint64 `json:"deprovision_seq,omitempty"`
+	// ObjectSeen is the modification time of the sealed secrets object
+	// (or of its deletion) as last observed: observations are applied in
+	// that order, so a late one never undoes a newer one.
+	ObjectSeen *time.Time `json:"object_seen,omitempty"`
 	// Past holds earlier generations that may still answer (newest first).
 	Past []*PastGeneration `json:"past,omitempty"`
 	// Outbox holds the effects of applied steps not yet executed, in

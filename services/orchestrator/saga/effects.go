@@ -156,17 +156,19 @@ const metaSealID = "tenantprov-seal-id"
 // saga, which completes the effect it satisfies or asks for a correction.
 func (s *Saga) observeObject(ctx context.Context, id, effectID string) error {
 	obj := ObjectState{}
-	info, err := s.secrets.GetInfo(ctx, events.TenantID(id).SecretsObject())
+	info, err := s.secrets.GetInfo(ctx, events.TenantID(id).SecretsObject(), jetstream.GetObjectInfoShowDeleted())
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound):
 	case err != nil:
 		return fmt.Errorf("sealed secrets info: %w", err)
+	case info.Deleted:
+		obj = ObjectState{Version: info.ModTime}
 	default:
 		sum, err := digestHex(info.Digest)
 		if err != nil {
 			return err
 		}
-		obj = ObjectState{Present: true, SealID: info.Metadata[metaSealID], SHA256: sum}
+		obj = ObjectState{Present: true, SealID: info.Metadata[metaSealID], SHA256: sum, Version: info.ModTime}
 	}
 	_, _, _, err = s.write(ctx, id, Event{Kind: EvObjectObserved, EffectID: effectID, Object: obj})
 	return err

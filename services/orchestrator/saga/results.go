@@ -36,6 +36,10 @@ func (s *Saga) handleResult(ctx context.Context, msg jetstream.Msg) error {
 	if d.RejectResult != "" {
 		return s.rejectResult(ctx, msg.Subject(), ev.Seq, res, d)
 	}
+	if d.Note == "" && rec != nil {
+		s.log.Debug("store result applied", zap.String("tenant", res.TenantID), zap.String("store", string(res.Store)), zap.String("outcome", string(res.Outcome)),
+			zap.Uint64("generation", res.Generation), zap.Int("attempt", res.Attempt), zap.Uint64("run", res.Run), zap.Uint64("seq", ev.Seq), zap.String("state", string(rec.State)))
+	}
 	if d.Note != "" && rec != nil && len(rec.Outbox) > 0 {
 		return s.flush(ctx, rec) // a redelivery after a crash
 	}

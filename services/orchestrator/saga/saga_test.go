@@ -2,6 +2,7 @@ package saga
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -250,7 +251,9 @@ func newHarnessOn(t *testing.T, topo topology) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, ctx: ctx, nc: nc, js: js, identity: id, idFile: idFile}
-	h.cfg = Config{SagaTimeout: 3 * time.Second, ReconcileInterval: 100 * time.Millisecond, RetryMin: 300 * time.Millisecond,
+	// The cluster replicates every write three times on a shared, loaded
+	// machine: its saga deadline is longer so that slowness is not failure.
+	h.cfg = Config{SagaTimeout: time.Duration(2*topo.replicas+1) * time.Second, ReconcileInterval: 100 * time.Millisecond, RetryMin: 300 * time.Millisecond,
 		RetryMax: time.Second, StuckAfter: time.Second, IdentityFile: idFile, Workers: 8, AckWait: 2 * time.Second}
 	h.agents = startAgents(t, ctx, js, id)
 	return h
@@ -316,31 +319,36 @@ func (h *harness) waitState(id string, want events.TenantState, within time.Dura
 	return nil
 }
 
-// streamMessages returns every message on subject filter in stream.
-func (h *harness) streamMessages(stream, filter string) []jetstream.Msg {
+// storedMsg is one message read back from a stream.
+type storedMsg struct{ data []byte }
+
+func (m storedMsg) Data() []byte { return m.data }
+
+// streamMessages returns every message on subject in stream, read one by
+// one by sequence (no consumer: nothing to hang on a loaded machine).
+func (h *harness) streamMessages(stream, subject string) []storedMsg {
 	h.t.Helper()
-	cons, err := h.js.OrderedConsumer(h.ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	ctx, cancel := context.WithTimeout(h.ctx, 30*time.Second)
+	defer cancel()
+	st, err := h.js.Stream(ctx, stream)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	info, err := cons.Info(h.ctx)
+	info, err := st.Info(ctx)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	n := int(info.NumPending)
-	var out []jetstream.Msg
-	for len(out) < n {
-		batch, err := cons.Fetch(n-len(out), jetstream.FetchMaxWait(2*time.Second))
+	var out []storedMsg
+	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		got := 0
-		for m := range batch.Messages() {
-			out = append(out, m)
-			got++
-		}
-		if got == 0 {
-			break
+		if m.Subject == subject {
+			out = append(out, storedMsg{m.Data})
 		}
 	}
 	return out

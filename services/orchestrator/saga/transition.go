@@ -62,6 +62,9 @@ type ObjectState struct {
 	Present bool
 	SealID  string // the seal the object carries in its metadata
 	SHA256  string // hex digest of the object
+	// Version is the object's (or its deletion's) modification time in
+	// the object store: observations are ordered by it.
+	Version time.Time
 }
 
 // Decision says what Step made of an event besides the new record.
@@ -593,6 +596,14 @@ func (t *step) objectObserved(id string, obj ObjectState) {
 	rec := t.rec
 	if rec == nil {
 		return
+	}
+	if rec.ObjectSeen != nil && obj.Version.Before(*rec.ObjectSeen) {
+		return // a newer observation was applied already
+	}
+	if !obj.Version.IsZero() && (rec.ObjectSeen == nil || obj.Version.After(*rec.ObjectSeen)) {
+		t.changed = true
+		v := obj.Version
+		rec.ObjectSeen = &v
 	}
 	var seal, del *events.Effect
 	for _, e := range rec.Outbox {

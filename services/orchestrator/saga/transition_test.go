@@ -449,3 +449,19 @@ func TestStepRequestsBoundToGeneration(t *testing.T) {
 		t.Fatal("a new deprovision request was not applied")
 	}
 }
+
+// Observations of the sealed object apply in the order of the object's
+// versions: a late observation of an older put never undoes a newer one.
+func TestStepObservationsApplyInObjectOrder(t *testing.T) {
+	fx := fixtures(t)
+	v1, v2 := t0.Add(time.Second), t0.Add(2*time.Second)
+	active := fx["active"]
+	seal := active.Secrets.SealID
+	newer := must(t, active, Event{Kind: EvObjectObserved, Object: ObjectState{Present: true, SealID: seal, SHA256: "d2", Version: v2}}, t0)
+	if newer.Secrets.SHA256 != "d2" {
+		t.Fatalf("digest %s, want the re-put's d2", newer.Secrets.SHA256)
+	}
+	if next, _ := Step(policy, newer, Event{Kind: EvObjectObserved, Object: ObjectState{Present: true, SealID: seal, SHA256: "d1", Version: v1}}, t0); next != nil {
+		t.Fatalf("an older observation changed the digest to %s", next.Secrets.SHA256)
+	}
+}
