@@ -141,7 +141,10 @@ func (s *Saga) Run(ctx context.Context) error {
 // work runs on a context detached from ctx so that a rollback is never cut
 // short by a shutdown.
 func (s *Saga) consume(ctx context.Context, c jetstream.Consumer, handle func(context.Context, jetstream.Msg) error) error {
-	it, err := c.Messages(jetstream.PullMaxMessages(s.cfg.Workers))
+	// Short pull requests: on a cluster a pull request can be lost while a
+	// consumer's leader moves, and a short expiry renews it within
+	// seconds instead of after the default 30s.
+	it, err := c.Messages(jetstream.PullMaxMessages(s.cfg.Workers), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return err
 	}

@@ -96,7 +96,7 @@ func startAgents(t *testing.T, ctx context.Context, js jetstream.JetStream, id *
 				return
 			}
 			_ = msg.Ack()
-		})
+		}, jetstream.PullExpiry(2*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
