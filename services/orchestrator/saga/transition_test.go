@@ -134,16 +134,17 @@ func TestStepTable(t *testing.T) {
 		{"object observed absent", Event{Kind: EvObjectObserved, EffectID: "999"}},
 		{"object observed present", Event{Kind: EvObjectObserved, EffectID: "999", Object: ObjectState{Present: true, SealID: "stranger", SHA256: "cd"}}},
 		{"effect done unknown", Event{Kind: EvEffectDone, EffectID: "999"}},
+		{"seal failed unknown", Event{Kind: EvSealFailed, EffectID: "999", Reason: "x"}},
 	}
 	want := map[string][]string{
 		//               req new         req redeliv deprov new     deprov old  prov run2                   prov stale           prov same           wrong saga     future gen           other subject              attempt unsent        failed run2        expired            deprov a1         deprov a9             deprov_failed a1     tick               observed absent    observed present   done unknown
-		"none":           {"provisioning", "provisioning", "rejectreq", "rejectreq", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:store_mismatch", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "=", "=", "=", "="},
-		"provisioning":   {"=", "=", "rejectreq", "=", "provisioning", "provisioning", "provisioning", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "rolling_back", "rolling_back", "reject:attempt", "reject:attempt", "reject:attempt", "rolling_back", "=", "=", "="},
-		"active":         {"=", "=", "deprovisioning", "=", "active", "reject:stale_run", "=", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "active", "active", "reject:attempt", "reject:attempt", "reject:attempt", "=", "active", "active", "="},
-		"rolling_back":   {"rejectreq", "=", "rejectreq", "=", "rolling_back", "rolling_back", "rolling_back", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "rolling_back", "rolling_back", "rolling_back", "reject:attempt", "rolling_back", "rolling_back", "=", "rolling_back", "="},
-		"failed":         {"provisioning", "=", "=", "=", "failed", "failed", "failed", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "failed", "failed", "=", "reject:attempt", "=", "=", "=", "failed", "="},
-		"deprovisioning": {"rejectreq", "=", "=", "=", "deprovisioning", "reject:stale_run", "=", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "deprovisioning", "deprovisioning", "deprovisioning", "reject:attempt", "deprovisioning", "deprovisioning", "=", "=", "="},
-		"deprovisioned":  {"provisioning", "=", "=", "=", "deprovisioned", "reject:stale_run", "=", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "deprovisioned", "deprovisioned", "=", "reject:attempt", "=", "=", "=", "deprovisioned", "="},
+		"none":           {"provisioning", "provisioning", "rejectreq", "rejectreq", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:store_mismatch", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "=", "=", "=", "=", "="},
+		"provisioning":   {"=", "=", "rejectreq", "=", "provisioning", "provisioning", "provisioning", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "rolling_back", "rolling_back", "reject:attempt", "reject:attempt", "reject:attempt", "rolling_back", "=", "=", "=", "="},
+		"active":         {"=", "=", "deprovisioning", "=", "active", "reject:stale_run", "=", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "active", "active", "reject:attempt", "reject:attempt", "reject:attempt", "=", "active", "active", "=", "="},
+		"rolling_back":   {"rejectreq", "=", "rejectreq", "=", "rolling_back", "rolling_back", "rolling_back", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "rolling_back", "rolling_back", "rolling_back", "reject:attempt", "rolling_back", "rolling_back", "=", "rolling_back", "=", "="},
+		"failed":         {"provisioning", "=", "=", "=", "failed", "failed", "failed", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "failed", "failed", "=", "reject:attempt", "=", "=", "=", "failed", "=", "="},
+		"deprovisioning": {"rejectreq", "=", "=", "=", "deprovisioning", "reject:stale_run", "=", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "deprovisioning", "deprovisioning", "deprovisioning", "reject:attempt", "deprovisioning", "deprovisioning", "=", "=", "=", "="},
+		"deprovisioned":  {"provisioning", "=", "=", "=", "deprovisioned", "reject:stale_run", "=", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "deprovisioned", "deprovisioned", "=", "reject:attempt", "=", "=", "=", "deprovisioned", "=", "="},
 	}
 	fx := fixtures(t)
 	for state, row := range want {
@@ -463,5 +464,17 @@ func TestStepObservationsApplyInObjectOrder(t *testing.T) {
 	}
 	if next, _ := Step(policy, newer, Event{Kind: EvObjectObserved, Object: ObjectState{Present: true, SealID: seal, SHA256: "d1", Version: v1}}, t0); next != nil {
 		t.Fatalf("an older observation changed the digest to %s", next.Secrets.SHA256)
+	}
+}
+
+// A re-seal of an active tenant that cannot be built keeps the file the
+// tenant has and says why; during provisioning it rolls back.
+func TestStepSealFailure(t *testing.T) {
+	fx := fixtures(t)
+	rec := must(t, fx["active"], result(events.StorePostgres, 1, saga1, events.OutcomeProvisioned, 0, 2, 600), t0)
+	seal := effect(rec, events.EffectPutSecrets)
+	rec = must(t, rec, Event{Kind: EvSealFailed, EffectID: seal.ID, Reason: "result gone"}, t0)
+	if rec.State != events.TenantActive || effect(rec, events.EffectPutSecrets) != nil || !strings.Contains(rec.LastError, "result gone") {
+		t.Fatalf("state %s last error %q", rec.State, rec.LastError)
 	}
 }
