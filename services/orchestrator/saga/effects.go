@@ -135,13 +135,19 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 			return err
 		}
 		meta := jetstream.ObjectMeta{Name: events.TenantID(id).SecretsObject(), Metadata: map[string]string{metaSealID: e.Seal.ID}}
-		if _, err := s.secrets.Put(ctx, meta, bytes.NewReader(data)); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, 3*opTimeout)
+		_, err = s.secrets.Put(pctx, meta, bytes.NewReader(data))
+		cancel()
+		if err != nil {
 			return fmt.Errorf("store sealed secrets: %w", err)
 		}
 		clear(data)
 		return s.observeObject(ctx, id, e.ID)
 	case events.EffectDeleteSecrets:
-		if err := s.secrets.Delete(ctx, events.TenantID(id).SecretsObject()); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		dctx, cancel := context.WithTimeout(ctx, opTimeout)
+		err := s.secrets.Delete(dctx, events.TenantID(id).SecretsObject())
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 			return fmt.Errorf("delete sealed secrets: %w", err)
 		}
 		return s.observeObject(ctx, id, e.ID)
@@ -156,7 +162,9 @@ const metaSealID = "tenantprov-seal-id"
 // saga, which completes the effect it satisfies or asks for a correction.
 func (s *Saga) observeObject(ctx context.Context, id, effectID string) error {
 	obj := ObjectState{}
-	info, err := s.secrets.GetInfo(ctx, events.TenantID(id).SecretsObject(), jetstream.GetObjectInfoShowDeleted())
+	ictx, cancel := context.WithTimeout(ctx, opTimeout)
+	info, err := s.secrets.GetInfo(ictx, events.TenantID(id).SecretsObject(), jetstream.GetObjectInfoShowDeleted())
+	cancel()
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound):
 	case err != nil:
@@ -206,19 +214,30 @@ const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
 // and publishes again, which then returns the duplicate's acknowledgement.
 func (s *Saga) publishMsg(ctx context.Context, m *nats.Msg) error {
 	for i := 0; ; i++ {
-		_, err := s.js.PublishMsg(ctx, m)
-		var api *jetstream.APIError
-		if err != nil && errors.As(err, &api) && api.ErrorCode == errCodeMsgIDInProcess && i < 50 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
-			continue
+		// One attempt's request or its acknowledgement can be lost while
+		// a cluster's stream leader moves: each attempt waits a bounded
+		// time and the publish is sent again (same message ID, so a
+		// stored one is not stored twice).
+		actx, cancel := context.WithTimeout(ctx, opTimeout)
+		_, err := s.js.PublishMsg(actx, m)
+		cancel()
+		if err == nil {
+			return nil
 		}
-		if err != nil {
+		var api *jetstream.APIError
+		retry := errors.As(err, &api) && api.ErrorCode == errCodeMsgIDInProcess ||
+			errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+		if !retry || ctx.Err() != nil || i >= 50 {
 			return fmt.Errorf("publish %s: %w", m.Subject, err)
 		}
-		return nil
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
+
+// opTimeout bounds one request to JetStream (a publish, a registry read or
+// write); the caller retries.
+const opTimeout = 10 * time.Second

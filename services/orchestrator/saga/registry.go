@@ -24,6 +24,8 @@ var errNoChange = errors.New("no change")
 
 // Get returns the record of tenant id, or (nil, 0, nil) if there is none.
 func (r *Registry) Get(ctx context.Context, id string) (*events.TenantRecord, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
 	e, err := r.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
@@ -66,13 +68,21 @@ func (r *Registry) Update(ctx context.Context, id string, mutate func(rec *event
 		if err := json.Indent(&pretty, data, "", "  "); err == nil {
 			data = pretty.Bytes()
 		}
+		wctx, cancel := context.WithTimeout(ctx, opTimeout)
 		if cur == nil {
-			_, err = r.kv.Create(ctx, id, data)
+			_, err = r.kv.Create(wctx, id, data)
 		} else {
-			_, err = r.kv.Update(ctx, id, data, rev)
+			_, err = r.kv.Update(wctx, id, data, rev)
 		}
+		cancel()
 		if isConflict(err) {
 			continue // lost the race: read again and re-apply
+		}
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// The write or its answer was lost (a cluster leader
+			// moving): read again; if it landed, the step finds it
+			// applied.
+			continue
 		}
 		if err != nil {
 			return cur, false, fmt.Errorf("registry write %s: %w", id, err)

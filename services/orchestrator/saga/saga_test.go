@@ -196,6 +196,7 @@ type harness struct {
 	agents   *scriptedAgents
 	cfg      Config
 	sagas    []*Saga
+	cluster  *testkit.NATSCluster // nil on one node
 }
 
 // topology is where a saga test runs: one server with R1 storage, or the
@@ -222,8 +223,10 @@ func newHarnessOn(t *testing.T, topo topology) *harness {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
 	var nc *nats.Conn
+	var cluster *testkit.NATSCluster
 	if topo.replicas > 1 {
-		nc = testkit.StartNATSCluster(t, topo.replicas).Connect(t)
+		cluster = testkit.StartNATSCluster(t, topo.replicas)
+		nc = cluster.Connect(t, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	} else {
 		nc = testkit.StartNATS(t).Connect(t)
 	}
@@ -250,7 +253,7 @@ func newHarnessOn(t *testing.T, topo topology) *harness {
 	if err := os.WriteFile(idFile, []byte(id.String()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{t: t, ctx: ctx, nc: nc, js: js, identity: id, idFile: idFile}
+	h := &harness{t: t, ctx: ctx, nc: nc, js: js, identity: id, idFile: idFile, cluster: cluster}
 	// The cluster replicates every write three times on a shared, loaded
 	// machine: its saga deadline is longer so that slowness is not failure.
 	h.cfg = Config{SagaTimeout: time.Duration(2*topo.replicas+1) * time.Second, ReconcileInterval: 100 * time.Millisecond, RetryMin: 300 * time.Millisecond,
@@ -282,8 +285,17 @@ func (h *harness) startSaga() (stop func()) {
 
 func (h *harness) publish(subject, payload string) {
 	h.t.Helper()
-	if _, err := h.js.Publish(h.ctx, subject, []byte(payload)); err != nil {
-		h.t.Fatal(err)
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+		_, err := h.js.Publish(ctx, subject, []byte(payload))
+		cancel()
+		if err == nil {
+			return
+		}
+		if i == 10 {
+			h.t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond) // a cluster node is down: another takes the request
 	}
 }
 

@@ -55,7 +55,9 @@ func (s *Saga) sealFile(ctx context.Context, rec *events.TenantRecord, gen uint6
 // openCredential reads one provisioned result back from STORE_EVENTS and
 // decrypts its credential with the control-plane identity.
 func (s *Saga) openCredential(ctx context.Context, tenant string, gen uint64, store events.Store, ref events.SealedResult) ([]byte, error) {
-	raw, err := s.results.GetMsg(ctx, ref.Seq)
+	gctx, cancel := context.WithTimeout(ctx, opTimeout)
+	raw, err := s.results.GetMsg(gctx, ref.Seq)
+	cancel()
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil, permanent("%s: result %d is no longer in %s", store, ref.Seq, events.StreamStoreEvents)
 	}
