@@ -2,6 +2,7 @@ package saga
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/testkit"
 )
 
 // The interleavings of issue 12 (and the forged result of issue 11), each
@@ -508,4 +510,44 @@ func TestRequestDuringRollbackOrDeprovisioningIsRejected(t *testing.T) {
 		mu.Unlock()
 		h.waitSettled("busy", events.TenantDeprovisioned, 30*time.Second)
 	})
+}
+
+// The production topology losing a node, then the meta leader, while two
+// orchestrator replicas provision tenants: every tenant becomes active
+// exactly once.
+func TestClusterNodeLossDuringProvisioning(t *testing.T) {
+	h := newHarnessOn(t, topologies[1])
+	h.cfg.SagaTimeout = time.Minute // DESIGN's default: a failover is not a failure
+	h.startSaga()
+	h.startSaga()
+	const n = 6
+	for i := range n {
+		h.publish(events.SubjectTenantRequested, fmt.Sprintf(`{"tenant_id":"loss-%d"}`, i))
+	}
+	h.waitSettled("loss-0", events.TenantActive, 60*time.Second)
+	leader := h.cluster.WaitForMetaLeader(t)
+	var victim *testkit.NATS
+	for _, node := range h.cluster.Nodes {
+		if node != leader {
+			victim = node
+			break
+		}
+	}
+	victim.Shutdown()
+	for i := n; i < 2*n; i++ {
+		h.publish(events.SubjectTenantRequested, fmt.Sprintf(`{"tenant_id":"loss-%d"}`, i))
+	}
+	victim.Restart(t)
+	leader = h.cluster.WaitForMetaLeader(t)
+	leader.Shutdown()
+	for i := range 2 * n {
+		h.waitSettled(fmt.Sprintf("loss-%d", i), events.TenantActive, 2*time.Minute)
+	}
+	leader.Restart(t)
+	for i := range 2 * n {
+		id := fmt.Sprintf("loss-%d", i)
+		if got := len(h.audits(events.AuditTenantProvisioned, id)); got != 1 {
+			t.Errorf("%s: TENANT_PROVISIONED %d times", id, got)
+		}
+	}
 }
