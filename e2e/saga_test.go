@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/pkg/secret"
 	"github.com/tenantprov/tenantprov/testkit"
 )
 
@@ -224,4 +226,60 @@ func TestFiftyTenantsTwoReplicas(t *testing.T) {
 			t.Errorf("bulk-%02d: %d TENANT_PROVISIONED", i, c)
 		}
 	}
+}
+
+// Issue 11's forged result, against the real agents and stores: anyone who
+// can publish store.evt.postgres.provisioned (no authentication yet) sends
+// one for an active tenant, with a new credential_id and a credential
+// age-encrypted to the control-plane recipient (a public key) pointing the
+// tenant at a host of the attacker's choosing. It names a saga that is not
+// the tenant's: it is rejected and audited, and the sealed file is the
+// same bytes as before.
+func TestForgedResultIsRejected(t *testing.T) {
+	s := startSystem(t, 60*time.Second)
+	s.startOrchestrator()
+	s.request(events.SubjectTenantRequested, `{"tenant_id":"acme"}`)
+	rec := s.waitState("acme", events.TenantActive, 90*time.Second)
+	raw0, _ := s.secretsFile("acme")
+
+	section, _ := json.Marshal(map[string]any{"host": "evil.example", "port": 5432, "database": "tenant_acme", "user": "tenant_acme",
+		"password": "attacker-chosen", "url": "postgres://tenant_acme:attacker-chosen@evil.example:5432/tenant_acme"})
+	cred, err := secret.Seal(section, s.cp.Recipient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, sagaID := range []string{"acme-g1", "acme-" + strings.Repeat("0", 16)} {
+		forged := &events.StoreResult{TenantID: "acme", Generation: rec.Generation, SagaID: sagaID, Store: events.StorePostgres,
+			Outcome: events.OutcomeProvisioned, Run: 9, Credential: cred, CredentialID: fmt.Sprintf("forged-%d", i),
+			Verification: &events.Verification{Passed: true, Checks: []events.Check{{Name: "own_access", Passed: true}}},
+			Resources:    map[string]string{"host": "evil.example"}, CompletedAt: time.Now().UTC()}
+		data, err := events.Encode(forged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.js.Publish(s.ctx, events.EventSubject(events.StorePostgres, events.OutcomeProvisioned), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for s.auditCount(events.AuditResultRejected, "acme") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("RESULT_REJECTED events: %d, want 2", s.auditCount(events.AuditResultRejected, "acme"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // anything the forgery could have set off has had its chance
+	raw1, file := s.secretsFile("acme")
+	if string(raw0) != string(raw1) {
+		t.Fatal("the sealed file changed after a forged result")
+	}
+	if after := s.record("acme"); after.Stores[events.StorePostgres].CredentialID != rec.Stores[events.StorePostgres].CredentialID {
+		t.Fatal("the record took the forged credential")
+	}
+	for _, d := range s.streamData(events.StreamAudit) {
+		if strings.Contains(string(d), "attacker-chosen") || strings.Contains(string(d), "BEGIN AGE") {
+			t.Fatal("an audit event holds the forged credential")
+		}
+	}
+	s.useCredentials(file)
 }

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -57,14 +58,87 @@ type StoreStatus struct {
 	// CommandSentAt is when the last command to this store was published;
 	// with Attempt it drives the compensation backoff after a restart.
 	CommandSentAt *time.Time `json:"command_sent_at,omitempty"`
-	// ResultSeq is the STORE_EVENTS sequence of the last result applied
-	// for this store, so a redelivered result is recognised. For a
-	// provisioned store it is, with CredentialID, the result whose
-	// (age-encrypted) credential is sealed: the orchestrator reads it back
-	// from the stream at that sequence, so the registry never holds a
-	// credential in any form.
-	CredentialID string `json:"credential_id,omitempty"`
-	ResultSeq    uint64 `json:"result_seq,omitempty"`
+	// CredentialID names the credential the store holds, and
+	// CredentialSeq is the STORE_EVENTS sequence of the provisioned result
+	// that carries it (age-encrypted): the orchestrator reads it back from
+	// the stream to seal it, so the registry never holds a credential in
+	// any form. ResultSeq is the sequence of the last provision result
+	// applied, so a redelivered result is recognised.
+	CredentialID  string `json:"credential_id,omitempty"`
+	CredentialSeq uint64 `json:"credential_seq,omitempty"`
+	ResultSeq     uint64 `json:"result_seq,omitempty"`
+	// Attempt (above) numbers the deprovision commands sent to this store
+	// in this generation (1 for the first); Round is the attempt that
+	// began the current compensation round. A deprovisioned result of any
+	// attempt from Round on completes the round: a retry after a backoff
+	// does not discard a slow success of the attempt before it, while a
+	// provision that ran after an earlier round starts a new one.
+	Round int `json:"round,omitempty"`
+	// ProvisionAttempt numbers the provision commands sent to this store
+	// in this generation (0 for the first; a re-provision of an active
+	// tenant's store after a failed re-run sends the next).
+	ProvisionAttempt int `json:"provision_attempt,omitempty"`
+	// ProvisionDeadline is the Deadline of the latest provision command:
+	// no execution of it touches the store after that instant.
+	ProvisionDeadline *time.Time `json:"provision_deadline,omitempty"`
+	// ResultAttempt and Run order the provision results of this store:
+	// the provision attempt and the Run (JetStream delivery count) of the
+	// last one applied. A result that is not newer is never applied.
+	ResultAttempt int    `json:"result_attempt,omitempty"`
+	Run           uint64 `json:"run,omitempty"`
+}
+
+// PastGeneration is what the registry keeps of an earlier generation of a
+// tenant: enough to recognise its late results (saga ID) and to compensate
+// a store that one of them says holds resources again.
+type PastGeneration struct {
+	Generation uint64                 `json:"generation"`
+	SagaID     string                 `json:"saga_id"`
+	State      TenantState            `json:"state"`
+	Stores     map[Store]*StoreStatus `json:"stores"`
+}
+
+// EffectKind is what an outbox entry does.
+type EffectKind string
+
+// Outbox effect kinds.
+const (
+	EffectCommand       EffectKind = "command"        // publish a store command
+	EffectOutcome       EffectKind = "outcome"        // publish tenant.<outcome>
+	EffectAudit         EffectKind = "audit"          // publish an audit event
+	EffectPutSecrets    EffectKind = "put_secrets"    // seal the credentials and put <id>.sops.yaml
+	EffectDeleteSecrets EffectKind = "delete_secrets" // delete <id>.sops.yaml
+)
+
+// Effect is one pending side effect of a saga step, written into the
+// record by the same compare-and-set as the step. Whoever finds it pending
+// executes it (idempotently: publishes carry MsgID) and removes it with
+// another compare-and-set.
+type Effect struct {
+	ID         string          `json:"id"`
+	Kind       EffectKind      `json:"kind"`
+	Generation uint64          `json:"generation"`
+	Subject    string          `json:"subject,omitempty"`
+	MsgID      string          `json:"msg_id,omitempty"`
+	Payload    json.RawMessage `json:"payload,omitempty"`
+	// Announces is the settled state an outcome effect announces.
+	Announces TenantState `json:"announces,omitempty"`
+	// Seal names the provisioned results a put_secrets effect seals.
+	Seal *SealSpec `json:"seal,omitempty"`
+}
+
+// SealSpec is the content of a sealed secrets file by reference: for each
+// store, the STORE_EVENTS sequence and credential ID of the provisioned
+// result whose (age-encrypted) credential goes into the file.
+type SealSpec struct {
+	ID      string                 `json:"id"`
+	Results map[Store]SealedResult `json:"results"`
+}
+
+// SealedResult references one provisioned result.
+type SealedResult struct {
+	Seq          uint64 `json:"seq"`
+	CredentialID string `json:"credential_id"`
 }
 
 // SecretsRef points at a tenant's sealed secrets in the tenant-secrets
@@ -73,6 +147,9 @@ type SecretsRef struct {
 	Bucket string `json:"bucket"`
 	Object string `json:"object"`
 	SHA256 string `json:"sha256"`
+	// SealID names the seal (SealSpec.ID) the object holds; the object
+	// carries it in its metadata.
+	SealID string `json:"seal_id,omitempty"`
 }
 
 // TenantRecord is the value stored under the tenant ID in KV bucket
@@ -99,8 +176,24 @@ type TenantRecord struct {
 	// marker, so a process that died between the state change and the
 	// announcement completes it after restart.
 	Announced TenantState `json:"announced,omitempty"`
-	CreatedAt time.Time   `json:"created_at"`
-	UpdatedAt time.Time   `json:"updated_at"`
+	// RequestSeq is the TENANTS stream sequence of the tenant.requested
+	// that started this generation; DeprovisionSeq that of the
+	// tenant.deprovision.requested that started its deprovisioning. A
+	// redelivered request at or below them was already handled.
+	RequestSeq     uint64 `json:"request_seq,omitempty"`
+	DeprovisionSeq uint64 `json:"deprovision_seq,omitempty"`
+	// ObjectSeen is the modification time of the sealed secrets object
+	// (or of its deletion) as last observed: observations are applied in
+	// that order, so a late one never undoes a newer one.
+	ObjectSeen *time.Time `json:"object_seen,omitempty"`
+	// Past holds earlier generations that may still answer (newest first).
+	Past []*PastGeneration `json:"past,omitempty"`
+	// Outbox holds the effects of applied steps not yet executed, in
+	// order; EffectSeq numbers them.
+	Outbox    []*Effect `json:"outbox,omitempty"`
+	EffectSeq uint64    `json:"effect_seq,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Validate checks the identity fields and every state value.

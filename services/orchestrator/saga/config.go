@@ -20,10 +20,10 @@ type Config struct {
 	// compensation attempts for one store.
 	RetryMin time.Duration `env:"COMPENSATION_BACKOFF_MIN" envDefault:"5s"`
 	RetryMax time.Duration `env:"COMPENSATION_BACKOFF_MAX" envDefault:"2m"`
-	// StuckAfter is how long a record may sit with all stores provisioned
-	// (or deprovisioned) before the reconciler finishes the step for a
-	// replica that died doing it.
-	StuckAfter time.Duration `env:"SAGA_STUCK_AFTER" envDefault:"15s"`
+	// StuckAfter is how long a record's outbox may hold effects before the
+	// reconciler executes them for a replica that died (or failed) doing
+	// it. Executing an effect twice is harmless, so it can be short.
+	StuckAfter time.Duration `env:"SAGA_STUCK_AFTER" envDefault:"5s"`
 	// IdentityFile holds the control-plane age identity
 	// (AGE-SECRET-KEY-1…) that opens the agents' credentials.
 	IdentityFile string `env:"CONTROL_PLANE_IDENTITY_FILE"`
@@ -32,8 +32,11 @@ type Config struct {
 	OperatorRecipients string `env:"OPERATOR_RECIPIENTS"`
 	// Workers bounds concurrently handled messages per consumer.
 	Workers int `env:"ORCHESTRATOR_WORKERS" envDefault:"16"`
-	// AckWait is the redelivery timeout of the orchestrator's consumers.
-	AckWait time.Duration `env:"ORCHESTRATOR_ACK_WAIT" envDefault:"30s"`
+	// AckWait is the redelivery timeout of the orchestrator's consumers:
+	// how long a message a dead replica held waits before another replica
+	// gets it. A replica handling a message longer tells the server it is
+	// still at it (every AckWait/3), so this stays short.
+	AckWait time.Duration `env:"ORCHESTRATOR_ACK_WAIT" envDefault:"5s"`
 }
 
 // Validate reports every problem at once.
@@ -59,13 +62,4 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("ORCHESTRATOR_WORKERS: must be >= 1"))
 	}
 	return errors.Join(errs...)
-}
-
-// backoff is the wait before compensation attempt n+1 after attempt n.
-func (c *Config) backoff(attempt int) time.Duration {
-	d := c.RetryMin
-	for i := 0; i < attempt && d < c.RetryMax; i++ {
-		d *= 2
-	}
-	return min(d, c.RetryMax)
 }

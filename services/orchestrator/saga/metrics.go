@@ -6,7 +6,9 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	sagas    *prometheus.CounterVec
 	rejected prometheus.Counter
-	duration *prometheus.HistogramVec
+	// resultsRejected counts store results dropped by reason.
+	resultsRejected *prometheus.CounterVec
+	duration        *prometheus.HistogramVec
 }
 
 // NewMetrics registers the saga's metrics with reg (nil: unregistered).
@@ -22,6 +24,10 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tenantprov_orchestrator_requests_rejected_total",
 			Help: "Requests answered with tenant.rejected.",
 		}),
+		resultsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tenantprov_orchestrator_results_rejected_total",
+			Help: "Store results dropped because they did not belong to the saga, generation, store or run in flight (or were invalid), by reason.",
+		}, []string{"reason"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "tenantprov_orchestrator_saga_duration_seconds",
 			Help:    "Time from request to settled state.",
@@ -29,7 +35,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sagas, m.rejected, m.duration)
+		reg.MustRegister(m.sagas, m.rejected, m.resultsRejected, m.duration)
 	}
 	return m
 }

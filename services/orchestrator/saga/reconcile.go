@@ -44,10 +44,9 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 	}
 }
 
-// reconcile makes one pass over ids: rolls back provisioning sagas past
-// their deadline, retries compensation whose backoff has elapsed, and
-// finishes steps (sealing, deleting sealed secrets, announcing) that a
-// replica died in the middle of.
+// reconcile makes one pass over ids: it feeds each record the clock (Step
+// rolls back sagas past their deadline, retries compensation whose backoff
+// has elapsed) and executes effects a replica left pending.
 func (s *Saga) reconcile(ctx context.Context, ids []string) error {
 	var firstErr error
 	for _, k := range ids {
@@ -113,68 +112,35 @@ func (w *registryWatch) candidates() []string {
 }
 
 func (s *Saga) reconcileOne(ctx context.Context, id string) error {
-	cur, _, err := s.reg.Get(ctx, id)
-	if err != nil || cur == nil {
+	rec, _, changed, err := s.write(ctx, id, Event{Kind: EvTick})
+	if err != nil || rec == nil || len(rec.Outbox) == 0 {
 		return err
 	}
-	if !unsettled(cur) {
-		return nil
+	if !changed && s.now().Sub(rec.UpdatedAt) < s.cfg.StuckAfter {
+		return nil // fresh effects: the handler that wrote them is executing them
 	}
-	now := s.now()
-	rec, changed, err := s.reg.Update(ctx, id, func(rec *events.TenantRecord) (*events.TenantRecord, error) {
-		if rec == nil {
-			return nil, errNoChange
-		}
-		dirty := false
-		if rec.State == events.TenantProvisioning && rec.Deadline != nil && now.After(*rec.Deadline) {
-			s.startRollback(rec, fmt.Sprintf("deadline of %s exceeded; no answer from: %s", s.cfg.SagaTimeout, pendingStores(rec)), now)
-			dirty = true
-		}
-		for _, st := range rec.Stores {
-			if st.State != events.StoreDeprovisioning || st.CommandSentAt == nil {
-				continue
-			}
-			if now.Sub(*st.CommandSentAt) >= s.cfg.backoff(st.Attempt) {
-				st.Attempt++
-				st.CommandSentAt = &now
-				dirty = true
-			}
-		}
-		if !dirty {
-			return nil, errNoChange
-		}
-		return rec, nil
-	})
-	if err != nil {
-		return err
-	}
-	if !changed && now.Sub(rec.UpdatedAt) < s.cfg.StuckAfter {
-		return nil // a handler is on it; only a record left idle is re-driven
-	}
-	if changed && rec.State == events.TenantRollingBack && cur.State == events.TenantProvisioning {
-		s.log.Warn("saga deadline passed; rolling back", zap.String("tenant", id), zap.String("reason", rec.Reason))
-		if err := s.audit(ctx, rec, events.AuditTenantRollbackStarted, "", "", map[string]any{"reason": rec.Reason}); err != nil {
-			return err
-		}
-	}
-	return s.drive(ctx, rec, true)
+	// Left pending by a replica that died (or failed) after writing them.
+	return s.flush(ctx, rec)
 }
 
 // unsettled reports whether a record may need the reconciler: a saga in
-// flight, stores still being compensated, a settled state not yet
-// announced, or an active tenant without its sealed secrets. It does not
-// depend on the clock, so the registry watch can keep the set current;
-// reconcileOne decides on timing.
+// flight, pending effects, stores (of this or an earlier generation) still
+// being compensated or re-provisioned. It does not depend on the clock, so
+// the registry watch can keep the set current; Step decides on timing.
 func unsettled(rec *events.TenantRecord) bool {
-	if rec.State.InFlight() || rec.Announced != rec.State {
-		return true
-	}
-	if rec.State == events.TenantActive && rec.Secrets == nil {
+	if rec.State.InFlight() || len(rec.Outbox) > 0 {
 		return true
 	}
 	for _, st := range rec.Stores {
-		if st.State == events.StoreDeprovisioning {
+		if st.State == events.StoreDeprovisioning || st.State == events.StorePending {
 			return true
+		}
+	}
+	for _, pg := range rec.Past {
+		for _, st := range pg.Stores {
+			if st.State == events.StoreDeprovisioning {
+				return true
+			}
 		}
 	}
 	return false

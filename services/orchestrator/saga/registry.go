@@ -24,6 +24,8 @@ var errNoChange = errors.New("no change")
 
 // Get returns the record of tenant id, or (nil, 0, nil) if there is none.
 func (r *Registry) Get(ctx context.Context, id string) (*events.TenantRecord, uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
 	e, err := r.kv.Get(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
@@ -66,13 +68,21 @@ func (r *Registry) Update(ctx context.Context, id string, mutate func(rec *event
 		if err := json.Indent(&pretty, data, "", "  "); err == nil {
 			data = pretty.Bytes()
 		}
+		wctx, cancel := context.WithTimeout(ctx, opTimeout)
 		if cur == nil {
-			_, err = r.kv.Create(ctx, id, data)
+			_, err = r.kv.Create(wctx, id, data)
 		} else {
-			_, err = r.kv.Update(ctx, id, data, rev)
+			_, err = r.kv.Update(wctx, id, data, rev)
 		}
-		if errors.Is(err, jetstream.ErrKeyExists) {
+		cancel()
+		if isConflict(err) {
 			continue // lost the race: read again and re-apply
+		}
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			// The write or its answer was lost (a cluster leader
+			// moving): read again; if it landed, the step finds it
+			// applied.
+			continue
 		}
 		if err != nil {
 			return cur, false, fmt.Errorf("registry write %s: %w", id, err)
@@ -81,35 +91,20 @@ func (r *Registry) Update(ctx context.Context, id string, mutate func(rec *event
 	}
 }
 
-// cloneRecord deep-copies a record so a mutation that is retried starts
-// from the stored value, not from a half-applied copy.
-func cloneRecord(r *events.TenantRecord) *events.TenantRecord {
-	if r == nil {
-		return nil
+// isConflict reports whether a KV write lost a compare-and-set race. One
+// server answers code 10071 (ErrKeyExists); replicated storage answers
+// 10164 ("wrong last sequence", ErrKeyRevisionMismatch). Both mean: read
+// again and retry.
+func isConflict(err error) bool {
+	if err == nil {
+		return false
 	}
-	c := *r
-	c.Stores = make(map[events.Store]*events.StoreStatus, len(r.Stores))
-	for k, v := range r.Stores {
-		s := *v
-		s.Resources = cloneMap(v.Resources)
-		s.Warnings = append([]string(nil), v.Warnings...)
-		c.Stores[k] = &s
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true
 	}
-	c.Labels = cloneMap(r.Labels)
-	if r.Secrets != nil {
-		s := *r.Secrets
-		c.Secrets = &s
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 	}
-	return &c
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	c := make(map[string]string, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
+	return false
 }

@@ -2,8 +2,9 @@ package saga
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -13,117 +14,56 @@ import (
 	"github.com/tenantprov/tenantprov/pkg/events"
 )
 
-// Answers to deprovision requests the saga cannot start. A deprovision for a
-// tenant whose provisioning saga is still running is rejected, not queued:
-// the caller retries once tenant.provisioned or tenant.provision_failed has
-// been published (a failed tenant has nothing left to deprovision).
-var (
-	errUnknownTenant = errors.New("unknown tenant")
-	errSagaInFlight  = errors.New("a provisioning saga is in flight for this tenant; retry after it settles")
-)
-
 func (s *Saga) handleRequest(ctx context.Context, msg jetstream.Msg) error {
+	var seq uint64
+	if meta, err := msg.Metadata(); err == nil {
+		seq = meta.Sequence.Stream
+	}
+	var (
+		id string
+		ev Event
+	)
 	switch msg.Subject() {
 	case events.SubjectTenantRequested:
 		req, err := events.DecodeTenantRequested(msg.Data())
 		if err != nil {
 			return s.reject(ctx, msg, err.Error())
 		}
-		return s.startProvisioning(ctx, req)
+		id, ev = req.TenantID, Event{Kind: EvProvisionRequested, Seq: seq, Provision: req, SagaID: newSagaID(req.TenantID)}
 	case events.SubjectTenantDeprovisionRequested:
 		req, err := events.DecodeDeprovisionRequested(msg.Data())
 		if err != nil {
 			return s.reject(ctx, msg, err.Error())
 		}
-		err = s.startDeprovisioning(ctx, req)
-		if errors.Is(err, errUnknownTenant) || errors.Is(err, errSagaInFlight) {
-			return s.reject(ctx, msg, "deprovision "+req.TenantID+": "+err.Error())
-		}
+		id, ev = req.TenantID, Event{Kind: EvDeprovisionRequested, Seq: seq, Deprovision: req}
+	default:
+		s.log.Warn("unexpected subject on the requests consumer", zap.String("subject", msg.Subject()))
+		return nil
+	}
+	rec, d, err := s.apply(ctx, id, ev)
+	if err != nil {
 		return err
 	}
-	s.log.Warn("unexpected subject on the requests consumer", zap.String("subject", msg.Subject()))
+	if d.RejectRequest != "" {
+		return s.reject(ctx, msg, d.RejectRequest)
+	}
+	if d.Note != "" && rec != nil {
+		s.log.Info("request changes nothing", zap.String("tenant", id), zap.String("subject", msg.Subject()), zap.Uint64("seq", seq), zap.String("why", d.Note))
+		// A redelivery after a crash: finish what the record holds.
+		if len(rec.Outbox) > 0 {
+			return s.flush(ctx, rec)
+		}
+	}
 	return nil
 }
 
-// startProvisioning registers the request (DESIGN.md §4 step 2) and drives
-// the saga. A tenant that is active or in flight is left as it is; a failed
-// or deprovisioned one starts a new generation.
-func (s *Saga) startProvisioning(ctx context.Context, req *events.TenantRequested) error {
-	now := s.now()
-	rec, changed, err := s.reg.Update(ctx, req.TenantID, func(rec *events.TenantRecord) (*events.TenantRecord, error) {
-		if rec != nil && !rec.State.Terminal() {
-			return nil, errNoChange
-		}
-		gen := uint64(1)
-		created := now
-		if rec != nil {
-			gen = rec.Generation + 1
-			created = rec.CreatedAt
-		}
-		deadline := now.Add(s.cfg.SagaTimeout)
-		next := &events.TenantRecord{
-			TenantID: req.TenantID, State: events.TenantProvisioning, Generation: gen,
-			SagaID:    fmt.Sprintf("%s-g%d", req.TenantID, gen),
-			RequestID: req.RequestID, RequestedBy: req.RequestedBy, Labels: req.Labels,
-			Stores: map[events.Store]*events.StoreStatus{}, Deadline: &deadline, CreatedAt: created,
-		}
-		for _, st := range events.Stores() {
-			next.Stores[st] = &events.StoreStatus{State: events.StorePending, StartedAt: &now, CommandSentAt: &now}
-		}
-		return next, nil
-	})
-	if err != nil {
-		return err
-	}
-	if changed {
-		s.metrics.sagas.WithLabelValues("provision", "started").Inc()
-		s.log.Info("provisioning started", zap.String("tenant", rec.TenantID), zap.Uint64("generation", rec.Generation), zap.String("request_id", req.RequestID))
-		if err := s.audit(ctx, rec, events.AuditTenantProvisioningStarted, "", "", map[string]any{"request_id": req.RequestID, "labels": req.Labels, "deadline": rec.Deadline}); err != nil {
-			return err
-		}
-	} else {
-		s.log.Info("request for a tenant that is active or in flight: nothing to do", zap.String("tenant", rec.TenantID), zap.String("state", string(rec.State)), zap.String("request_id", req.RequestID))
-	}
-	return s.drive(ctx, rec, true)
-}
-
-// startDeprovisioning moves an active tenant to deprovisioning.
-func (s *Saga) startDeprovisioning(ctx context.Context, req *events.DeprovisionRequested) error {
-	now := s.now()
-	rec, changed, err := s.reg.Update(ctx, req.TenantID, func(rec *events.TenantRecord) (*events.TenantRecord, error) {
-		if rec == nil {
-			return nil, errUnknownTenant
-		}
-		switch rec.State {
-		case events.TenantActive:
-		case events.TenantProvisioning, events.TenantRollingBack:
-			return nil, errSagaInFlight
-		default: // already deprovisioning, deprovisioned or failed: nothing to do
-			return nil, errNoChange
-		}
-		rec.State = events.TenantDeprovisioning
-		rec.Announced = ""
-		// The record names the request behind its current saga: audit
-		// events of the deprovisioning carry its requester as actor.
-		rec.RequestID, rec.RequestedBy = req.RequestID, req.RequestedBy
-		for _, st := range rec.Stores {
-			st.State = events.StoreDeprovisioning
-			st.CommandSentAt = &now
-			st.Reason, st.Error = "", ""
-		}
-		return rec, nil
-	})
-	if err != nil {
-		return err
-	}
-	if changed {
-		s.metrics.sagas.WithLabelValues("deprovision", "started").Inc()
-		s.log.Info("deprovisioning started", zap.String("tenant", rec.TenantID), zap.Uint64("generation", rec.Generation))
-		if err := s.audit(ctx, rec, events.AuditTenantDeprovisioningStarted, "", "", map[string]any{"request_id": req.RequestID, "requested_by": req.RequestedBy}); err != nil {
-			return err
-		}
-	}
-	return s.drive(ctx, rec, true)
+// newSagaID names a new generation's saga: tenant, generation-independent
+// and unguessable, so that a result naming it was answered to a command
+// of this saga (DESIGN.md §11).
+func newSagaID(tenant string) string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return tenant + "-" + hex.EncodeToString(b[:])
 }
 
 // reject answers a request that cannot be served: tenant.rejected plus a

@@ -3,12 +3,15 @@
 // store agents, collects their results, seals the credentials, and on any
 // failure or a passed deadline compensates every store.
 //
-// All saga state lives in the registry (compare-and-set writes) and the
-// streams; a replica keeps nothing in memory another would need. Every
-// publish carries a deterministic Nats-Msg-Id, so re-driving a saga from the
-// registry after a crash re-sends only what was not yet sent. A reconciler
-// on every replica re-drives in-flight records: deadlines, compensation
-// retries with backoff, and steps a dead replica left half done.
+// Its shape: what a tenant record becomes when an event arrives (a request,
+// a store result, the clock, an effect executed) is one pure function, Step
+// (transition.go), tested as a table. The effects a step calls for — publish
+// a command, an outcome or an audit event; put or delete the sealed secrets
+// object — are written into the record's outbox by the same compare-and-set
+// as the new state, each with a deterministic ID, and executed by whoever
+// finds them pending (effects.go): the handler right after its write, or the
+// reconciler after a crash. All saga state lives in the registry and the
+// streams; a replica keeps nothing in memory another would need.
 package saga
 
 import (
@@ -18,6 +21,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
@@ -44,6 +48,10 @@ type Saga struct {
 	sealer   *sealer.Sealer
 	metrics  *Metrics
 	now      func() time.Time
+	// crashAfterWrite makes this replica write registry records but
+	// execute none of their effects, as a replica that dies right after
+	// each compare-and-set would (tests only).
+	crashAfterWrite atomic.Bool
 }
 
 // New prepares a saga: it loads the control-plane identity and opens the
@@ -133,7 +141,10 @@ func (s *Saga) Run(ctx context.Context) error {
 // work runs on a context detached from ctx so that a rollback is never cut
 // short by a shutdown.
 func (s *Saga) consume(ctx context.Context, c jetstream.Consumer, handle func(context.Context, jetstream.Msg) error) error {
-	it, err := c.Messages(jetstream.PullMaxMessages(s.cfg.Workers))
+	// Short pull requests: on a cluster a pull request can be lost while a
+	// consumer's leader moves, and a short expiry renews it within
+	// seconds instead of after the default 30s.
+	it, err := c.Messages(jetstream.PullMaxMessages(s.cfg.Workers), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return err
 	}
@@ -154,9 +165,24 @@ func (s *Saga) consume(ctx context.Context, c jetstream.Consumer, handle func(co
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.AckWait)
+			// The handler may take longer than the ack wait (a seal, a
+			// slow replica): it tells the server it is alive, so a short
+			// ack wait redelivers quickly only what a dead replica held.
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), handlerTimeout)
 			defer cancel()
 			_ = msg.InProgress()
+			beat := time.NewTicker(max(s.cfg.AckWait/3, 100*time.Millisecond))
+			defer beat.Stop()
+			go func() {
+				for {
+					select {
+					case <-hctx.Done():
+						return
+					case <-beat.C:
+						_ = msg.InProgress()
+					}
+				}
+			}()
 			if err := handle(hctx, msg); err != nil {
 				meta, _ := msg.Metadata()
 				delay := time.Second
@@ -173,6 +199,9 @@ func (s *Saga) consume(ctx context.Context, c jetstream.Consumer, handle func(co
 		}()
 	}
 }
+
+// handlerTimeout bounds the handling of one message.
+const handlerTimeout = 2 * time.Minute
 
 // publish sends p on subject with a deterministic message ID and waits for
 // the stream's acknowledgement.
@@ -191,8 +220,5 @@ func (s *Saga) publish(ctx context.Context, subject, msgID string, p events.Payl
 	if generation > 0 {
 		m.Header.Set(events.HeaderGeneration, fmt.Sprint(generation))
 	}
-	if _, err := s.js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("publish %s: %w", subject, err)
-	}
-	return nil
+	return s.publishMsg(ctx, m)
 }

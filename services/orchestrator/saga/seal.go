@@ -9,127 +9,76 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/zap"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/pkg/secret"
 	"github.com/tenantprov/tenantprov/services/orchestrator/sealer"
 )
 
-// seal builds the tenant's secrets file from the provisioned results (read
-// back from STORE_EVENTS at the sequences the record names), encrypts it with
-// SOPS, stores it as tenant-secrets/<id>.sops.yaml, and — only if every store
-// reported its isolation checks passed (the verification gate, DESIGN.md §4
-// step 8) — marks the tenant active. Plaintext credentials exist only in
-// this function's memory.
-func (s *Saga) seal(ctx context.Context, rec *events.TenantRecord) (*events.TenantRecord, error) {
+// permanentError is a failure that retrying cannot fix (a sealed result that
+// does not open): the saga rolls back instead.
+type permanentError struct{ msg string }
+
+func (e *permanentError) Error() string { return e.msg }
+
+func permanent(format string, a ...any) error { return &permanentError{msg: fmt.Sprintf(format, a...)} }
+
+// sealFile builds the tenant's secrets file from the provisioned results
+// the seal names (read back from STORE_EVENTS at their sequences) and
+// encrypts it with SOPS. Plaintext credentials exist only in this
+// function's memory.
+func (s *Saga) sealFile(ctx context.Context, rec *events.TenantRecord, gen uint64, spec *events.SealSpec) ([]byte, error) {
+	f := &sealer.File{TenantID: rec.TenantID, Generation: gen}
+	defer func() { *f = sealer.File{} }()
 	for _, store := range events.Stores() {
-		if st := rec.Stores[store]; !st.Verified {
-			// Unreachable in practice (an unverified result starts a
-			// rollback), but the gate is checked here, where it matters.
-			return rec, fmt.Errorf("%s: not verified; refusing to activate", store)
+		ref, ok := spec.Results[store]
+		if !ok {
+			return nil, permanent("seal %s: no result for %s", spec.ID, store)
 		}
-	}
-	f := &sealer.File{TenantID: rec.TenantID, Generation: rec.Generation}
-	for _, store := range events.Stores() {
-		st := rec.Stores[store]
-		plain, err := s.openCredential(ctx, st, store)
+		plain, err := s.openCredential(ctx, rec.TenantID, gen, store, ref)
 		if err != nil {
-			return rec, err
+			return nil, err
 		}
 		err = f.SetSection(store, plain)
 		clear(plain)
 		if err != nil {
-			return rec, err
+			return nil, permanent("%s: %v", store, err)
 		}
 	}
 	data, _, err := s.sealer.Seal(f)
-	*f = sealer.File{}
 	if err != nil {
-		return rec, err
+		return nil, fmt.Errorf("seal: %w", err)
 	}
-	id := events.TenantID(rec.TenantID)
-	if _, err := s.secrets.PutBytes(ctx, id.SecretsObject(), data); err != nil {
-		return rec, fmt.Errorf("store sealed secrets: %w", err)
-	}
-	// Record the digest of what the object store holds now, not of what we
-	// put: two replicas sealing at once each put a valid encryption of the
-	// same file, and the last put is what the record must describe. Every
-	// sealer runs this after its put, so the last one wins the record too.
-	credIDs := credentialIDs(rec)
-	next, _, err := s.reg.Update(ctx, rec.TenantID, func(cur *events.TenantRecord) (*events.TenantRecord, error) {
-		if cur == nil || cur.Generation != rec.Generation || credentialIDs(cur) != credIDs {
-			return nil, errNoChange // moved on (or a newer credential arrived: it re-seals)
-		}
-		if cur.State != events.TenantProvisioning && cur.State != events.TenantActive {
-			return nil, errNoChange
-		}
-		info, err := s.secrets.GetInfo(ctx, id.SecretsObject())
-		if err != nil {
-			return nil, fmt.Errorf("sealed secrets info: %w", err)
-		}
-		sum, err := digestHex(info.Digest)
-		if err != nil {
-			return nil, err
-		}
-		ref := &events.SecretsRef{Bucket: events.ObjectStoreSecrets, Object: id.SecretsObject(), SHA256: sum}
-		if cur.State == events.TenantActive && cur.Secrets != nil && *cur.Secrets == *ref {
-			return nil, errNoChange
-		}
-		cur.Secrets = ref
-		if cur.State == events.TenantProvisioning {
-			cur.State = events.TenantActive
-			cur.Deadline = nil
-			cur.Reason = ""
-		}
-		return cur, nil
-	})
-	if err != nil {
-		return rec, err
-	}
-	if next.State == events.TenantActive && rec.State == events.TenantProvisioning {
-		s.metrics.duration.WithLabelValues("provision").Observe(s.now().Sub(*rec.Stores[events.StoreMinIO].StartedAt).Seconds())
-		s.log.Info("secrets sealed", zap.String("tenant", rec.TenantID), zap.Uint64("generation", rec.Generation), zap.String("sha256", next.Secrets.SHA256))
-		if err := s.audit(ctx, next, events.AuditSecretsSealed, "", "", map[string]any{"object": next.Secrets.Object, "sha256": next.Secrets.SHA256}); err != nil {
-			return next, err
-		}
-	}
-	return next, nil
+	return data, nil
 }
 
-// openCredential reads a store's provisioned result back from STORE_EVENTS
-// and decrypts its credential with the control-plane identity.
-func (s *Saga) openCredential(ctx context.Context, st *events.StoreStatus, store events.Store) ([]byte, error) {
-	if st.ResultSeq == 0 {
-		return nil, fmt.Errorf("%s: no provisioned result recorded", store)
+// openCredential reads one provisioned result back from STORE_EVENTS and
+// decrypts its credential with the control-plane identity.
+func (s *Saga) openCredential(ctx context.Context, tenant string, gen uint64, store events.Store, ref events.SealedResult) ([]byte, error) {
+	gctx, cancel := context.WithTimeout(ctx, opTimeout)
+	raw, err := s.results.GetMsg(gctx, ref.Seq)
+	cancel()
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, permanent("%s: result %d is no longer in %s", store, ref.Seq, events.StreamStoreEvents)
 	}
-	raw, err := s.results.GetMsg(ctx, st.ResultSeq)
 	if err != nil {
-		return nil, fmt.Errorf("%s: read result %d: %w", store, st.ResultSeq, err)
+		return nil, fmt.Errorf("%s: read result %d: %w", store, ref.Seq, err)
+	}
+	if raw.Subject != events.EventSubject(store, events.OutcomeProvisioned) {
+		return nil, permanent("%s: result %d was published on %s", store, ref.Seq, raw.Subject)
 	}
 	res, err := events.DecodeStoreResult(raw.Data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: result %d: %w", store, st.ResultSeq, err)
+		return nil, permanent("%s: result %d: %v", store, ref.Seq, err)
 	}
-	if res.CredentialID != st.CredentialID || res.Store != store {
-		return nil, fmt.Errorf("%s: result %d is not credential %s", store, st.ResultSeq, st.CredentialID)
+	if res.CredentialID != ref.CredentialID || res.Store != store || res.TenantID != tenant || res.Generation != gen {
+		return nil, permanent("%s: result %d is not credential %s", store, ref.Seq, ref.CredentialID)
 	}
 	plain, err := secret.Open(res.Credential, s.identity)
 	if err != nil {
-		return nil, fmt.Errorf("%s: open credential: %w", store, err)
+		return nil, permanent("%s: open credential: %v", store, err)
 	}
 	return plain, nil
-}
-
-func credentialIDs(rec *events.TenantRecord) string {
-	var b strings.Builder
-	for _, store := range events.Stores() {
-		if st := rec.Stores[store]; st != nil {
-			b.WriteString(st.CredentialID)
-		}
-		b.WriteByte('/')
-	}
-	return b.String()
 }
 
 // digestHex turns the object store's "SHA-256=<base64url>" digest into hex.
@@ -143,22 +92,4 @@ func digestHex(d string) (string, error) {
 		return "", fmt.Errorf("object digest: %w", err)
 	}
 	return hex.EncodeToString(raw), nil
-}
-
-// finishDeprovisioning deletes the sealed secrets — last, after every store
-// is clean — and marks the tenant deprovisioned.
-func (s *Saga) finishDeprovisioning(ctx context.Context, rec *events.TenantRecord) (*events.TenantRecord, error) {
-	id := events.TenantID(rec.TenantID)
-	if err := s.secrets.Delete(ctx, id.SecretsObject()); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-		return rec, fmt.Errorf("delete sealed secrets: %w", err)
-	}
-	next, _, err := s.reg.Update(ctx, rec.TenantID, func(cur *events.TenantRecord) (*events.TenantRecord, error) {
-		if cur == nil || cur.Generation != rec.Generation || cur.State != events.TenantDeprovisioning || !allStores(cur, events.StoreDeprovisioned) {
-			return nil, errNoChange
-		}
-		cur.State = events.TenantDeprovisioned
-		cur.Secrets = nil
-		return cur, nil
-	})
-	return next, err
 }

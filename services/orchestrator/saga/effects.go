@@ -1,0 +1,243 @@
+package saga
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/tenantprov/tenantprov/pkg/events"
+)
+
+// apply runs one event through Step under compare-and-set on tenant id's
+// record, then executes what the record's outbox holds. It returns the
+// record as stored and Step's decision.
+func (s *Saga) apply(ctx context.Context, id string, ev Event) (*events.TenantRecord, Decision, error) {
+	rec, d, _, err := s.write(ctx, id, ev)
+	if err == nil && rec != nil && len(rec.Outbox) > 0 {
+		err = s.flush(ctx, rec)
+	}
+	return rec, d, err
+}
+
+func (s *Saga) policy() Policy {
+	return Policy{SagaTimeout: s.cfg.SagaTimeout, RetryMin: s.cfg.RetryMin, RetryMax: s.cfg.RetryMax, KeepPast: 4}
+}
+
+// observe logs and counts the state change from a to b.
+func (s *Saga) observe(a, b *events.TenantRecord) {
+	if b == nil || (a != nil && a.State == b.State && a.Generation == b.Generation) {
+		return
+	}
+	s.log.Info("tenant state", zap.String("tenant", b.TenantID), zap.Uint64("generation", b.Generation), zap.String("state", string(b.State)), zap.String("reason", b.Reason))
+	switch b.State {
+	case events.TenantProvisioning:
+		s.metrics.sagas.WithLabelValues("provision", "started").Inc()
+	case events.TenantDeprovisioning:
+		s.metrics.sagas.WithLabelValues("deprovision", "started").Inc()
+	case events.TenantActive, events.TenantFailed, events.TenantDeprovisioned:
+		s.metrics.sagas.WithLabelValues(sagaKind(b.State), string(b.State)).Inc()
+		if b.State == events.TenantActive && !b.CreatedAt.IsZero() {
+			if st := b.Stores[events.StoreMinIO]; st != nil && st.StartedAt != nil {
+				s.metrics.duration.WithLabelValues("provision").Observe(s.now().Sub(*st.StartedAt).Seconds())
+			}
+		}
+	}
+}
+
+func sagaKind(s events.TenantState) string {
+	if s == events.TenantDeprovisioned {
+		return "deprovision"
+	}
+	return "provision"
+}
+
+// flush executes the pending effects of rec in order, each followed by the
+// compare-and-set that marks it done, and stops at the first failure (the
+// effect stays pending: the caller's message is redelivered, or the
+// reconciler finds it). Executing an effect twice is harmless: publishes
+// carry their message ID, and object puts and deletes are checked by
+// observing the object afterwards.
+func (s *Saga) flush(ctx context.Context, rec *events.TenantRecord) error {
+	if s.crashAfterWrite.Load() {
+		return nil
+	}
+	done := map[string]bool{}
+	// Executing an effect may complete a step that emits more (a seal
+	// observed makes the tenant active and announces it): a few rounds.
+	for range 4 {
+		progressed := false
+		for _, e := range rec.Outbox {
+			if done[e.ID] {
+				continue
+			}
+			done[e.ID], progressed = true, true
+			if err := s.execute(ctx, rec, e); err != nil {
+				return fmt.Errorf("effect %s (%s): %w", e.ID, e.Kind, err)
+			}
+		}
+		if !progressed {
+			return nil
+		}
+		next, _, err := s.reg.Get(ctx, rec.TenantID)
+		if err != nil || next == nil {
+			return err
+		}
+		rec = next
+	}
+	return nil
+}
+
+func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.Effect) error {
+	id := rec.TenantID
+	switch e.Kind {
+	case events.EffectCommand, events.EffectOutcome, events.EffectAudit:
+		m := nats.NewMsg(e.Subject)
+		m.Data = e.Payload
+		m.Header.Set(events.HeaderMsgID, e.MsgID)
+		m.Header.Set(events.HeaderSource, Source)
+		m.Header.Set(events.HeaderTenantID, id)
+		m.Header.Set(events.HeaderGeneration, strconv.FormatUint(e.Generation, 10))
+		if err := s.publishMsg(ctx, m); err != nil {
+			return err
+		}
+		_, _, _, err := s.write(ctx, id, Event{Kind: EvEffectDone, EffectID: e.ID})
+		return err
+	case events.EffectPutSecrets:
+		// Put only a seal still wanted and not yet stored: every put is
+		// a fresh encryption, and puts racing each other are corrected
+		// only after the fact (observeObject).
+		cur, _, err := s.reg.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if cur == nil || !slices.ContainsFunc(cur.Outbox, func(p *events.Effect) bool { return p.ID == e.ID }) {
+			return nil
+		}
+		if info, err := s.secrets.GetInfo(ctx, events.TenantID(id).SecretsObject()); err == nil && info.Metadata[metaSealID] == e.Seal.ID {
+			return s.observeObject(ctx, id, e.ID)
+		}
+		data, err := s.sealFile(ctx, rec, e.Generation, e.Seal)
+		var perm *permanentError
+		if errors.As(err, &perm) {
+			s.log.Error("sealing failed", zap.String("tenant", id), zap.Error(err))
+			_, _, _, err = s.write(ctx, id, Event{Kind: EvSealFailed, EffectID: e.ID, Reason: perm.Error()})
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		meta := jetstream.ObjectMeta{Name: events.TenantID(id).SecretsObject(), Metadata: map[string]string{metaSealID: e.Seal.ID}}
+		pctx, cancel := context.WithTimeout(ctx, 3*opTimeout)
+		_, err = s.secrets.Put(pctx, meta, bytes.NewReader(data))
+		cancel()
+		if err != nil {
+			return fmt.Errorf("store sealed secrets: %w", err)
+		}
+		clear(data)
+		return s.observeObject(ctx, id, e.ID)
+	case events.EffectDeleteSecrets:
+		dctx, cancel := context.WithTimeout(ctx, opTimeout)
+		err := s.secrets.Delete(dctx, events.TenantID(id).SecretsObject())
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return fmt.Errorf("delete sealed secrets: %w", err)
+		}
+		return s.observeObject(ctx, id, e.ID)
+	}
+	return fmt.Errorf("unknown effect kind %q", e.Kind)
+}
+
+// metaSealID is the object metadata key naming the seal an object holds.
+const metaSealID = "tenantprov-seal-id"
+
+// observeObject reads what the object store holds now and feeds it to the
+// saga, which completes the effect it satisfies or asks for a correction.
+func (s *Saga) observeObject(ctx context.Context, id, effectID string) error {
+	obj := ObjectState{}
+	ictx, cancel := context.WithTimeout(ctx, opTimeout)
+	info, err := s.secrets.GetInfo(ictx, events.TenantID(id).SecretsObject(), jetstream.GetObjectInfoShowDeleted())
+	cancel()
+	switch {
+	case errors.Is(err, jetstream.ErrObjectNotFound):
+	case err != nil:
+		return fmt.Errorf("sealed secrets info: %w", err)
+	case info.Deleted:
+		obj = ObjectState{Version: info.ModTime}
+	default:
+		sum, err := digestHex(info.Digest)
+		if err != nil {
+			return err
+		}
+		obj = ObjectState{Present: true, SealID: info.Metadata[metaSealID], SHA256: sum, Version: info.ModTime}
+	}
+	_, _, _, err = s.write(ctx, id, Event{Kind: EvObjectObserved, EffectID: effectID, Object: obj})
+	return err
+}
+
+// write runs one event through Step under compare-and-set and stores the
+// result, executing none of its effects (apply does; the reconciler and
+// the executors themselves call write). It reports whether the record
+// changed.
+func (s *Saga) write(ctx context.Context, id string, ev Event) (*events.TenantRecord, Decision, bool, error) {
+	var d Decision
+	var before *events.TenantRecord
+	rec, changed, err := s.reg.Update(ctx, id, func(cur *events.TenantRecord) (*events.TenantRecord, error) {
+		before = cur
+		next, dd := Step(s.policy(), cur, ev, s.now())
+		d = dd
+		if next == nil {
+			return nil, errNoChange
+		}
+		return next, nil
+	})
+	if err == nil && changed {
+		s.observe(before, rec)
+	}
+	return rec, d, changed, err
+}
+
+// errCodeMsgIDInProcess is JetStream's answer, on replicated streams, to a
+// publish whose Nats-Msg-Id another publish is storing right now.
+const errCodeMsgIDInProcess jetstream.ErrorCode = 10158
+
+// publishMsg publishes m and waits for the stream's acknowledgement. Two
+// executors of one effect publish the same message ID; on replicated
+// storage the second is told the first is in process: it waits a moment
+// and publishes again, which then returns the duplicate's acknowledgement.
+func (s *Saga) publishMsg(ctx context.Context, m *nats.Msg) error {
+	for i := 0; ; i++ {
+		// One attempt's request or its acknowledgement can be lost while
+		// a cluster's stream leader moves: each attempt waits a bounded
+		// time and the publish is sent again (same message ID, so a
+		// stored one is not stored twice).
+		actx, cancel := context.WithTimeout(ctx, opTimeout)
+		_, err := s.js.PublishMsg(actx, m)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		var api *jetstream.APIError
+		retry := errors.As(err, &api) && api.ErrorCode == errCodeMsgIDInProcess ||
+			errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
+		if !retry || ctx.Err() != nil || i >= 50 {
+			return fmt.Errorf("publish %s: %w", m.Subject, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// opTimeout bounds one request to JetStream (a publish, a registry read or
+// write); the caller retries.
+const opTimeout = 10 * time.Second

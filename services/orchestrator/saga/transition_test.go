@@ -1,0 +1,480 @@
+package saga
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tenantprov/tenantprov/pkg/events"
+)
+
+// The saga's decision table, tested without any server: every tenant state
+// against every kind of event, then the sequences behind the issue's
+// interleavings.
+
+var (
+	t0     = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	policy = Policy{SagaTimeout: time.Minute, RetryMin: 5 * time.Second, RetryMax: time.Minute, KeepPast: 4}
+)
+
+const saga1 = "acme-s1"
+
+func must(t *testing.T, rec *events.TenantRecord, ev Event, at time.Time) *events.TenantRecord {
+	t.Helper()
+	next, d := Step(policy, rec, ev, at)
+	if next == nil {
+		t.Fatalf("%s changed nothing (%+v)", ev.Kind, d)
+	}
+	if err := next.Validate(); err != nil {
+		t.Fatalf("%s: invalid record: %v", ev.Kind, err)
+	}
+	return next
+}
+
+func provisionReq(seq uint64, saga string) Event {
+	return Event{Kind: EvProvisionRequested, Seq: seq, SagaID: saga, Provision: &events.TenantRequested{TenantID: "acme"}}
+}
+
+func deprovisionReq(seq uint64) Event {
+	return Event{Kind: EvDeprovisionRequested, Seq: seq, Deprovision: &events.DeprovisionRequested{TenantID: "acme"}}
+}
+
+func result(store events.Store, gen uint64, saga string, outcome events.Outcome, attempt int, run, seq uint64) Event {
+	res := &events.StoreResult{TenantID: "acme", Generation: gen, SagaID: saga, Store: store, Outcome: outcome, Attempt: attempt, Run: run, CompletedAt: t0}
+	switch outcome {
+	case events.OutcomeProvisioned:
+		res.Credential = "-----BEGIN AGE ENCRYPTED FILE-----\n..."
+		res.CredentialID = fmt.Sprintf("cred-%d", seq)
+		res.Verification = &events.Verification{Passed: true}
+	case events.OutcomeProvisionFailed, events.OutcomeDeprovisionFailed:
+		res.Reason = events.ReasonStoreError
+	}
+	return Event{Kind: EvResult, Seq: seq, Result: res, SubjectStore: store}
+}
+
+func expired(ev Event) Event { ev.Result.Reason = events.ReasonExpired; return ev }
+
+// executed empties the outbox, as the executors would.
+func executed(rec *events.TenantRecord) *events.TenantRecord {
+	c := cloneRecord(rec)
+	c.Outbox = nil
+	return c
+}
+
+func effect(rec *events.TenantRecord, kind events.EffectKind) *events.Effect {
+	for _, e := range rec.Outbox {
+		if e.Kind == kind {
+			return e
+		}
+	}
+	return nil
+}
+
+func fixtures(t *testing.T) map[string]*events.TenantRecord {
+	t.Helper()
+	f := map[string]*events.TenantRecord{"none": nil}
+	prov := executed(must(t, nil, provisionReq(10, saga1), t0))
+	f["provisioning"] = prov
+	rec := prov
+	for i, store := range events.Stores() {
+		rec = must(t, rec, result(store, 1, saga1, events.OutcomeProvisioned, 0, 1, uint64(101+i)), t0.Add(time.Second))
+	}
+	seal := effect(rec, events.EffectPutSecrets)
+	active := executed(must(t, rec, Event{Kind: EvObjectObserved, EffectID: seal.ID, Object: ObjectState{Present: true, SealID: seal.Seal.ID, SHA256: "ab"}}, t0.Add(2*time.Second)))
+	f["active"] = active
+	rb := executed(must(t, prov, result(events.StoreQdrant, 1, saga1, events.OutcomeProvisionFailed, 0, 1, 103), t0.Add(time.Second)))
+	f["rolling_back"] = rb
+	rec = rb
+	for i, store := range events.Stores() {
+		rec = must(t, rec, result(store, 1, saga1, events.OutcomeDeprovisioned, 1, 1, uint64(201+i)), t0.Add(2*time.Second))
+	}
+	f["failed"] = executed(rec)
+	dep := executed(must(t, active, deprovisionReq(20), t0.Add(time.Hour)))
+	f["deprovisioning"] = dep
+	rec = dep
+	for i, store := range events.Stores() {
+		rec = must(t, rec, result(store, 1, saga1, events.OutcomeDeprovisioned, 1, 1, uint64(301+i)), t0.Add(time.Hour+time.Second))
+	}
+	f["deprovisioned"] = executed(rec)
+	return f
+}
+
+// Expectations: a tenant state the record ends in (it changed), "=" for no
+// change, "reject:<code>" for a dropped result, "rejectreq" for a request
+// answered with tenant.rejected.
+func TestStepTable(t *testing.T) {
+	pg := events.StorePostgres
+	evs := []struct {
+		name string
+		ev   Event
+	}{
+		{"request new", provisionReq(50, "acme-s2")},
+		{"request redelivered", provisionReq(10, "acme-s9")},
+		{"deprovision new", deprovisionReq(60)},
+		{"deprovision older than generation", deprovisionReq(5)},
+		{"provisioned newer run", result(pg, 1, saga1, events.OutcomeProvisioned, 0, 2, 500)},
+		{"provisioned stale run", result(pg, 1, saga1, events.OutcomeProvisioned, 0, 0, 501)},
+		{"provisioned same run redelivered", result(pg, 1, saga1, events.OutcomeProvisioned, 0, 1, 102)},
+		{"provisioned wrong saga", result(pg, 1, "forged", events.OutcomeProvisioned, 0, 2, 502)},
+		{"provisioned future generation", result(pg, 2, saga1, events.OutcomeProvisioned, 0, 1, 503)},
+		{"provisioned on another store's subject", func() Event {
+			e := result(pg, 1, saga1, events.OutcomeProvisioned, 0, 2, 504)
+			e.SubjectStore = events.StoreRedis
+			return e
+		}()},
+		{"provisioned attempt never sent", result(pg, 1, saga1, events.OutcomeProvisioned, 3, 1, 505)},
+		{"provision_failed newer run", result(pg, 1, saga1, events.OutcomeProvisionFailed, 0, 2, 506)},
+		{"provision_failed expired", expired(result(pg, 1, saga1, events.OutcomeProvisionFailed, 0, 2, 507))},
+		{"deprovisioned attempt 1", result(pg, 1, saga1, events.OutcomeDeprovisioned, 1, 1, 508)},
+		{"deprovisioned attempt never sent", result(pg, 1, saga1, events.OutcomeDeprovisioned, 9, 1, 509)},
+		{"deprovision_failed attempt 1", result(pg, 1, saga1, events.OutcomeDeprovisionFailed, 1, 1, 510)},
+		{"tick an hour later", Event{Kind: EvTick}},
+		{"object observed absent", Event{Kind: EvObjectObserved, EffectID: "999"}},
+		{"object observed present", Event{Kind: EvObjectObserved, EffectID: "999", Object: ObjectState{Present: true, SealID: "stranger", SHA256: "cd"}}},
+		{"effect done unknown", Event{Kind: EvEffectDone, EffectID: "999"}},
+		{"seal failed unknown", Event{Kind: EvSealFailed, EffectID: "999", Reason: "x"}},
+	}
+	want := map[string][]string{
+		//               req new         req redeliv deprov new     deprov old  prov run2                   prov stale           prov same           wrong saga     future gen           other subject              attempt unsent        failed run2        expired            deprov a1         deprov a9             deprov_failed a1     tick               observed absent    observed present   done unknown
+		"none":           {"provisioning", "provisioning", "rejectreq", "rejectreq", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:store_mismatch", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "reject:unknown_tenant", "=", "=", "=", "=", "="},
+		"provisioning":   {"=", "=", "rejectreq", "=", "provisioning", "provisioning", "provisioning", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "rolling_back", "rolling_back", "reject:attempt", "reject:attempt", "reject:attempt", "rolling_back", "=", "=", "=", "="},
+		"active":         {"=", "=", "deprovisioning", "=", "active", "reject:stale_run", "=", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "active", "active", "reject:attempt", "reject:attempt", "reject:attempt", "=", "active", "active", "=", "="},
+		"rolling_back":   {"rejectreq", "=", "rejectreq", "=", "rolling_back", "rolling_back", "rolling_back", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "rolling_back", "rolling_back", "rolling_back", "reject:attempt", "rolling_back", "rolling_back", "=", "rolling_back", "=", "="},
+		"failed":         {"provisioning", "=", "=", "=", "failed", "failed", "failed", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "failed", "failed", "=", "reject:attempt", "=", "=", "=", "failed", "=", "="},
+		"deprovisioning": {"rejectreq", "=", "=", "=", "deprovisioning", "reject:stale_run", "=", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "deprovisioning", "deprovisioning", "deprovisioning", "reject:attempt", "deprovisioning", "deprovisioning", "=", "=", "=", "="},
+		"deprovisioned":  {"provisioning", "=", "=", "=", "deprovisioned", "reject:stale_run", "=", "reject:saga", "reject:generation", "reject:store_mismatch", "reject:attempt", "deprovisioned", "deprovisioned", "=", "reject:attempt", "=", "=", "=", "deprovisioned", "=", "="},
+	}
+	fx := fixtures(t)
+	for state, row := range want {
+		if len(row) != len(evs) {
+			t.Fatalf("%s: %d expectations for %d events", state, len(row), len(evs))
+		}
+		for i, e := range evs {
+			t.Run(state+"/"+e.name, func(t *testing.T) {
+				cur := fx[state]
+				if cur == nil && e.ev.Kind == EvProvisionRequested && e.ev.Seq == 10 {
+					// nothing to redeliver onto: it is a first request
+				}
+				next, d := Step(policy, cur, e.ev, t0.Add(2*time.Hour))
+				got := "="
+				switch {
+				case d.RejectResult != "":
+					got = "reject:" + d.RejectCode
+					if next != nil {
+						t.Errorf("a rejected result changed the record")
+					}
+				case d.RejectRequest != "":
+					got = "rejectreq"
+				case next != nil:
+					got = string(next.State)
+					if err := next.Validate(); err != nil {
+						t.Errorf("invalid record: %v", err)
+					}
+				}
+				if got != row[i] {
+					t.Errorf("got %s, want %s (note %q)", got, row[i], d.Note)
+				}
+				if cur != nil && next != nil && next.EffectSeq < cur.EffectSeq {
+					t.Errorf("effect sequence went back")
+				}
+			})
+		}
+	}
+}
+
+// Step never modifies its input.
+func TestStepDoesNotModifyInput(t *testing.T) {
+	fx := fixtures(t)
+	before, _ := json.Marshal(fx["active"])
+	Step(policy, fx["active"], result(events.StorePostgres, 1, saga1, events.OutcomeProvisionFailed, 0, 2, 600), t0)
+	Step(policy, fx["active"], deprovisionReq(70), t0)
+	after, _ := json.Marshal(fx["active"])
+	if string(before) != string(after) {
+		t.Fatal("Step modified the record it was given")
+	}
+}
+
+func TestStepProvisionWritesStartAuditAndCommandsToOutbox(t *testing.T) {
+	rec := must(t, nil, provisionReq(10, saga1), t0)
+	var kinds []string
+	ids := map[string]bool{}
+	for _, e := range rec.Outbox {
+		kinds = append(kinds, string(e.Kind)+" "+e.Subject)
+		if ids[e.ID] || ids[e.MsgID] {
+			t.Fatalf("effect IDs repeat: %v", kinds)
+		}
+		ids[e.ID], ids[e.MsgID] = true, true
+	}
+	wantKinds := "audit audit.TENANT_PROVISIONING_STARTED|command store.cmd.minio.provision|command store.cmd.postgres.provision|command store.cmd.qdrant.provision|command store.cmd.redis.provision"
+	if strings.Join(kinds, "|") != wantKinds {
+		t.Fatalf("outbox %v", kinds)
+	}
+	var cmd events.StoreCommand
+	if err := json.Unmarshal(rec.Outbox[1].Payload, &cmd); err != nil || cmd.SagaID != saga1 || !cmd.Deadline.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("command %+v (%v)", cmd, err)
+	}
+}
+
+// Sealing and activation: the put is an effect; the tenant becomes active
+// only when the object is observed holding that seal.
+func TestStepSealThenActivate(t *testing.T) {
+	rec := executed(must(t, nil, provisionReq(10, saga1), t0))
+	for i, store := range events.Stores() {
+		rec = must(t, rec, result(store, 1, saga1, events.OutcomeProvisioned, 0, 1, uint64(101+i)), t0)
+	}
+	seal := effect(rec, events.EffectPutSecrets)
+	if seal == nil || len(seal.Seal.Results) != 4 || seal.Seal.Results[events.StoreRedis].Seq != 104 || rec.Deadline != nil {
+		t.Fatalf("seal effect %+v, deadline %v", seal, rec.Deadline)
+	}
+	// Another seal's file is in the object store: not done.
+	if next, _ := Step(policy, rec, Event{Kind: EvObjectObserved, EffectID: seal.ID, Object: ObjectState{Present: true, SealID: "other"}}, t0); next != nil {
+		t.Fatalf("observing another seal changed the record to %s", next.State)
+	}
+	rec = must(t, rec, Event{Kind: EvObjectObserved, EffectID: seal.ID, Object: ObjectState{Present: true, SealID: seal.Seal.ID, SHA256: "ab"}}, t0)
+	if rec.State != events.TenantActive || rec.Secrets == nil || rec.Secrets.SealID != seal.Seal.ID || effect(rec, events.EffectPutSecrets) != nil {
+		t.Fatalf("state %s secrets %+v", rec.State, rec.Secrets)
+	}
+	var got []string
+	for _, e := range rec.Outbox {
+		got = append(got, e.Subject)
+	}
+	if !strings.HasSuffix(strings.Join(got, " "), "audit.SECRETS_SEALED audit.TENANT_PROVISIONED tenant.provisioned") {
+		t.Fatalf("announcements %v", got)
+	}
+	out := effect(rec, events.EffectOutcome)
+	rec = must(t, rec, Event{Kind: EvEffectDone, EffectID: out.ID}, t0)
+	if rec.Announced != events.TenantActive {
+		t.Fatalf("announced %q", rec.Announced)
+	}
+}
+
+// Interleaving 3: two provisioned results of one store applied in Run
+// order whatever order they arrive in; the older one is rejected.
+func TestStepResultsAppliedInRunOrder(t *testing.T) {
+	fx := fixtures(t)
+	pg := events.StorePostgres
+	rec := must(t, fx["provisioning"], result(pg, 1, saga1, events.OutcomeProvisioned, 0, 2, 120), t0)
+	if _, d := Step(policy, rec, result(pg, 1, saga1, events.OutcomeProvisioned, 0, 1, 110), t0); d.RejectCode != rejectStale {
+		t.Fatalf("older run after a newer one: %+v", d)
+	}
+	if st := rec.Stores[pg]; st.CredentialID != "cred-120" || st.CredentialSeq != 120 {
+		t.Fatalf("credential %s seq %d", st.CredentialID, st.CredentialSeq)
+	}
+	// A re-run's provision_failed after a provisioned: the password
+	// changed, the store is in an unknown state: roll back.
+	rec = must(t, rec, result(pg, 1, saga1, events.OutcomeProvisionFailed, 0, 3, 130), t0)
+	if rec.State != events.TenantRollingBack {
+		t.Fatalf("state %s, want rolling_back", rec.State)
+	}
+}
+
+// Interleaving 3, active tenant: a newer provisioned re-seals; a newer
+// provision_failed re-provisions the store, but only after the failed
+// command's deadline.
+func TestStepActiveReRuns(t *testing.T) {
+	fx := fixtures(t)
+	pg := events.StorePostgres
+	rec := must(t, fx["active"], result(pg, 1, saga1, events.OutcomeProvisioned, 0, 2, 600), t0.Add(3*time.Second))
+	if s := effect(rec, events.EffectPutSecrets); rec.State != events.TenantActive || s == nil || s.Seal.Results[pg].Seq != 600 {
+		t.Fatalf("no re-seal with the newer credential: %+v", s)
+	}
+	rec = executed(must(t, fx["active"], result(pg, 1, saga1, events.OutcomeProvisionFailed, 0, 2, 601), t0.Add(3*time.Second)))
+	st := rec.Stores[pg]
+	if rec.State != events.TenantActive || st.State != events.StorePending || st.ProvisionAttempt != 1 {
+		t.Fatalf("state %s store %s attempt %d", rec.State, st.State, st.ProvisionAttempt)
+	}
+	if next, _ := Step(policy, rec, Event{Kind: EvTick}, t0.Add(30*time.Second)); next != nil {
+		t.Fatal("re-provision sent before the failed command's deadline")
+	}
+	rec = must(t, rec, Event{Kind: EvTick}, t0.Add(2*time.Minute))
+	c := effect(rec, events.EffectCommand)
+	if c == nil || c.MsgID != "cmd:acme:g1:postgres:provision:a1" {
+		t.Fatalf("re-provision command %+v", c)
+	}
+	rec = must(t, executed(rec), result(pg, 1, saga1, events.OutcomeProvisioned, 1, 1, 700), t0.Add(2*time.Minute))
+	if s := effect(rec, events.EffectPutSecrets); s == nil || s.Seal.Results[pg].Seq != 700 || rec.Stores[pg].State != events.StoreProvisioned {
+		t.Fatalf("repaired store not re-sealed: %+v", s)
+	}
+}
+
+// Interleaving 5: the audit event of a late provision_failed is a fact of
+// its own, not a duplicate of an earlier one.
+func TestStepAuditEventIDsNeverRepeat(t *testing.T) {
+	fx := fixtures(t)
+	rec := fx["provisioning"]
+	seen := map[string]string{}
+	check := func(r *events.TenantRecord) {
+		for _, e := range r.Outbox {
+			if e.Kind != events.EffectAudit {
+				continue
+			}
+			if prev, ok := seen[e.MsgID]; ok && prev != string(e.Payload) {
+				t.Fatalf("audit event ID %s reused for another fact", e.MsgID)
+			}
+			seen[e.MsgID] = string(e.Payload)
+		}
+	}
+	steps := []Event{
+		result(events.StoreQdrant, 1, saga1, events.OutcomeProvisionFailed, 0, 1, 103),
+		result(events.StoreRedis, 1, saga1, events.OutcomeProvisionFailed, 0, 1, 104),
+		result(events.StoreRedis, 1, saga1, events.OutcomeProvisionFailed, 0, 2, 105),
+		result(events.StoreRedis, 1, saga1, events.OutcomeDeprovisionFailed, 3, 1, 106),
+		result(events.StoreRedis, 1, saga1, events.OutcomeDeprovisioned, 3, 2, 107),
+	}
+	for _, ev := range steps {
+		rec = must(t, rec, ev, t0)
+		check(rec)
+		rec = executed(rec)
+	}
+	n := 0
+	for id := range seen {
+		if strings.Contains(id, "STORE_PROVISION_FAILED") && strings.Contains(id, ":redis:") {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("redis STORE_PROVISION_FAILED events %d, want 2 (one per run)", n)
+	}
+}
+
+// Interleaving 7: a retry after the backoff does not discard a slow
+// success of the attempt before it; a provision that ran after the round
+// began starts a new round, whose completion alone counts.
+func TestStepAttemptAndRound(t *testing.T) {
+	fx := fixtures(t)
+	rb := fx["rolling_back"]
+	rec := executed(must(t, rb, Event{Kind: EvTick}, t0.Add(10*time.Minute)))
+	if st := rec.Stores[events.StoreMinIO]; st.Attempt != 2 || st.Round != 1 {
+		t.Fatalf("after a retry: attempt %d round %d", st.Attempt, st.Round)
+	}
+	done := must(t, rec, result(events.StoreMinIO, 1, saga1, events.OutcomeDeprovisioned, 1, 1, 900), t0.Add(10*time.Minute))
+	if done.Stores[events.StoreMinIO].State != events.StoreDeprovisioned {
+		t.Fatal("a slow success of attempt 1 was discarded after attempt 2 was sent")
+	}
+	late := must(t, rec, result(events.StoreMinIO, 1, saga1, events.OutcomeProvisioned, 0, 1, 901), t0.Add(10*time.Minute))
+	if st := late.Stores[events.StoreMinIO]; st.Round != 3 || st.State != events.StoreDeprovisioning {
+		t.Fatalf("late provisioned: round %d state %s", st.Round, st.State)
+	}
+	if _, d := Step(policy, late, result(events.StoreMinIO, 1, saga1, events.OutcomeDeprovisioned, 2, 1, 899), t0); d.RejectCode != rejectStale {
+		t.Fatalf("a deprovision that ran before the late provision completed the new round: %+v", d)
+	}
+	if next, _ := Step(policy, late, result(events.StoreMinIO, 1, saga1, events.OutcomeDeprovisioned, 2, 1, 902), t0); next == nil || next.Stores[events.StoreMinIO].State != events.StoreDeprovisioned {
+		t.Fatal("a deprovision that ran after the late provision did not complete the round")
+	}
+}
+
+// Interleaving 2: a late provision of an earlier generation is compensated
+// with that generation's saga; a result naming another saga is rejected.
+func TestStepLateResultOfPastGeneration(t *testing.T) {
+	fx := fixtures(t)
+	g2 := executed(must(t, fx["failed"], provisionReq(50, "acme-s2"), t0.Add(time.Hour)))
+	rec := must(t, g2, result(events.StoreRedis, 1, saga1, events.OutcomeProvisioned, 0, 2, 950), t0.Add(time.Hour))
+	c := effect(rec, events.EffectCommand)
+	var cmd events.StoreCommand
+	if c == nil || json.Unmarshal(c.Payload, &cmd) != nil || cmd.Generation != 1 || cmd.SagaID != saga1 || cmd.Action != events.ActionDeprovision {
+		t.Fatalf("compensation command %+v", cmd)
+	}
+	if rec.Stores[events.StoreRedis].State != events.StorePending {
+		t.Fatal("generation 2's store was touched")
+	}
+	if _, d := Step(policy, g2, result(events.StoreRedis, 1, "acme-forged", events.OutcomeProvisioned, 0, 2, 951), t0); d.RejectCode != rejectSaga {
+		t.Fatalf("forged past-generation result: %+v", d)
+	}
+	// The compensation completes on the past generation's own record.
+	rec = must(t, executed(rec), result(events.StoreRedis, 1, saga1, events.OutcomeDeprovisioned, cmd.Attempt, 1, 952), t0.Add(time.Hour))
+	if rec.Past[0].Stores[events.StoreRedis].State != events.StoreDeprovisioned || unsettledPast(rec) {
+		t.Fatal("past generation's compensation not completed")
+	}
+}
+
+func unsettledPast(rec *events.TenantRecord) bool {
+	for _, pg := range rec.Past {
+		for _, st := range pg.Stores {
+			if st.State == events.StoreDeprovisioning {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Interleaving 6: a rollback drops a pending seal and deletes whatever
+// was put; a tenant ending failed or deprovisioned has its file deleted;
+// a put observed after that is deleted again.
+func TestStepSealedObjectNeverOrphaned(t *testing.T) {
+	fx := fixtures(t)
+	rec := fx["provisioning"]
+	for i, store := range events.Stores() {
+		rec = must(t, rec, result(store, 1, saga1, events.OutcomeProvisioned, 0, 1, uint64(101+i)), t0)
+	}
+	seal := effect(rec, events.EffectPutSecrets)
+	rb := must(t, rec, result(events.StoreQdrant, 1, saga1, events.OutcomeProvisioned, 0, 2, 140), t0) // newer seal replaces the pending one
+	if s := effect(rb, events.EffectPutSecrets); s == nil || s.ID == seal.ID {
+		t.Fatal("a newer credential did not replace the pending seal")
+	}
+	rb = must(t, rec, Event{Kind: EvSealFailed, EffectID: seal.ID, Reason: "bad"}, t0)
+	if rb.State != events.TenantRollingBack || effect(rb, events.EffectPutSecrets) != nil || effect(rb, events.EffectDeleteSecrets) == nil {
+		t.Fatalf("rollback kept the seal or did not delete: %+v", rb.Outbox)
+	}
+	// The seal's put landed after the delete: observed present -> delete again.
+	late := must(t, executed(rb), Event{Kind: EvObjectObserved, EffectID: seal.ID, Object: ObjectState{Present: true, SealID: seal.Seal.ID}}, t0)
+	if effect(late, events.EffectDeleteSecrets) == nil {
+		t.Fatal("a put landing after the rollback's delete is not deleted")
+	}
+	for _, state := range []string{"failed", "deprovisioned"} {
+		if next, _ := Step(policy, fx[state], Event{Kind: EvObjectObserved, Object: ObjectState{Present: true}}, t0); next == nil || effect(next, events.EffectDeleteSecrets) == nil {
+			t.Fatalf("%s tenant's object left in place", state)
+		}
+	}
+	// An active tenant whose file was deleted under it re-seals.
+	if next, _ := Step(policy, fx["active"], Event{Kind: EvObjectObserved, Object: ObjectState{}}, t0); next == nil || effect(next, events.EffectPutSecrets) == nil {
+		t.Fatal("active tenant's missing file not re-sealed")
+	}
+}
+
+// Interleaving 4: requests are tied to the generation they target.
+func TestStepRequestsBoundToGeneration(t *testing.T) {
+	fx := fixtures(t)
+	if next, _ := Step(policy, fx["failed"], provisionReq(10, "acme-s9"), t0); next != nil {
+		t.Fatal("a redelivered request that ended in failure started a new generation")
+	}
+	g2 := must(t, fx["deprovisioned"], provisionReq(50, "acme-s2"), t0)
+	active2 := g2
+	active2.State = events.TenantActive
+	if next, d := Step(policy, active2, deprovisionReq(20), t0); next != nil {
+		t.Fatalf("a redelivered deprovision of generation 1 deprovisioned generation 2 (%+v)", d)
+	}
+	if next, _ := Step(policy, active2, deprovisionReq(51), t0); next == nil || next.State != events.TenantDeprovisioning {
+		t.Fatal("a new deprovision request was not applied")
+	}
+}
+
+// Observations of the sealed object apply in the order of the object's
+// versions: a late observation of an older put never undoes a newer one.
+func TestStepObservationsApplyInObjectOrder(t *testing.T) {
+	fx := fixtures(t)
+	v1, v2 := t0.Add(time.Second), t0.Add(2*time.Second)
+	active := fx["active"]
+	seal := active.Secrets.SealID
+	newer := must(t, active, Event{Kind: EvObjectObserved, Object: ObjectState{Present: true, SealID: seal, SHA256: "d2", Version: v2}}, t0)
+	if newer.Secrets.SHA256 != "d2" {
+		t.Fatalf("digest %s, want the re-put's d2", newer.Secrets.SHA256)
+	}
+	if next, _ := Step(policy, newer, Event{Kind: EvObjectObserved, Object: ObjectState{Present: true, SealID: seal, SHA256: "d1", Version: v1}}, t0); next != nil {
+		t.Fatalf("an older observation changed the digest to %s", next.Secrets.SHA256)
+	}
+}
+
+// A re-seal of an active tenant that cannot be built keeps the file the
+// tenant has and says why; during provisioning it rolls back.
+func TestStepSealFailure(t *testing.T) {
+	fx := fixtures(t)
+	rec := must(t, fx["active"], result(events.StorePostgres, 1, saga1, events.OutcomeProvisioned, 0, 2, 600), t0)
+	seal := effect(rec, events.EffectPutSecrets)
+	rec = must(t, rec, Event{Kind: EvSealFailed, EffectID: seal.ID, Reason: "result gone"}, t0)
+	if rec.State != events.TenantActive || effect(rec, events.EffectPutSecrets) != nil || !strings.Contains(rec.LastError, "result gone") {
+		t.Fatalf("state %s last error %q", rec.State, rec.LastError)
+	}
+}
