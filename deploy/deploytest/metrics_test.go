@@ -33,8 +33,6 @@ import (
 var pendingMetrics = map[string]string{
 	// gauge, label kind: tenants whose saga deadline has passed (orchestrator reconciler).
 	"tenantprov_orchestrator_sagas_past_deadline": "services/orchestrator",
-	// counter, labels store, reason: store results dropped (audit RESULT_REJECTED).
-	"tenantprov_orchestrator_results_rejected_total": "services/orchestrator",
 	// counter, label store: deprovision commands re-sent by the orchestrator.
 	"tenantprov_orchestrator_compensation_retries_total": "services/orchestrator",
 	// gauge 1/0: what /readyz answers (pkg/service).
