@@ -303,6 +303,16 @@ func (s *Store) bucketOurs(ctx context.Context, t events.TenantID, o observed) (
 		return false, nil
 	case o.bucketStamped():
 		return true, nil
+	case o.bucketCreated.IsZero():
+		// MinIO lists the bucket without a creation date (seen under
+		// load, persistently: its bucket metadata lost the date, e.g.
+		// rewritten by a config update). The date cannot decide; the
+		// bucket is ours only if the record claims one (stamp or intent)
+		// and it is empty or tagged by tenantprov for this tenant (only
+		// an admin can create buckets, so a tenant cannot arrange this).
+		if o.rec.BucketCreated.IsZero() && o.rec.BucketIntent.IsZero() {
+			return false, nil
+		}
 	case !o.rec.BucketCreated.IsZero():
 		return false, nil // the record names another bucket of this name
 	case !o.rec.BucketIntent.IsZero():
@@ -338,7 +348,9 @@ func (s *Store) bucketOurs(ctx context.Context, t events.TenantID, o observed) (
 // stampBucket records the bucket's creation time in rec (and writes rec)
 // unless it already holds it.
 func (s *Store) stampBucket(ctx context.Context, rec *record, created time.Time) error {
-	if rec.BucketCreated.Equal(created) {
+	if rec.BucketCreated.Equal(created) || created.IsZero() {
+		// A bucket listed without a creation date is not stamped (the
+		// record keeps its claim: bucketOurs).
 		return nil
 	}
 	stamped := *rec
