@@ -305,12 +305,16 @@ func (s *Store) bucketOurs(ctx context.Context, t events.TenantID, o observed) (
 		return true, nil
 	case o.bucketCreated.IsZero():
 		// MinIO lists the bucket without a creation date (seen under
-		// load, persistently: its bucket metadata lost the date, e.g.
-		// rewritten by a config update). The date cannot decide; the
-		// bucket is ours only if the record claims one (stamp or intent)
-		// and it is empty or tagged by tenantprov for this tenant (only
-		// an admin can create buckets, so a tenant cannot arrange this).
-		if o.rec.BucketCreated.IsZero() && o.rec.BucketIntent.IsZero() {
+		// load, persistently: its bucket metadata was rewritten without
+		// the date and without the tags). The date cannot decide: a
+		// bucket the record stamped (the agent saw it made) is ours; one
+		// the record only intends is ours if empty or tagged by
+		// tenantprov for this tenant. Only an admin can create buckets,
+		// so a tenant cannot arrange this.
+		switch {
+		case !o.rec.BucketCreated.IsZero():
+			return true, nil
+		case o.rec.BucketIntent.IsZero():
 			return false, nil
 		}
 	case !o.rec.BucketCreated.IsZero():
