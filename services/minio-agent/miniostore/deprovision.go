@@ -69,6 +69,16 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 		return resp, nil
 	}
 
+	// A bucket ours by the intent alone (a Provision cut off before the
+	// stamp) is stamped first, so that a Deprovision cut off in turn
+	// leaves it recognisable whatever rewrites the record meanwhile.
+	if ownBucket && !o.bucketStamped() && !o.bucketCreated.IsZero() {
+		rec := *o.rec
+		if err := s.stampBucket(ctx, &rec, o.bucketCreated); err != nil {
+			return agent.DeprovisionResponse{}, err
+		}
+	}
+
 	// Disable first, then remove.
 	var keys []string
 	if ownUser {

@@ -33,12 +33,27 @@ import (
 // time: after MakeBucket succeeds, Provision stamps the bucket's
 // CreationDate into the record (bucket_created). A bucket with the tenant's
 // name and another creation time — made by someone else before the record,
-// or deleted and re-created since — is foreign. S3 cannot create a bucket
-// and record it in one call, so an agent that dies between MakeBucket and
-// the stamp leaves an unstamped bucket; it is recognised as ours only if
-// the record exists, the bucket was created after the record was written,
-// and it is empty (no objects, versions or uploads) or — for buckets made
-// before the stamp existed — carries tenantprov's tags for this tenant.
+// or deleted and re-created since — is foreign.
+//
+// S3 cannot create a bucket and record it in one call, so ownership is
+// claimed before the bucket exists: whenever Provision is about to create
+// the bucket, it first writes into the record the intent (bucket_intent:
+// the agent's clock just before MakeBucket, with bucket_created cleared,
+// under the record's generation). An agent cut off between MakeBucket and
+// the stamp (command deadline, SIGKILL) leaves an unstamped bucket; it is
+// ours if the record holds an intent, the bucket was created at or after
+// the intent (less intentMargin: the agent's and MinIO's clocks differ),
+// and it is empty (no objects, versions or uploads) or carries
+// tenantprov's tags for this tenant. Provision, Deprovision and Observe
+// then stamp it. A bucket created before the intent, or unstamped under a
+// record with no intent (written by an agent before intents existed: then
+// the record's own write time stands in for the intent, as before), stays
+// foreign.
+//
+// The window cannot be used by a tenant to have tenantprov adopt (and later
+// delete) a bucket: creating a bucket takes s3:CreateBucket, which no
+// tenant policy grants (policy.go); only an admin credential can create
+// one, and an admin is trusted with the store anyway.
 //
 // Bucket tags (managed-by, tenant, generation) are still written, for
 // operators; they are information, never evidence of ownership: anyone
@@ -65,6 +80,10 @@ const (
 	// look created and still count as ours (both times come from the
 	// server, which may be several nodes).
 	clockSkew = 2 * time.Second
+	// intentMargin is how much earlier than the recorded intent (the
+	// agent's clock) an unstamped bucket may look created (MinIO's clock)
+	// and still count as ours.
+	intentMargin = 5 * time.Second
 )
 
 // record is a tenant's system record: tenantprov's claim on the tenant's
@@ -80,6 +99,11 @@ type record struct {
 	// BucketCreated is the CreationDate of the bucket this agent made
 	// (zero until it is stamped after MakeBucket).
 	BucketCreated time.Time `json:"bucket_created,omitzero"`
+	// BucketIntent is when (agent's clock) the agent was about to create
+	// the bucket: written before MakeBucket, with BucketCreated cleared,
+	// so that a bucket left unstamped by an agent cut off before the stamp
+	// is still recognised as ours (bucketOurs).
+	BucketIntent time.Time `json:"bucket_intent,omitzero"`
 	// Keys are the rotated credentials (versions 2 and up): service
 	// accounts the agent made under User (lifecycle.go). Verify accepts
 	// exactly these service accounts under the user.
@@ -131,8 +155,9 @@ func (s *Store) readRecord(ctx context.Context, t events.TenantID) (*record, err
 	return rec, nil
 }
 
-// newRecord is the record of generation, keeping the bucket stamp of prev
-// (the bucket outlives a generation change only if it is ours).
+// newRecord is the record of generation, keeping the bucket stamp and
+// intent of prev (the bucket outlives a generation change only if it is
+// ours).
 func newRecord(t events.TenantID, generation uint64, sagaID string, prev *record) *record {
 	r := &record{
 		Tenant: string(t), Generation: generation, SagaID: sagaID,
@@ -141,8 +166,22 @@ func newRecord(t events.TenantID, generation uint64, sagaID string, prev *record
 	}
 	if prev != nil {
 		r.BucketCreated = prev.BucketCreated
+		r.BucketIntent = prev.BucketIntent
 	}
 	return r
+}
+
+// withIntent is r claiming a bucket about to be created now: the intent
+// set, any stamp of an earlier bucket (which is gone) cleared.
+func (r *record) withIntent(now time.Time) *record {
+	c := *r
+	c.BucketCreated, c.BucketIntent = time.Time{}, now.UTC()
+	return &c
+}
+
+// intentPending reports whether r already claims a bucket not yet stamped.
+func (r *record) intentPending() bool {
+	return r.BucketCreated.IsZero() && !r.BucketIntent.IsZero()
 }
 
 // writeRecord writes r as the tenant's record.
@@ -255,18 +294,37 @@ func (s *Store) bucketCreation(ctx context.Context, bucket string) (time.Time, b
 
 // bucketOurs reports whether the tenant's existing bucket is tenantprov's:
 // stamped in the record, or — the window between MakeBucket and the stamp
-// — created after the record was written and either empty or tagged by
-// tenantprov for this tenant (a bucket made before the stamp existed).
+// — unstamped, created at or after the intent the record holds, and either
+// empty or tagged by tenantprov for this tenant. A record without an intent
+// (written before intents existed) counts its own write time as the intent.
 func (s *Store) bucketOurs(ctx context.Context, t events.TenantID, o observed) (bool, error) {
 	switch {
 	case !o.bucketExists || o.rec == nil:
 		return false, nil
 	case o.bucketStamped():
 		return true, nil
+	case o.bucketCreated.IsZero():
+		// MinIO lists the bucket without a creation date (seen under
+		// load, persistently: its bucket metadata was rewritten without
+		// the date and without the tags). The date cannot decide: a
+		// bucket the record stamped (the agent saw it made) is ours; one
+		// the record only intends is ours if empty or tagged by
+		// tenantprov for this tenant. Only an admin can create buckets,
+		// so a tenant cannot arrange this.
+		switch {
+		case !o.rec.BucketCreated.IsZero():
+			return true, nil
+		case o.rec.BucketIntent.IsZero():
+			return false, nil
+		}
 	case !o.rec.BucketCreated.IsZero():
 		return false, nil // the record names another bucket of this name
+	case !o.rec.BucketIntent.IsZero():
+		if o.bucketCreated.Before(o.rec.BucketIntent.Add(-intentMargin)) {
+			return false, nil // older than tenantprov's intent
+		}
 	case o.bucketCreated.Before(o.rec.written.Add(-clockSkew)):
-		return false, nil // older than tenantprov's intent
+		return false, nil // older than tenantprov's (legacy) record
 	}
 	empty, err := s.bucketEmpty(ctx, t.MinIOBucket())
 	if err != nil || empty {
@@ -294,7 +352,9 @@ func (s *Store) bucketOurs(ctx context.Context, t events.TenantID, o observed) (
 // stampBucket records the bucket's creation time in rec (and writes rec)
 // unless it already holds it.
 func (s *Store) stampBucket(ctx context.Context, rec *record, created time.Time) error {
-	if rec.BucketCreated.Equal(created) {
+	if rec.BucketCreated.Equal(created) || created.IsZero() {
+		// A bucket listed without a creation date is not stamped (the
+		// record keeps its claim: bucketOurs).
 		return nil
 	}
 	stamped := *rec

@@ -3,6 +3,7 @@ package miniostore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/minio/madmin-go/v3"
 	"github.com/minio/minio-go/v7"
@@ -99,10 +100,17 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 				t, ErrCredentialRetired))
 	}
 
-	// Record the intent, then create.
-	rec := o.rec
+	// Record the intent, then create: the record claims the bucket before
+	// MakeBucket, so that a Provision cut off before the stamp leaves a
+	// bucket that is still recognisably ours (owner.go).
+	rec, write := o.rec, false
 	if rec == nil || rec.Generation != req.Generation {
-		rec = newRecord(t, req.Generation, req.SagaID, o.rec)
+		rec, write = newRecord(t, req.Generation, req.SagaID, o.rec), true
+	}
+	if !o.bucketExists {
+		rec, write = rec.withIntent(time.Now()), true
+	}
+	if write {
 		if err := s.writeRecord(ctx, rec); err != nil {
 			return agent.ProvisionResponse{}, err
 		}
@@ -154,6 +162,16 @@ func (s *Store) provisionBucket(ctx context.Context, t events.TenantID, generati
 	name := t.MinIOBucket()
 	created := o.bucketCreated
 	if !o.bucketExists {
+		// The intent goes into the record before the bucket exists
+		// (Provision wrote it already; a caller that did not gets it
+		// written here).
+		if !rec.intentPending() {
+			claimed := rec.withIntent(time.Now())
+			if err := s.writeRecord(ctx, claimed); err != nil {
+				return err
+			}
+			*rec = *claimed
+		}
 		err := s.call(ctx, "bucket.make", func(ctx context.Context) error {
 			return s.s3.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: s.serverRegion()})
 		})
@@ -169,6 +187,11 @@ func (s *Store) provisionBucket(ctx context.Context, t events.TenantID, generati
 			return err
 		} else if !exists {
 			return fmt.Errorf("bucket %s missing right after it was created", name)
+		}
+	}
+	if s.beforeStamp != nil {
+		if err := s.beforeStamp(ctx); err != nil {
+			return err
 		}
 	}
 	if err := s.stampBucket(ctx, rec, created); err != nil {

@@ -53,6 +53,11 @@ type Store struct {
 	initMu   sync.Mutex
 	initDone bool
 	region   string
+
+	// beforeStamp, if set (tests only), runs in Provision after the bucket
+	// exists and before its creation time is stamped into the record: an
+	// error there is an agent cut off in that window.
+	beforeStamp func(ctx context.Context) error
 }
 
 // CallObserver receives the duration and outcome of every MinIO call the
