@@ -263,28 +263,11 @@ func bindTopology(ctx context.Context, role busauth.Role, js jetstream.JetStream
 	return nil
 }
 
-// EnsureTopology is what the topology owner does at start: topo.Ensure,
-// then the agent-locks and audit-anchors KV buckets when topo.Ensure has
-// not created them (only the owner may create them under the authenticated
-// bus; an existing bucket is never changed here).
+// EnsureTopology is what the topology owner (the orchestrator) does at
+// start: create or update every stream, KV bucket and the object store of
+// topo, the agent-locks and audit-anchors buckets included.
 func EnsureTopology(ctx context.Context, js jetstream.JetStream, topo events.Topology) error {
-	if err := topo.Ensure(ctx, js); err != nil {
-		return err
-	}
-	replicas := max(topo.Replicas, 1)
-	for _, b := range []string{events.KVAgentLocks, events.KVAuditAnchors} {
-		_, err := js.KeyValue(ctx, b)
-		if err == nil {
-			continue
-		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) {
-			return fmt.Errorf("kv %s: %w", b, err)
-		}
-		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: b, Storage: jetstream.FileStorage, Replicas: replicas}); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
-			return fmt.Errorf("create kv %s: %w", b, err)
-		}
-	}
-	return nil
+	return topo.Ensure(ctx, js)
 }
 
 func drain(nc *nats.Conn, timeout time.Duration, log *zap.Logger) {

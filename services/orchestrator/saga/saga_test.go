@@ -234,9 +234,13 @@ func newHarnessOn(t *testing.T, topo topology) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A fresh cluster may briefly report a peer offline for placement.
+	// A fresh cluster may briefly report a peer offline for placement, or
+	// lose a request while its leaders settle: each attempt is bounded so a
+	// lost answer is retried instead of waited on until the test's deadline.
 	for i := 0; ; i++ {
-		err := (events.Topology{Replicas: topo.replicas}).Ensure(ctx, js)
+		actx, acancel := context.WithTimeout(ctx, 15*time.Second)
+		err := (events.Topology{Replicas: topo.replicas}).Ensure(actx, js)
+		acancel()
 		if err == nil {
 			break
 		}
