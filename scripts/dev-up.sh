@@ -78,7 +78,7 @@ secret_of() { # secret_of NAME: a random secret kept in .dev/run/NAME (stable ac
 
 say "dependencies (Debian packages, pinned tools)"
 scripts/install-deps.sh
-scripts/tools.sh
+scripts/tools.sh --runtime
 bin="$root/bin"
 say "building the services, tenantctl and the Qdrant stand-in"
 mkdir -p "$bin"

@@ -17,12 +17,17 @@ tools=(
 	"nats-server github.com/nats-io/nats-server/v2@v2.15.2"
 	"nats github.com/nats-io/natscli/nats@v0.5.0"
 	"sops github.com/getsops/sops/v3/cmd/sops@v3.13.3"
-	# deploy/: the Helm chart test renders with the real helm, and the
-	# alerting rules are checked with promtool (each about 5 minutes to build
-	# on two cores, once per machine).
-	"helm helm.sh/helm/v3/cmd/helm@v3.22.0"
-	"promtool github.com/prometheus/prometheus/cmd/promtool@v0.316.0"
 )
+# --runtime: only what `make up` runs. Otherwise also what the tests of
+# deploy/ need: the Helm chart test renders with the real helm, and the
+# alerting rules are checked with promtool (each 5–10 minutes to build on
+# two cores, once per machine).
+if [ "${1:-}" != "--runtime" ]; then
+	tools+=(
+		"helm helm.sh/helm/v3/cmd/helm@v3.22.0"
+		"promtool github.com/prometheus/prometheus/cmd/promtool@v0.316.0"
+	)
+fi
 if [ "${1:-}" = "--with-lint" ]; then
 	tools+=("staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2")
 fi
