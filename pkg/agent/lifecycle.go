@@ -122,17 +122,7 @@ type ObserveResponse struct {
 	Repaired []Drift
 }
 
-// Drift is one difference between the store and what was provisioned. It
-// never holds a secret.
-type Drift struct {
-	// Kind is a stable, store-defined code, e.g. "grant_added",
-	// "marker_missing", "resource_missing", "credential_refused".
-	Kind string `json:"kind"`
-	// Resource names the resource concerned (database, bucket, user, …).
-	Resource string `json:"resource"`
-	// Detail says what differs, for a person.
-	Detail string `json:"detail,omitempty"`
-	// DataLost is true when repairing would mean recreating data that is
-	// gone; such drift is reported, never repaired automatically.
-	DataLost bool `json:"data_lost,omitempty"`
-}
+// Drift is one difference between the store and what was provisioned
+// (events.Drift, so that results carry it unchanged). It never holds a
+// secret.
+type Drift = events.Drift

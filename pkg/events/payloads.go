@@ -207,19 +207,20 @@ type TenantOutcomeEvent struct {
 // Validate checks the outcome and that a rejection or failure says why.
 func (m *TenantOutcomeEvent) Validate() error {
 	switch m.Outcome {
-	case TenantOutcomeProvisioned, TenantOutcomeDeprovisioned:
+	case TenantOutcomeProvisioned, TenantOutcomeDeprovisioned, TenantOutcomeRotated, TenantOutcomeRetired,
+		TenantOutcomeSuspended, TenantOutcomeResumed, TenantOutcomeRetained, TenantOutcomeRestored:
 		if err := checkTenant(m, m.TenantID); err != nil {
 			return err
 		}
 		if m.Generation == 0 {
 			return fieldErr(m, "generation", "required", nil)
 		}
-	case TenantOutcomeProvisionFailed:
+	case TenantOutcomeProvisionFailed, TenantOutcomeRotationFailed:
 		if err := checkTenant(m, m.TenantID); err != nil {
 			return err
 		}
 		if m.Reason == "" {
-			return fieldErr(m, "reason", "required for provision_failed", nil)
+			return fieldErr(m, "reason", "required for "+string(m.Outcome), nil)
 		}
 	case TenantOutcomeRejected:
 		if m.Reason == "" {
@@ -256,6 +257,17 @@ type StoreCommand struct {
 	// receives a provision command after its deadline answers
 	// provision_failed (reason "expired") without touching the store.
 	Deadline time.Time `json:"deadline"`
+
+	// Lifecycle actions (DESIGN.md §10). CredentialVersion is the
+	// credential version in use (rotate), to keep (retire) or expected
+	// current (observe); Version is the new one (rotate).
+	CredentialVersion int `json:"credential_version,omitempty"`
+	Version           int `json:"version,omitempty"`
+	// GraceSeconds is how long the old credential is meant to keep
+	// working after a rotate (stores with their own expiry use it).
+	GraceSeconds int64 `json:"grace_seconds,omitempty"`
+	// Repair asks an observe to repair grants and markers.
+	Repair bool `json:"repair,omitempty"`
 }
 
 // Validate checks every field; all are required except Attempt.
@@ -286,6 +298,19 @@ func (m *StoreCommand) Validate() error {
 	}
 	if m.Deadline.IsZero() {
 		return fieldErr(m, "deadline", "required", nil)
+	}
+	switch m.Action {
+	case ActionRotate:
+		if m.CredentialVersion < 1 || m.Version <= m.CredentialVersion {
+			return fieldErr(m, "version", fmt.Sprintf("rotate needs credential_version >= 1 and version > credential_version (got %d, %d)", m.CredentialVersion, m.Version), nil)
+		}
+	case ActionRetire:
+		if m.CredentialVersion < 1 {
+			return fieldErr(m, "credential_version", "retire needs the version to keep (>= 1)", nil)
+		}
+	}
+	if m.CredentialVersion < 0 || m.Version < 0 || m.GraceSeconds < 0 {
+		return fieldErr(m, "credential_version", "negative", nil)
 	}
 	return nil
 }
@@ -356,6 +381,15 @@ type StoreResult struct {
 	Warnings      []string  `json:"warnings,omitempty"`
 	DurationMS    int64     `json:"duration_ms"`
 	CompletedAt   time.Time `json:"completed_at"`
+
+	// Lifecycle results (DESIGN.md §10). CredentialVersion is the version
+	// of Credential (rotated) or the version kept (retired); Retired lists
+	// the versions a retire revoked and confirmed refused; Drift and
+	// Repaired are what an observe found and repaired.
+	CredentialVersion int     `json:"credential_version,omitempty"`
+	Retired           []int   `json:"retired,omitempty"`
+	Drift             []Drift `json:"drift,omitempty"`
+	Repaired          []Drift `json:"repaired,omitempty"`
 }
 
 // Validate checks identity fields, that a success carries what the
@@ -377,23 +411,27 @@ func (m *StoreResult) Validate() error {
 		return fieldErr(m, "outcome", fmt.Sprintf("unknown outcome %q", Truncate(string(m.Outcome), 64)), nil)
 	}
 	switch m.Outcome {
-	case OutcomeProvisioned:
+	case OutcomeProvisioned, OutcomeRotated:
+		if m.Outcome == OutcomeRotated && m.CredentialVersion < 2 {
+			return fieldErr(m, "credential_version", "required for rotated (>= 2)", nil)
+		}
 		if m.Credential == "" {
-			return fieldErr(m, "credential", "required for provisioned", nil)
+			return fieldErr(m, "credential", "required for "+string(m.Outcome), nil)
 		}
 		if !bytes.HasPrefix([]byte(m.Credential), []byte("-----BEGIN AGE ENCRYPTED FILE-----")) {
 			return fieldErr(m, "credential", "must be an armored age ciphertext", nil)
 		}
 		if m.Verification == nil {
-			return fieldErr(m, "verification", "required for provisioned", nil)
+			return fieldErr(m, "verification", "required for "+string(m.Outcome), nil)
 		}
 		if m.CredentialID == "" {
-			return fieldErr(m, "credential_id", "required for provisioned", nil)
+			return fieldErr(m, "credential_id", "required for "+string(m.Outcome), nil)
 		}
 		if err := checkText(m, "credential_id", m.CredentialID, 64); err != nil {
 			return err
 		}
-	case OutcomeProvisionFailed, OutcomeDeprovisionFailed:
+	case OutcomeProvisionFailed, OutcomeDeprovisionFailed, OutcomeRotateFailed, OutcomeRetireFailed,
+		OutcomeSuspendFailed, OutcomeResumeFailed, OutcomeObserveFailed:
 		if m.Reason == "" {
 			return fieldErr(m, "reason", "required for a failure", nil)
 		}

@@ -22,7 +22,12 @@ const (
 
 // InFlight reports whether a saga is running for a tenant in state s.
 func (s TenantState) InFlight() bool {
-	return s == TenantProvisioning || s == TenantRollingBack || s == TenantDeprovisioning
+	switch s {
+	case TenantProvisioning, TenantRollingBack, TenantDeprovisioning,
+		TenantRotating, TenantSuspending, TenantResuming, TenantRetaining, TenantRestoring:
+		return true
+	}
+	return false
 }
 
 // Terminal reports whether s ends a generation (a new request starts a new
@@ -86,6 +91,11 @@ type StoreStatus struct {
 	// last one applied. A result that is not newer is never applied.
 	ResultAttempt int    `json:"result_attempt,omitempty"`
 	Run           uint64 `json:"run,omitempty"`
+	// CredentialVersion is the version of the credential the sealed file
+	// holds for this store (1 after provisioning; each rotation adds one).
+	CredentialVersion int `json:"credential_version,omitempty"`
+	// Observation is the last observation of this store's slice (drift).
+	Observation *Observation `json:"observation,omitempty"`
 }
 
 // PastGeneration is what the registry keeps of an earlier generation of a
@@ -202,7 +212,8 @@ func (m *TenantRecord) Validate() error {
 		return err
 	}
 	switch m.State {
-	case TenantProvisioning, TenantActive, TenantRollingBack, TenantFailed, TenantDeprovisioning, TenantDeprovisioned:
+	case TenantProvisioning, TenantActive, TenantRollingBack, TenantFailed, TenantDeprovisioning, TenantDeprovisioned,
+		TenantRotating, TenantSuspending, TenantSuspended, TenantResuming, TenantRetaining, TenantRetained, TenantRestoring:
 	default:
 		return fieldErr(m, "state", fmt.Sprintf("unknown state %q", Truncate(string(m.State), 64)), nil)
 	}

@@ -40,7 +40,9 @@ const (
 )
 
 // Valid reports whether a is a known action.
-func (a Action) Valid() bool { return a == ActionProvision || a == ActionDeprovision }
+func (a Action) Valid() bool {
+	return a == ActionProvision || a == ActionDeprovision || a.Lifecycle()
+}
 
 // Outcome is what a store agent reports back.
 type Outcome string
@@ -59,6 +61,11 @@ func (o Outcome) Valid() bool {
 	case OutcomeProvisioned, OutcomeProvisionFailed, OutcomeDeprovisioned, OutcomeDeprovisionFailed:
 		return true
 	}
+	for _, pair := range lifecycleActions {
+		if o == pair[0] || o == pair[1] {
+			return true
+		}
+	}
 	return false
 }
 
@@ -67,11 +74,16 @@ func (o Outcome) Action() Action {
 	if o == OutcomeDeprovisioned || o == OutcomeDeprovisionFailed {
 		return ActionDeprovision
 	}
+	for a, pair := range lifecycleActions {
+		if o == pair[0] || o == pair[1] {
+			return a
+		}
+	}
 	return ActionProvision
 }
 
 // Succeeded reports whether o is a success outcome.
-func (o Outcome) Succeeded() bool { return o == OutcomeProvisioned || o == OutcomeDeprovisioned }
+func (o Outcome) Succeeded() bool { return o.Action().SuccessOutcome() == o }
 
 // Outcomes of a tenant saga, published by the orchestrator on tenant.<outcome>.
 const (

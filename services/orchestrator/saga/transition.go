@@ -160,6 +160,10 @@ func (t *step) provisionRequested(ev Event) Decision {
 			return Decision{Note: "tenant is " + string(rec.State) + ": nothing to do"}
 		case events.TenantRollingBack, events.TenantDeprovisioning:
 			return Decision{RejectRequest: fmt.Sprintf("tenant %s is %s; request again after it settles", rec.TenantID, rec.State)}
+		case events.TenantRotating, events.TenantSuspending, events.TenantSuspended, events.TenantResuming, events.TenantRestoring:
+			return Decision{Note: "tenant is " + string(rec.State) + ": it exists; nothing to do"}
+		case events.TenantRetaining, events.TenantRetained:
+			return Decision{RejectRequest: fmt.Sprintf("tenant %s is %s: its data is kept for restore; send tenant.restore.requested, or wait for the purge", rec.TenantID, rec.State)}
 		case events.TenantFailed:
 			if req.RequestID != "" && req.RequestID == rec.RequestID {
 				return Decision{Note: "request " + req.RequestID + " already ended in failure"}
@@ -237,6 +241,12 @@ func (t *step) result(ev Event) Decision {
 	}
 	if ev.SubjectStore != res.Store {
 		return reject(rejectStore, "published on %s's subject but names store %s", ev.SubjectStore, res.Store)
+	}
+	switch a := res.Outcome.Action(); {
+	case a == events.ActionObserve:
+		return t.observed(ev)
+	case a.Lifecycle():
+		return t.lifecycleResult(ev)
 	}
 	if rec == nil {
 		return reject(rejectTenant, "no saga for tenant %s", res.TenantID)
