@@ -161,7 +161,7 @@ func (r *runtime) rotateFailure(ctx context.Context, lc lifecycleCalls, id ident
 	}
 	if err := r.removeNewCredential(ctx, lc, tenant, cmd); err != nil {
 		v.reply.Warnings = append(v.reply.Warnings, errorText(fmt.Errorf(
-			"the new credential version %d may still exist: removing it (retire keeping version %d) failed: %w", cmd.Version, cmd.CredentialVersion, err)))
+			"removing whatever exists of the new credential version %d (retire keeping version %d) failed: %w", cmd.Version, cmd.CredentialVersion, err)))
 	}
 	return v
 }

@@ -46,6 +46,10 @@ type LifecycleAgentHarness struct {
 //     Breakage) is reported by observe, repaired by observe with repair;
 //     an observe of a tenant never provisioned is answered observed, with
 //     drift.
+//   - RotateFailingVerification: with the first repairable Breakage made
+//     (an isolation check fails), a rotate is answered rotate_failed
+//     (verification_failed, with the checks): the old credential still
+//     works and the new one Rotate made was removed again.
 //   - ExpiredRotate: a rotate received after its deadline is answered
 //     rotate_failed (expired); Rotate was never called and the tenant still
 //     has exactly its one credential.
@@ -66,6 +70,7 @@ func RunLifecycleAgent(t *testing.T, newHarness func(t *testing.T) *LifecycleAge
 		{"RotateRetire", testAgentRotateRetire},
 		{"SuspendResume", testAgentSuspendResume},
 		{"Observe", testAgentObserve},
+		{"RotateFailingVerification", testAgentRotateFailingVerification},
 		{"ExpiredRotate", testAgentExpiredRotate},
 		{"InvalidRotate", testAgentInvalidRotate},
 		{"KilledDuringRotate/InVerify", func(t *testing.T, l *lifeRun) { testAgentKilledDuringRotate(t, l, "verify") }},
@@ -226,16 +231,7 @@ func testAgentSuspendResume(t *testing.T, l *lifeRun) {
 }
 
 func testAgentObserve(t *testing.T, l *lifeRun) {
-	var b *Breakage
-	for i := range l.h.Breakages {
-		if l.h.Breakages[i].Repairable {
-			b = &l.h.Breakages[i]
-			break
-		}
-	}
-	if b == nil {
-		t.Fatal("storetest: Observe needs a repairable Breakage")
-	}
+	b := l.repairable(t)
 	observe := func(tenant events.TenantID, repair bool, attempt int) Result {
 		t.Helper()
 		r := l.run(t, l.command(tenant, events.ActionObserve, attempt, func(c *events.StoreCommand) { c.CredentialVersion, c.Repair = 1, repair }))
@@ -269,6 +265,41 @@ func testAgentObserve(t *testing.T, l *lifeRun) {
 		t.Errorf("observe of a tenant the store never saw reports no drift")
 	}
 	t.Logf("observe of a tenant never provisioned: %s", driftText(r.Drift))
+}
+
+func testAgentRotateFailingVerification(t *testing.T, l *lifeRun) {
+	b := l.repairable(t)
+	tenant := l.tenant(t, "rvf")
+	v1 := l.provision(t, tenant)
+	if err := b.Break(l.ctx, tenant, v1); err != nil {
+		t.Fatalf("break %q: %v", b.Name, err)
+	}
+	r := l.run(t, l.command(tenant, events.ActionRotate, 0, func(c *events.StoreCommand) { c.CredentialVersion, c.Version, c.GraceSeconds = 1, 2, 3600 }))
+	l.want(t, r, events.OutcomeRotateFailed)
+	if r.Reason != events.ReasonVerifyFailed || r.Verification == nil || r.Verification.Passed || r.Credential != "" {
+		t.Fatalf("after %q: reason %q, verification %+v, credential sent: %v; want verification_failed with the failed checks and no credential",
+			b.Name, r.Reason, r.Verification, r.Credential != "")
+	}
+	if n := l.rec.count("retire"); n != 1 {
+		t.Errorf("Retire called %d times, want once (to remove the new credential)", n)
+	}
+	rotated := l.rec.rotated()
+	if len(rotated) != 1 {
+		t.Fatalf("Rotate returned %d credentials, want 1", len(rotated))
+	}
+	l.refused(t, tenant, rotated[0], "after rotate_failed, the unverified credential version 2")
+	l.ownAccess(t, tenant, v1, "after rotate_failed, credential version 1")
+}
+
+func (l *lifeRun) repairable(t *testing.T) *Breakage {
+	t.Helper()
+	for i := range l.h.Breakages {
+		if l.h.Breakages[i].Repairable {
+			return &l.h.Breakages[i]
+		}
+	}
+	t.Fatal("storetest: the harness needs a repairable Breakage")
+	return nil
 }
 
 func testAgentExpiredRotate(t *testing.T, l *lifeRun) {
