@@ -28,6 +28,10 @@ type LifecycleAgentHarness struct {
 	// DataIntact reads it back with cred and returns nil if it is there.
 	PutData    func(ctx context.Context, tenant events.TenantID, cred agent.Credential) error
 	DataIntact func(ctx context.Context, tenant events.TenantID, cred agent.Credential) error
+	// FailVerify are drifts the store's Verify catches with a freshly
+	// rotated credential, tried (before the repairable Breakages) by
+	// RotateFailingVerification. Optional.
+	FailVerify []Breakage
 }
 
 // RunLifecycleAgent drives the lifecycle commands (DESIGN.md §10) through
@@ -46,8 +50,8 @@ type LifecycleAgentHarness struct {
 //     Breakage) is reported by observe, repaired by observe with repair;
 //     an observe of a tenant never provisioned is answered observed, with
 //     drift.
-//   - RotateFailingVerification: with the first repairable Breakage made
-//     (an isolation check fails), a rotate is answered rotate_failed
+//   - RotateFailingVerification: with the first repairable Breakage that
+//     Verify catches made, a rotate is answered rotate_failed
 //     (verification_failed, with the checks): the old credential still
 //     works and the new one Rotate made was removed again.
 //   - ExpiredRotate: a rotate received after its deadline is answered
@@ -268,27 +272,42 @@ func testAgentObserve(t *testing.T, l *lifeRun) {
 }
 
 func testAgentRotateFailingVerification(t *testing.T, l *lifeRun) {
-	b := l.repairable(t)
-	tenant := l.tenant(t, "rvf")
-	v1 := l.provision(t, tenant)
-	if err := b.Break(l.ctx, tenant, v1); err != nil {
-		t.Fatalf("break %q: %v", b.Name, err)
+	// The first repairable Breakage that the store's Verify catches; the
+	// others (Observe catches them, Verify need not) rotate normally.
+	for i, b := range append(append([]Breakage(nil), l.h.FailVerify...), l.h.Breakages...) {
+		if !b.Repairable {
+			continue
+		}
+		tenant := l.tenant(t, fmt.Sprintf("rvf%d", i))
+		v1 := l.provision(t, tenant)
+		if err := b.Break(l.ctx, tenant, v1); err != nil {
+			t.Fatalf("break %q: %v", b.Name, err)
+		}
+		before := len(l.rec.rotated())
+		retires := l.rec.count("retire")
+		r := l.run(t, l.command(tenant, events.ActionRotate, 0, func(c *events.StoreCommand) { c.CredentialVersion, c.Version, c.GraceSeconds = 1, 2, 3600 }))
+		if r.Outcome == events.OutcomeRotated {
+			t.Logf("with %q the new credential passes Verify: rotated", b.Name)
+			continue
+		}
+		l.want(t, r, events.OutcomeRotateFailed)
+		if r.Reason != events.ReasonVerifyFailed || r.Verification == nil || r.Verification.Passed || r.Credential != "" {
+			t.Fatalf("after %q: reason %q (%s), verification %+v, credential sent: %v; want verification_failed with the failed checks and no credential",
+				b.Name, r.Reason, r.Error, r.Verification, r.Credential != "")
+		}
+		if n := l.rec.count("retire") - retires; n != 1 {
+			t.Errorf("Retire called %d times, want once (to remove the new credential)", n)
+		}
+		rotated := l.rec.rotated()
+		if len(rotated) != before+1 {
+			t.Fatalf("Rotate returned %d credentials, want 1", len(rotated)-before)
+		}
+		l.refused(t, tenant, rotated[before], "after rotate_failed, the unverified credential version 2")
+		l.ownAccess(t, tenant, v1, "after rotate_failed, credential version 1")
+		t.Logf("with %q: rotate_failed (verification_failed), the new credential removed", b.Name)
+		return
 	}
-	r := l.run(t, l.command(tenant, events.ActionRotate, 0, func(c *events.StoreCommand) { c.CredentialVersion, c.Version, c.GraceSeconds = 1, 2, 3600 }))
-	l.want(t, r, events.OutcomeRotateFailed)
-	if r.Reason != events.ReasonVerifyFailed || r.Verification == nil || r.Verification.Passed || r.Credential != "" {
-		t.Fatalf("after %q: reason %q, verification %+v, credential sent: %v; want verification_failed with the failed checks and no credential",
-			b.Name, r.Reason, r.Verification, r.Credential != "")
-	}
-	if n := l.rec.count("retire"); n != 1 {
-		t.Errorf("Retire called %d times, want once (to remove the new credential)", n)
-	}
-	rotated := l.rec.rotated()
-	if len(rotated) != 1 {
-		t.Fatalf("Rotate returned %d credentials, want 1", len(rotated))
-	}
-	l.refused(t, tenant, rotated[0], "after rotate_failed, the unverified credential version 2")
-	l.ownAccess(t, tenant, v1, "after rotate_failed, credential version 1")
+	t.Fatal("no repairable Breakage made the new credential fail Verify; the harness needs one that Verify catches")
 }
 
 func (l *lifeRun) repairable(t *testing.T) *Breakage {
