@@ -364,6 +364,28 @@ func testAgentInvalidRotate(t *testing.T, l *lifeRun) {
 	if got := l.rec.total(); got != calls {
 		t.Errorf("an invalid rotate made %d store calls", got-calls)
 	}
+	// Terminated, not handed back: nothing pending, nothing redelivered.
+	for {
+		c, err := l.a.JS.Consumer(l.ctx, events.StreamStoreCommands, events.AgentConsumer(l.a.Kind))
+		if err != nil {
+			t.Fatalf("agent consumer: %v", err)
+		}
+		ci, err := c.Info(l.ctx)
+		if err != nil {
+			t.Fatalf("agent consumer info: %v", err)
+		}
+		if ci.NumRedelivered != 0 {
+			t.Fatalf("the invalid rotate was redelivered (%d redelivered)", ci.NumRedelivered)
+		}
+		if ci.NumAckPending == 0 && ci.NumPending == 0 {
+			break
+		}
+		select {
+		case <-l.ctx.Done():
+			t.Fatalf("the invalid rotate is still pending: %d pending ack", ci.NumAckPending)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	l.ownAccess(t, tenant, v1, "after an invalid rotate, credential version 1")
 }
 
