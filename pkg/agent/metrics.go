@@ -66,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricCommandsTotal,
-			Help: "Store commands handled, by store, action and outcome (provisioned, provision_failed, deprovisioned, deprovision_failed, retried, dropped, publish_failed, interrupted, locked).",
+			Help: "Store commands handled, by store, action (provision, deprovision, rotate, retire, suspend, resume, observe) and outcome (the result's outcome, e.g. provisioned, rotate_failed, observed; or retried, dropped, publish_failed, interrupted, locked).",
 		}, []string{"store", "action", "outcome"}),
 		commandDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    MetricCommandDuration,
@@ -75,7 +75,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"store", "action"}),
 		storeCalls: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    MetricStoreCallDuration,
-			Help:    "Duration of calls into the store implementation, by call (provision, verify, deprovision).",
+			Help:    "Duration of calls into the store implementation, by call (provision, verify, deprovision, rotate, retire, suspend, resume, observe).",
 			Buckets: durationBuckets,
 		}, []string{"store", "call"}),
 		storeCallErrors: prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -72,6 +72,10 @@ const (
 //     headers;
 //   - a provision that arrives after its deadline is answered
 //     provision_failed (reason "expired") without touching the store;
+//   - a lifecycle command (rotate, retire, suspend, resume, observe) is
+//     run like a provision — deadline, lock, retries, Run — by
+//     lifecycle_run.go; one whose store does not implement the interface is
+//     answered <action>_failed, reason "unsupported";
 //   - a provision generates a fresh credential (secret.Generate), calls
 //     Provision then Verify, and answers provisioned only if every check,
 //     including all of RequiredChecks, passed; the credential leaves the
@@ -494,16 +498,16 @@ func (r *runtime) logOutcome(id ident, v verdict, label string, delivery uint64,
 	if v.reply != nil && v.reply.CredentialID != "" {
 		fields = append(fields, zap.String("credential_id", v.reply.CredentialID))
 	}
-	switch label {
-	case string(events.OutcomeProvisioned), string(events.OutcomeDeprovisioned):
+	switch o := events.Outcome(label); {
+	case o.Valid() && o.Succeeded():
 		r.log.Info("command done", fields...)
-	case OutcomeRetried:
+	case label == OutcomeRetried:
 		r.log.Warn("command failed; will be redelivered", append(fields, zap.Duration("retry_in", v.delay))...)
-	case OutcomeLocked:
+	case label == OutcomeLocked:
 		r.log.Info("tenant locked by another command; handed back", append(fields, zap.Duration("retry_in", v.delay))...)
-	case OutcomeInterrupted:
+	case label == OutcomeInterrupted:
 		r.log.Warn("command interrupted; handed back for redelivery", fields...)
-	case OutcomePublishFailed:
+	case label == OutcomePublishFailed:
 		r.log.Error("reply not published; command will be redelivered", fields...)
 	default:
 		r.log.Warn("command failed", fields...)
@@ -612,14 +616,14 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 	if err != nil { // DecodeStoreCommand validated it; kept for safety
 		return r.fail(id, events.ReasonInvalid, errorText(err))
 	}
-	if cmd.Action != events.ActionProvision && cmd.Action != events.ActionDeprovision {
+	if !cmd.Action.Valid() {
 		return r.fail(id, events.ReasonInvalid, fmt.Sprintf("unknown action %q", cmd.Action))
 	}
-	// A provision never touches the store after its deadline: the saga has
-	// given up on it by then and compensates. A deprovision (compensation
-	// included) is bound only by CommandTimeout.
+	// A provision (or a lifecycle command, lifecycle_run.go) never touches
+	// the store after its deadline: the saga has given up on it by then. A
+	// deprovision (compensation included) is bound only by CommandTimeout.
 	ctx := d.ctx
-	if cmd.Action == events.ActionProvision {
+	if deadlineBound(cmd.Action) {
 		if r.now().After(cmd.Deadline) {
 			return r.expired(id, cmd, delivery, "")
 		}
@@ -635,7 +639,7 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 		switch {
 		case errors.Is(err, errShuttingDown):
 			return verdict{settle: settleNak, reason: "interrupted", err: errorText(err), label: OutcomeInterrupted}
-		case cmd.Action == events.ActionProvision && r.now().After(cmd.Deadline):
+		case deadlineBound(cmd.Action) && r.now().After(cmd.Deadline):
 			return r.expired(id, cmd, delivery, " while waiting for the tenant's lock")
 		}
 		// Held elsewhere for longer than lockWait (or the bucket is
@@ -658,6 +662,9 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 
 	if cmd.Action == events.ActionProvision {
 		return r.provision(ctx, id, tenant, cmd, delivery)
+	}
+	if cmd.Action.Lifecycle() {
+		return r.lifecycle(ctx, id, tenant, cmd, delivery)
 	}
 	return r.deprovision(ctx, id, tenant, cmd, delivery)
 }
@@ -808,7 +815,7 @@ func (r *runtime) storeFailure(ctx context.Context, id ident, cmd *events.StoreC
 		return r.fail(id, events.ReasonStoreError, events.Truncate(fmt.Sprintf("%s (gave up after %d deliveries, AGENT_MAX_DELIVER=%d)", text, delivery, r.cfg.MaxDeliver), maxErrorText))
 	}
 	delay := r.retryDelay(delivery)
-	if cmd.Action == events.ActionProvision {
+	if deadlineBound(cmd.Action) {
 		left := cmd.Deadline.Sub(r.now())
 		if left <= 0 {
 			return r.fail(id, events.ReasonStoreError, events.Truncate(text+" (deadline passed; not retried)", maxErrorText))
@@ -962,8 +969,8 @@ func completeChecks(checks []events.Check) []events.Check {
 }
 
 func failedOutcome(a events.Action) events.Outcome {
-	if a == events.ActionDeprovision {
-		return events.OutcomeDeprovisionFailed
+	if a.Valid() {
+		return a.FailureOutcome()
 	}
 	return events.OutcomeProvisionFailed
 }

@@ -479,7 +479,10 @@ func TestInvalidCommands(t *testing.T) {
 		{"missing deadline", "store.cmd.redis.provision", []byte(`{"tenant_id":"acme","generation":2,"saga_id":"s","store":"redis","action":"provision","issued_at":"2024-01-01T00:00:00Z"}`), true},
 		{"other store", "store.cmd.redis.provision", valid(func(c *events.StoreCommand) { c.Store = events.StorePostgres }), true},
 		{"action differs from subject", "store.cmd.redis.deprovision", valid(), true},
-		{"unknown action", "store.cmd.redis.rotate", []byte(`{"tenant_id":"acme","generation":2,"saga_id":"s","store":"redis","action":"rotate"}`), false},
+		{"unknown action", "store.cmd.redis.frobnicate", []byte(`{"tenant_id":"acme","generation":2,"saga_id":"s","store":"redis","action":"frobnicate"}`), false},
+		// A lifecycle command missing its deadline is answered with its own
+		// failure outcome (rotate_failed), not provision_failed.
+		{"lifecycle command without deadline", "store.cmd.redis.rotate", []byte(`{"tenant_id":"acme","generation":2,"saga_id":"s","store":"redis","action":"rotate"}`), true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -501,6 +504,9 @@ func TestInvalidCommands(t *testing.T) {
 			res, _ := h.reply(t)
 			if res.Reason != events.ReasonInvalid || res.TenantID != "acme" || res.Error == "" {
 				t.Errorf("result %+v", res)
+			}
+			if want := subjectAction(tc.subject).FailureOutcome(); res.Outcome != want {
+				t.Errorf("outcome %s, want %s", res.Outcome, want)
 			}
 		})
 	}
