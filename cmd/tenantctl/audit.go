@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	neturl "net/url"
 	"os"
 	"regexp"
@@ -90,25 +91,28 @@ end or a chain recomputed by whoever can disable the table's triggers.`,
 			if err != nil {
 				return fail(exitFailed, "list audit events: %v", err)
 			}
-			if g.json {
-				return g.printJSON(page.Records)
+			recs := page.Records
+			if recs == nil {
+				recs = []auditlog.Record{} // -o json: [] when there is none
 			}
-			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tOCCURRED\tTYPE\tTENANT\tGEN\tSTORE\tACTOR\tDETAILS")
-			for _, r := range page.Records {
-				details := string(r.Details)
-				if len(details) > 120 {
-					details = details[:117] + "..."
+			return g.emit(recs, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SEQ\tOCCURRED\tTYPE\tTENANT\tGEN\tSTORE\tACTOR\tDETAILS")
+				for _, r := range recs {
+					details := string(r.Details)
+					if len(details) > 120 {
+						details = details[:117] + "..."
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Seq, r.OccurredAt.Format(time.RFC3339), r.Type, r.TenantID, r.Generation, dash(string(r.Store)), r.Actor, details)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Seq, r.OccurredAt.Format(time.RFC3339), r.Type, r.TenantID, r.Generation, dash(string(r.Store)), r.Actor, details)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if page.Next != 0 {
-				fmt.Fprintf(g.stderr, "(more: raise --limit, or narrow with --tenant/--type/--since)\n")
-			}
-			return nil
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				if page.Next != 0 {
+					fmt.Fprintf(g.stderr, "(more: raise --limit, or narrow with --tenant/--type/--since)\n")
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&tenant, "tenant", "", "only events of this tenant")

@@ -6,11 +6,13 @@
 // Exit codes: 0 success; 1 the operation failed (e.g. the tenant was rolled
 // back); 2 bad usage or invalid input; 3 timed out waiting; 4 not found;
 // 5 a dependency (NATS, PostgreSQL) could not be reached.
+//
+// Output: text for people by default; --output json (-o json) on every
+// command prints JSON instead, and errors as JSON on stderr (output.go).
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -49,16 +51,11 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRoot(stdout, stderr)
+	root, g := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "tenantctl: %v\n", err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	return exitUsage // cobra's own errors are usage errors
+	return g.report(err)
 }
