@@ -222,7 +222,7 @@ func (g *globals) watch(ctx context.Context, c *conn, tenant string) error {
 		}
 		defer sub.Unsubscribe()
 	}
-	if err := c.nc.FlushWithContext(ctx); err != nil {
+	if err := c.nc.FlushTimeout(g.timeout); err != nil {
 		return fail(exitUnavailable, "subscribe to outcomes: %v", err)
 	}
 	key := tenant
@@ -281,6 +281,6 @@ func entryEvents(prev map[string]*events.TenantRecord, e jetstream.KeyValueEntry
 // printEvent prints one watch line.
 func (g *globals) printEvent(e tenantEvent) error {
 	return g.line(e, func(w io.Writer) {
-		fmt.Fprintf(w, "%s  %-12s %-8s %s\n", e.Time.Local().Format("15:04:05.000"), printable(e.TenantID), e.Kind, e.describe())
+		fmt.Fprintf(w, "%s  %-12s %-8s %s\n", e.Time.Local().Format("15:04:05.000"), printable(e.TenantID), e.Kind, strings.TrimLeft(e.describe(), " "))
 	})
 }
