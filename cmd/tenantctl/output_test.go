@@ -14,7 +14,6 @@ import (
 	"filippo.io/age"
 
 	"github.com/tenantprov/tenantprov/pkg/auditlog"
-
 	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/testkit"
 )
