@@ -57,5 +57,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
+	if !g.json && askedForJSON(args) {
+		// The error came before the flags were read (an unknown command
+		// or flag): it is still reported as asked.
+		g.json = true
+	}
 	return g.report(err)
+}
+
+// askedForJSON reports whether args ask for -o json, for errors that come
+// before cobra has parsed the flags.
+func askedForJSON(args []string) bool {
+	for i, a := range args {
+		if a == "--" {
+			return false
+		}
+		switch a {
+		case "--json", "--output=json", "-o=json", "-ojson":
+			return true
+		case "-o", "--output":
+			if i+1 < len(args) && args[i+1] == outputJSON {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -221,6 +221,9 @@ func TestOutputJSON(t *testing.T) {
 			{[]string{"provision", "Bad_ID"}, exitUsage, "usage"},
 			{[]string{"watch", "a1", "b2"}, exitUsage, "usage"},
 			{[]string{"status", "acme", "--nats-url", "nats://127.0.0.1:1"}, exitUnavailable, "unavailable"},
+			// Before cobra reads the flags: still JSON.
+			{[]string{"nonsense"}, exitUsage, "usage"},
+			{[]string{"status", "--bogus"}, exitUsage, "usage"},
 		} {
 			code, out, errOut := tenantctl(t, append([]string{"-o", "json"}, c.args...)...)
 			e := jsonError(t, strings.Join(c.args, " "), errOut)
