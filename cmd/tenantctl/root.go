@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +21,8 @@ type globals struct {
 	stdout  io.Writer
 	stderr  io.Writer
 }
+
+var traverseHooks sync.Once
 
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {
@@ -69,8 +72,8 @@ PostgreSQL unreachable.`,
 	pf.BoolVar(&g.json, "json", false, "same as --output json")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.resolveOutput() }
 	// A subcommand with its own persistent hook still gets the output
-	// format resolved by the root's.
-	cobra.EnableTraverseRunHooks = true
+	// format resolved by the root's (a cobra global: set once).
+	traverseHooks.Do(func() { cobra.EnableTraverseRunHooks = true })
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for NATS and for --wait")
 	root.AddCommand(newKeysCmd(g), newProvisionCmd(g), newDeprovisionCmd(g), newStatusCmd(g), newListCmd(g), newSecretsCmd(g), newAuditCmd(g), newBusCmd(g), newDoctorCmd(g), newWatchCmd(g))
 	return root, g
