@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	neturl "net/url"
 	"os"
 	"regexp"
@@ -90,25 +91,28 @@ end or a chain recomputed by whoever can disable the table's triggers.`,
 			if err != nil {
 				return fail(exitFailed, "list audit events: %v", err)
 			}
-			if g.json {
-				return g.printJSON(page.Records)
+			recs := page.Records
+			if recs == nil {
+				recs = []auditlog.Record{} // -o json: [] when there is none
 			}
-			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SEQ\tOCCURRED\tTYPE\tTENANT\tGEN\tSTORE\tACTOR\tDETAILS")
-			for _, r := range page.Records {
-				details := string(r.Details)
-				if len(details) > 120 {
-					details = details[:117] + "..."
+			return g.emit(auditRows(recs), func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SEQ\tOCCURRED\tTYPE\tTENANT\tGEN\tSTORE\tACTOR\tDETAILS")
+				for _, r := range recs {
+					details := string(r.Details)
+					if len(details) > 120 {
+						details = details[:117] + "..."
+					}
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Seq, r.OccurredAt.Format(time.RFC3339), r.Type, r.TenantID, r.Generation, dash(string(r.Store)), r.Actor, details)
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Seq, r.OccurredAt.Format(time.RFC3339), r.Type, r.TenantID, r.Generation, dash(string(r.Store)), r.Actor, details)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if page.Next != 0 {
-				fmt.Fprintf(g.stderr, "(more: raise --limit, or narrow with --tenant/--type/--since)\n")
-			}
-			return nil
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				if page.Next != 0 {
+					fmt.Fprintf(g.stderr, "(more: raise --limit, or narrow with --tenant/--type/--since)\n")
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&tenant, "tenant", "", "only events of this tenant")
@@ -189,20 +193,12 @@ func (g *globals) readAnchors(ctx context.Context) ([]auditlog.Anchor, error) {
 	return anchors, nil
 }
 
-// auditVerification is what `audit --verify --json` prints.
-type auditVerification struct {
-	OK      bool                   `json:"ok"`
-	Chain   auditlog.VerifyReport  `json:"chain"`
-	Anchors *auditlog.AnchorReport `json:"anchors,omitempty"`
-	Problem string                 `json:"problem,omitempty"`
-}
-
 func (g *globals) verifyAudit(ctx context.Context, conn *pgx.Conn, anchors []auditlog.Anchor, withAnchors bool) error {
 	rep, err := auditlog.Verify(ctx, conn)
 	if err != nil {
 		return fail(exitFailed, "verify: %v", err)
 	}
-	out := auditVerification{Chain: rep}
+	out := auditVerification{Chain: newChainReport(rep)}
 	switch {
 	case rep.Break != nil:
 		out.Problem = fmt.Sprintf("audit chain BROKEN at seq %d (event %s): %s — %s", rep.Break.Seq, rep.Break.EventID, rep.Break.Problem, rep.Break.Detail)
@@ -211,7 +207,7 @@ func (g *globals) verifyAudit(ctx context.Context, conn *pgx.Conn, anchors []aud
 		if err != nil {
 			return fail(exitFailed, "verify anchors: %v", err)
 		}
-		out.Anchors = &arep
+		out.Anchors = newAnchorReport(arep)
 		switch {
 		case !arep.OK():
 			var lines []string
@@ -243,7 +239,7 @@ func (g *globals) verifyAudit(ctx context.Context, conn *pgx.Conn, anchors []aud
 	}
 	if a := out.Anchors; a != nil && a.Latest != nil {
 		fmt.Fprintf(g.stdout, "anchors agree: %d checked; latest seq %d anchored %s by %s; %d newer rows not anchored yet\n",
-			a.Checked, a.Latest.Seq, a.Latest.AnchoredAt.Format(time.RFC3339), a.Latest.AnchoredBy, a.Unanchored())
+			a.Checked, a.Latest.Seq, a.Latest.AnchoredAt.Format(time.RFC3339), a.Latest.AnchoredBy, a.Unanchored)
 	} else if !withAnchors {
 		fmt.Fprintln(g.stderr, "warning: anchors not checked (--no-anchors): rows cut from the end, or a recomputed chain, would go unnoticed")
 	}

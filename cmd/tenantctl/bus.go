@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"time"
@@ -35,11 +36,11 @@ valid), so permission changes reach the next start.`,
 			if _, err := busauth.Init(dir); err != nil {
 				return fail(exitFailed, "bus init: %v", err)
 			}
-			if g.json {
-				return g.printJSON(map[string]string{"server_config": filepath.Join(dir, busauth.ServerConfigFile), "creds_dir": filepath.Join(dir, "creds")})
-			}
-			fmt.Fprintf(g.stdout, "nats-server config: %s\ncreds:              %s\n", filepath.Join(dir, busauth.ServerConfigFile), filepath.Join(dir, "creds"))
-			return nil
+			res := map[string]string{"server_config": filepath.Join(dir, busauth.ServerConfigFile), "creds_dir": filepath.Join(dir, "creds")}
+			return g.emit(res, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "nats-server config: %s\ncreds:              %s\n", res["server_config"], res["creds_dir"])
+				return err
+			})
 		},
 	}
 	initCmd.Flags().StringVar(&dir, "dir", envOr("TENANTPROV_BUS_DIR", ".bus"), "authority directory (env TENANTPROV_BUS_DIR)")
@@ -102,11 +103,10 @@ own NATS account, which imports the request subjects and nothing else).`,
 			if err := f.Close(); err != nil {
 				return fail(exitFailed, "bus issue: %v", err)
 			}
-			if g.json {
-				return g.printJSON(map[string]string{"creds_file": out, "identity": name, "role": string(role)})
-			}
-			fmt.Fprintf(g.stdout, "%s: identity %q, role %s\n", out, name, role)
-			return nil
+			return g.emit(map[string]string{"creds_file": out, "identity": name, "role": string(role)}, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%s: identity %q, role %s\n", out, name, role)
+				return err
+			})
 		},
 	}
 	issueCmd.Flags().StringVar(&dir, "dir", envOr("TENANTPROV_BUS_DIR", ".bus"), "authority directory (env TENANTPROV_BUS_DIR)")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -26,7 +27,6 @@ type doctorReport struct {
 
 func newDoctorCmd(g *globals) *cobra.Command {
 	var (
-		output    string
 		storeWait time.Duration
 		margin    time.Duration
 		transient time.Duration
@@ -48,12 +48,6 @@ reports:
 It exits 1 when anything but foreign was found, 0 otherwise.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if g.json {
-				output = "json"
-			}
-			if output != "text" && output != "json" {
-				return fail(exitUsage, "--output %q: want text or json", output)
-			}
 			tenant := ""
 			if len(args) == 1 {
 				id, err := parseID(args[0])
@@ -81,12 +75,8 @@ It exits 1 when anything but foreign was found, 0 otherwise.`,
 				Options: inventory.Options{Margin: margin, TransientTimeout: transient},
 			})
 			dr := doctorReport{Tenant: tenant, OK: rep.OK() && len(bad) == 0, Report: rep, BadRecords: bad, Unanswered: gathered.Unanswered}
-			if output == "json" {
-				if err := g.printJSON(dr); err != nil {
-					return err
-				}
-			} else {
-				printDoctor(g, dr)
+			if err := g.emit(dr, func(w io.Writer) error { printDoctor(w, dr); return nil }); err != nil {
+				return err
 			}
 			if !dr.OK {
 				return &exitError{code: exitFailed, err: fmt.Errorf("doctor found problems: %s", summary(rep.Counts, len(bad)))}
@@ -95,7 +85,6 @@ It exits 1 when anything but foreign was found, 0 otherwise.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&output, "output", "o", "text", "text or json")
 	f.DurationVar(&storeWait, "store-timeout", inventory.DefaultTimeout, "how long to wait for each store's inventory")
 	f.DurationVar(&margin, "margin", inventory.DefaultMargin, "how far past its deadline a saga must be to count as stuck")
 	f.DurationVar(&transient, "idle", inventory.DefaultTransientTimeout, "how long a rollback or deprovision may go without an update before it counts as stuck")
@@ -118,7 +107,7 @@ func summary(counts map[inventory.Category]int, bad int) string {
 	return strings.Join(parts, ", ")
 }
 
-func printDoctor(g *globals, r doctorReport) {
+func printDoctor(w io.Writer, r doctorReport) {
 	scope := "all tenants"
 	if r.Tenant != "" {
 		scope = "tenant " + r.Tenant
@@ -131,9 +120,9 @@ func printDoctor(g *globals, r doctorReport) {
 			stores = append(stores, fmt.Sprintf("%s 0", st))
 		}
 	}
-	fmt.Fprintf(g.stdout, "doctor: %s — %d record(s); items per store: %s\n", scope, r.Tenants, strings.Join(stores, ", "))
+	fmt.Fprintf(w, "doctor: %s — %d record(s); items per store: %s\n", scope, r.Tenants, strings.Join(stores, ", "))
 	if len(r.Findings) > 0 {
-		tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "CATEGORY\tTENANT\tSTORE\tKIND\tNAME\tSTATE\tDETAIL")
 		for _, f := range r.Findings {
 			state := string(f.State)
@@ -150,11 +139,11 @@ func printDoctor(g *globals, r doctorReport) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(g.stdout, "unreadable record %s: %s\n", k, r.BadRecords[k])
+		fmt.Fprintf(w, "unreadable record %s: %s\n", k, r.BadRecords[k])
 	}
 	if r.OK {
-		fmt.Fprintf(g.stdout, "OK: %s found\n", summary(r.Counts, 0))
+		fmt.Fprintf(w, "OK: %s found\n", summary(r.Counts, 0))
 	} else {
-		fmt.Fprintf(g.stdout, "PROBLEMS: %s\n", summary(r.Counts, len(r.BadRecords)))
+		fmt.Fprintf(w, "PROBLEMS: %s\n", summary(r.Counts, len(r.BadRecords)))
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -47,12 +48,11 @@ made 0700 and the key files 0600, also when they already exist.`,
 				out[name+"_identity_file"] = path
 				out[name+"_recipient"] = rec
 			}
-			if g.json {
-				return g.printJSON(out)
-			}
-			fmt.Fprintf(g.stdout, "control-plane identity: %s\n  recipient: %s\noperator identity:      %s\n  recipient: %s\n",
-				out["control-plane_identity_file"], out["control-plane_recipient"], out["operator_identity_file"], out["operator_recipient"])
-			return nil
+			return g.emit(out, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "control-plane identity: %s\n  recipient: %s\noperator identity:      %s\n  recipient: %s\n",
+					out["control-plane_identity_file"], out["control-plane_recipient"], out["operator_identity_file"], out["operator_recipient"])
+				return err
+			})
 		},
 	}
 	initCmd.Flags().StringVar(&dir, "dir", envOr("TENANTPROV_KEYS_DIR", ".keys"), "directory for the key files (env TENANTPROV_KEYS_DIR)")

@@ -6,11 +6,13 @@
 // Exit codes: 0 success; 1 the operation failed (e.g. the tenant was rolled
 // back); 2 bad usage or invalid input; 3 timed out waiting; 4 not found;
 // 5 a dependency (NATS, PostgreSQL) could not be reached.
+//
+// Output: text for people by default; --output json (-o json) on every
+// command prints JSON instead, and errors as JSON on stderr (output.go).
 package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -49,16 +51,35 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRoot(stdout, stderr)
+	root, g := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "tenantctl: %v\n", err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
+	if !g.json && askedForJSON(args) {
+		// The error came before the flags were read (an unknown command
+		// or flag): it is still reported as asked.
+		g.json = true
 	}
-	return exitUsage // cobra's own errors are usage errors
+	return g.report(err)
+}
+
+// askedForJSON reports whether args ask for -o json, for errors that come
+// before cobra has parsed the flags.
+func askedForJSON(args []string) bool {
+	for i, a := range args {
+		if a == "--" {
+			return false
+		}
+		switch a {
+		case "--json", "--output=json", "-o=json", "-ojson":
+			return true
+		case "-o", "--output":
+			if i+1 < len(args) && args[i+1] == outputJSON {
+				return true
+			}
+		}
+	}
+	return false
 }

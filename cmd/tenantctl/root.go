@@ -1,10 +1,10 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,17 +13,16 @@ import (
 type globals struct {
 	natsURL string
 	creds   string
+	// output is --output/-o: text or json (see output.go).
+	output string
+	// json is true with -o json (or the older --json).
 	json    bool
 	timeout time.Duration
 	stdout  io.Writer
 	stderr  io.Writer
 }
 
-func (g *globals) printJSON(v any) error {
-	enc := json.NewEncoder(g.stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
+var traverseHooks sync.Once
 
 func envOr(key, def string) string {
 	if v := os.Getenv(key); v != "" {
@@ -32,7 +31,7 @@ func envOr(key, def string) string {
 	return def
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
+func newRoot(stdout, stderr io.Writer) (*cobra.Command, *globals) {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:   "tenantctl",
@@ -47,7 +46,12 @@ A first session (after ` + "`make up; source .dev/env`" + `):
   tenantctl secrets get acme --store postgres --format env
   tenantctl audit --tenant acme              # what happened, from the audit trail
   tenantctl audit --verify                   # check the audit hash chain
+  tenantctl watch acme                       # its events, live, until Ctrl-C
   tenantctl deprovision acme --wait
+
+Every command prints for people by default; -o json (--output json) prints
+one JSON document instead (JSON lines for watch and --wait), and errors as
+one JSON line on stderr: {"error": "...", "code": 4, "kind": "not_found"}.
 
 Connection settings come from the environment (.dev/env sets them all):
 NATS_URL, NATS_CREDS, SOPS_AGE_KEY_FILE (operator key, for secrets get) and
@@ -64,10 +68,15 @@ PostgreSQL unreachable.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env NATS_URL)")
 	pf.StringVar(&g.creds, "creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
-	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	pf.StringVarP(&g.output, "output", "o", outputText, "output format: text or json (JSON lines for watch and --wait)")
+	pf.BoolVar(&g.json, "json", false, "same as --output json")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.resolveOutput() }
+	// A subcommand with its own persistent hook still gets the output
+	// format resolved by the root's (a cobra global: set once).
+	traverseHooks.Do(func() { cobra.EnableTraverseRunHooks = true })
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for NATS and for --wait")
-	root.AddCommand(newKeysCmd(g), newProvisionCmd(g), newDeprovisionCmd(g), newStatusCmd(g), newListCmd(g), newSecretsCmd(g), newAuditCmd(g), newBusCmd(g), newDoctorCmd(g))
-	return root
+	root.AddCommand(newKeysCmd(g), newProvisionCmd(g), newDeprovisionCmd(g), newStatusCmd(g), newListCmd(g), newSecretsCmd(g), newAuditCmd(g), newBusCmd(g), newDoctorCmd(g), newWatchCmd(g))
+	return root, g
 }
 
 func exactID(use string) cobra.PositionalArgs {

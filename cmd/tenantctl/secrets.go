@@ -37,7 +37,11 @@ Formats: yaml (the file as sops -d prints it), json, env (NAME='value'
 lines, e.g. POSTGRES_URL='...', every value single-quoted so that the
 output is safe to eval whatever the file holds; a key that cannot be a
 shell variable name is an error). --store limits the output to one
-store's section: minio, postgres, qdrant or redis.`,
+store's section: minio, postgres, qdrant or redis.
+
+The output is the file itself, not a document about it: -o json makes json
+the default --format (an explicit --format wins), and errors are then JSON
+on stderr; no error ever quotes a secret value.`,
 		Example: "  tenantctl secrets get acme\n  tenantctl secrets get acme --store postgres --format env\n  eval \"$(tenantctl secrets get acme --store redis --format env)\"",
 		Args:    exactID("secrets get"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -49,6 +53,11 @@ store's section: minio, postgres, qdrant or redis.`,
 				if _, err := events.ParseStore(store); err != nil {
 					return fail(exitUsage, "--store: %v", err)
 				}
+			}
+			// The output is the secrets file itself: -o json picks the
+			// json format unless --format names one.
+			if g.json && !cmd.Flags().Changed("format") {
+				format = "json"
 			}
 			switch format {
 			case "yaml", "json", "env":
@@ -74,7 +83,7 @@ store's section: minio, postgres, qdrant or redis.`,
 		},
 	}
 	get.Flags().StringVar(&store, "store", "", "only this store's section: minio, postgres, qdrant, redis")
-	get.Flags().StringVar(&format, "format", "yaml", "yaml, json or env")
+	get.Flags().StringVar(&format, "format", "yaml", "yaml, json or env (default yaml; json with -o json)")
 	get.Flags().StringVar(&identity, "identity", "", "operator age identity file (default: SOPS_AGE_KEY_FILE)")
 	secrets.AddCommand(get)
 	return secrets

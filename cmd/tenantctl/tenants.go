@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -177,17 +178,26 @@ func (g *globals) request(ctx context.Context, subject string, p events.Payload,
 		return fail(exitUnavailable, "publish %s: %v", subject, err)
 	}
 	if !wait {
-		if g.json {
-			return g.printJSON(map[string]any{"subject": subject, "tenant_id": id, "stream": ack.Stream, "sequence": ack.Sequence})
-		}
-		fmt.Fprintf(g.stdout, "requested: %s %s (stream %s seq %d); follow with `tenantctl status %s`\n", subject, id, ack.Stream, ack.Sequence, id)
-		return nil
+		res := requestAck{Subject: subject, TenantID: id, Stream: ack.Stream, Sequence: ack.Sequence}
+		return g.emit(res, func(w io.Writer) error {
+			_, err := fmt.Fprintf(w, "requested: %s %s (stream %s seq %d); follow with `tenantctl status %s` or `tenantctl watch %s`\n", subject, id, ack.Stream, ack.Sequence, id, id)
+			return err
+		})
 	}
 	return g.follow(ctx, c, id, want, rejected)
 }
 
-// follow watches the tenant's record and prints per-store progress until the
-// tenant settles.
+// requestAck is what provision and deprovision print without --wait.
+type requestAck struct {
+	Subject  string `json:"subject"`
+	TenantID string `json:"tenant_id"`
+	Stream   string `json:"stream"`
+	Sequence uint64 `json:"sequence"`
+}
+
+// follow watches the tenant's record and prints its progress (the events
+// watch prints, with the time since the start) until the tenant settles;
+// the last line (kind result, with the record) says where.
 func (g *globals) follow(ctx context.Context, c *conn, id string, want events.TenantState, rejected <-chan *events.TenantOutcomeEvent) error {
 	w, err := c.kv.Watch(ctx, id)
 	if err != nil {
@@ -195,8 +205,27 @@ func (g *globals) follow(ctx context.Context, c *conn, id string, want events.Te
 	}
 	defer w.Stop()
 	start := time.Now()
-	seen := map[string]bool{}
-	var last *events.TenantRecord
+	inflight := false
+	var prev, last *events.TenantRecord
+	progress := func(e tenantEvent) error {
+		e.ElapsedMS = time.Since(start).Milliseconds()
+		return g.line(e, func(w io.Writer) {
+			text := e.describe()
+			if e.Kind == eventState {
+				text = printable(e.TenantID) + ": " + text
+			}
+			fmt.Fprintf(w, "%7s  %s\n", time.Since(start).Round(100*time.Millisecond), text)
+		})
+	}
+	result := func(rec *events.TenantRecord) error {
+		e := tenantEvent{Time: time.Now(), Kind: eventResult, TenantID: rec.TenantID, Generation: rec.Generation, SagaID: rec.SagaID,
+			State: string(rec.State), Reason: rec.Reason, ElapsedMS: time.Since(start).Milliseconds(), Record: rec}
+		return g.line(e, func(w io.Writer) {
+			if rec.State == want {
+				fmt.Fprintf(w, "%s is %s (generation %d) after %s\n", id, rec.State, rec.Generation, time.Since(start).Round(time.Millisecond))
+			}
+		})
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -206,6 +235,9 @@ func (g *globals) follow(ctx context.Context, c *conn, id string, want events.Te
 			}
 			return fail(exitTimeout, "timed out after %s waiting for %s to be %s (now %s)", g.timeout, id, want, state)
 		case ev := <-rejected:
+			if err := progress(outcomeEvent(events.SubjectTenantRejected, ev)); err != nil {
+				return err
+			}
 			return fail(exitFailed, "rejected: %s", ev.Reason)
 		case e := <-w.Updates():
 			if e == nil || e.Operation() != jetstream.KeyValuePut {
@@ -216,52 +248,24 @@ func (g *globals) follow(ctx context.Context, c *conn, id string, want events.Te
 				continue
 			}
 			last = rec
-			if !g.json {
-				g.progress(rec, seen, start)
+			for _, ev := range recordEvents(prev, rec, e.Revision(), e.Created()) {
+				if err := progress(ev); err != nil {
+					return err
+				}
 			}
+			prev = rec
 			switch {
 			case rec.State == want && rec.Announced == want:
-				if g.json {
-					return g.printJSON(rec)
-				}
-				fmt.Fprintf(g.stdout, "%s is %s (generation %d) after %s\n", id, rec.State, rec.Generation, time.Since(start).Round(time.Millisecond))
-				return nil
-			case rec.State == events.TenantFailed && rec.Announced == events.TenantFailed && want == events.TenantActive && seen["inflight"]:
-				if g.json {
-					_ = g.printJSON(rec)
+				return result(rec)
+			case rec.State == events.TenantFailed && rec.Announced == events.TenantFailed && want == events.TenantActive && inflight:
+				if err := result(rec); err != nil {
+					return err
 				}
 				return fail(exitFailed, "%s failed and was rolled back: %s", id, rec.Reason)
 			case rec.State.InFlight():
-				seen["inflight"] = true
+				inflight = true
 			}
 		}
-	}
-}
-
-func (g *globals) progress(rec *events.TenantRecord, seen map[string]bool, start time.Time) {
-	line := func(key, text string) {
-		if !seen[key] {
-			seen[key] = true
-			fmt.Fprintf(g.stdout, "%7s  %s\n", time.Since(start).Round(100*time.Millisecond), text)
-		}
-	}
-	line(fmt.Sprintf("g%d %s", rec.Generation, rec.State), fmt.Sprintf("%s: %s (generation %d)", rec.TenantID, rec.State, rec.Generation))
-	for _, store := range events.Stores() {
-		st := rec.Stores[store]
-		if st == nil {
-			continue
-		}
-		text := fmt.Sprintf("  %-8s %s", store, st.State)
-		if st.DurationMS > 0 && (st.State == events.StoreProvisioned || st.State == events.StoreDeprovisioned || st.State == events.StoreFailed) {
-			text += fmt.Sprintf(" in %dms", st.DurationMS)
-		}
-		if st.Reason != "" {
-			text += " — " + st.Reason
-		}
-		if st.Error != "" {
-			text += ": " + st.Error
-		}
-		line(fmt.Sprintf("g%d %s %s %d %s", rec.Generation, store, st.State, st.Attempt, st.Error), text)
 	}
 }
 
@@ -286,28 +290,34 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.json {
-				return g.printJSON(rec)
-			}
-			printRecord(g, rec, rev)
-			return nil
+			return g.emit(statusDoc{TenantRecord: rec, Revision: rev}, func(w io.Writer) error {
+				printRecord(w, rec, rev)
+				return nil
+			})
 		},
 	}
 }
 
-func printRecord(g *globals, rec *events.TenantRecord, rev uint64) {
-	fmt.Fprintf(g.stdout, "tenant:      %s\nstate:       %s\ngeneration:  %d\nsaga:        %s\nrevision:    %d\ncreated:     %s\nupdated:     %s\n",
+// statusDoc is what status prints with -o json: the registry record (as
+// `nats kv get tenants <id>` shows it) and its revision.
+type statusDoc struct {
+	*events.TenantRecord
+	Revision uint64 `json:"revision"`
+}
+
+func printRecord(w io.Writer, rec *events.TenantRecord, rev uint64) {
+	fmt.Fprintf(w, "tenant:      %s\nstate:       %s\ngeneration:  %d\nsaga:        %s\nrevision:    %d\ncreated:     %s\nupdated:     %s\n",
 		rec.TenantID, rec.State, rec.Generation, rec.SagaID, rev, rec.CreatedAt.Format(time.RFC3339), rec.UpdatedAt.Format(time.RFC3339))
 	if rec.Reason != "" {
-		fmt.Fprintf(g.stdout, "reason:      %s\n", rec.Reason)
+		fmt.Fprintf(w, "reason:      %s\n", rec.Reason)
 	}
 	if rec.Deadline != nil {
-		fmt.Fprintf(g.stdout, "deadline:    %s\n", rec.Deadline.Format(time.RFC3339))
+		fmt.Fprintf(w, "deadline:    %s\n", rec.Deadline.Format(time.RFC3339))
 	}
 	if rec.Secrets != nil {
-		fmt.Fprintf(g.stdout, "secrets:     %s/%s sha256:%s\n", rec.Secrets.Bucket, rec.Secrets.Object, rec.Secrets.SHA256)
+		fmt.Fprintf(w, "secrets:     %s/%s sha256:%s\n", rec.Secrets.Bucket, rec.Secrets.Object, rec.Secrets.SHA256)
 	}
-	tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nSTORE\tSTATE\tVERIFIED\tMODE\tTOOK\tRESOURCES\tERROR")
 	for _, store := range events.Stores() {
 		st := rec.Stores[store]
@@ -352,7 +362,7 @@ func newListCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fail(exitUnavailable, "list registry: %v", err)
 			}
-			var recs []*events.TenantRecord
+			recs := []*events.TenantRecord{} // -o json: [] when there is none
 			for k := range lister.Keys() {
 				rec, _, err := c.record(ctx, k)
 				if err != nil {
@@ -361,15 +371,14 @@ func newListCmd(g *globals) *cobra.Command {
 				recs = append(recs, rec)
 			}
 			sort.Slice(recs, func(i, j int) bool { return recs[i].TenantID < recs[j].TenantID })
-			if g.json {
-				return g.printJSON(recs)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "TENANT\tSTATE\tGENERATION\tUPDATED\tREASON")
-			for _, r := range recs {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", r.TenantID, r.State, r.Generation, r.UpdatedAt.Format(time.RFC3339), r.Reason)
-			}
-			return tw.Flush()
+			return g.emit(recs, func(w io.Writer) error {
+				tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "TENANT\tSTATE\tGENERATION\tUPDATED\tREASON")
+				for _, r := range recs {
+					fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", r.TenantID, r.State, r.Generation, r.UpdatedAt.Format(time.RFC3339), r.Reason)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
