@@ -55,6 +55,19 @@ func TestSagaIsOneTrace(t *testing.T) {
 		if root := rootOf(spans); root.Name != "upstream publish tenant.requested" {
 			t.Errorf("root is %q, want the upstream publisher's span", root.Name)
 		}
+		// Log lines written under the trace name it.
+		tid := `"trace_id":"` + up.SpanContext().TraceID().String() + `"`
+		s.mu.Lock()
+		orch := s.logs[0].String()
+		s.mu.Unlock()
+		if !strings.Contains(orch, tid) {
+			t.Errorf("no orchestrator log line carries %s", tid)
+		}
+		for _, st := range events.Stores() {
+			if !strings.Contains(s.agent(st).LogText(), tid) {
+				t.Errorf("no %s agent log line carries %s", st, tid)
+			}
+		}
 	})
 
 	t.Run("rollback", func(t *testing.T) {
