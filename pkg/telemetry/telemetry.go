@@ -132,6 +132,14 @@ func Setup(ctx context.Context, service string) (stop func(), err error) {
 // used on every NATS message and registry record.
 var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
 
+// Recording reports whether spans are recorded (an SDK tracer provider is
+// installed, by Setup or a test), so that work done only to give a span
+// its parent — a registry read — is skipped when tracing is off.
+func Recording() bool {
+	_, ok := otel.GetTracerProvider().(*sdktrace.TracerProvider)
+	return ok
+}
+
 // Tracer is the named tracer of the global provider (no-op unless Setup,
 // or a test, installed one). It is looked up on every call so that a
 // provider installed later is used.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -54,7 +55,7 @@ func TestSetupOffByDefault(t *testing.T) {
 	defer stop()
 	_, span := Tracer("test").Start(context.Background(), "x")
 	defer span.End()
-	if span.IsRecording() {
+	if span.IsRecording() || Recording() {
 		t.Fatal("a span records with no exporter configured")
 	}
 }
@@ -98,5 +99,32 @@ func TestContextTravels(t *testing.T) {
 	}
 	if LogFields(context.Background()) != nil {
 		t.Fatal("log fields without a span")
+	}
+}
+
+// An OTLP endpoint turns recording on, for either protocol; stop shuts the
+// exporter down (nothing is listening: nothing was exported).
+func TestSetupOTLP(t *testing.T) {
+	for _, proto := range []string{"http/protobuf", "grpc"} {
+		t.Run(proto, func(t *testing.T) {
+			t.Setenv(EnvTracesExporter, "")
+			t.Setenv(EnvSDKDisabled, "")
+			t.Setenv(EnvEndpoint, "http://127.0.0.1:1")
+			t.Setenv(EnvProtocol, proto)
+			prev := otel.GetTracerProvider()
+			defer otel.SetTracerProvider(prev)
+			stop, err := Setup(context.Background(), "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !Recording() {
+				t.Fatal("OTEL_EXPORTER_OTLP_ENDPOINT set, but spans are not recorded")
+			}
+			_, span := Tracer("test").Start(context.Background(), "x")
+			if !span.IsRecording() {
+				t.Fatal("span not recording")
+			}
+			stop()
+		})
 	}
 }

@@ -55,8 +55,11 @@ func (s *Saga) traced(kind string, handle func(context.Context, jetstream.Msg) e
 // result (an agent that does not trace) belongs to its tenant's saga; a
 // request that repeats one the running saga already took (redelivered, or
 // sent again while it runs) belongs to that saga too. Any other request
-// starts a new trace.
+// starts a new trace. It reads the registry, so only when spans are recorded.
 func (s *Saga) sagaParent(ctx context.Context, kind string, msg jetstream.Msg) context.Context {
+	if !telemetry.Recording() {
+		return ctx
+	}
 	id := tenantHint(msg.Data())
 	if _, err := events.ParseTenantID(id); err != nil {
 		return ctx
