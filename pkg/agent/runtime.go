@@ -482,7 +482,10 @@ func (r *runtime) handle(d *delivery) {
 	r.logOutcome(id, v, label, d.n, took, telemetry.LogFields(d.ctx)...)
 	d.span.SetAttributes(attribute.String("tenantprov.tenant", id.tenant), attribute.String("tenantprov.outcome", label))
 	if v.reason != "" {
-		d.span.SetStatus(codes.Error, v.reason)
+		d.span.SetAttributes(attribute.String("tenantprov.reason", v.reason))
+	}
+	if strings.HasSuffix(label, "_failed") || label == OutcomePublishFailed {
+		d.span.SetStatus(codes.Error, label)
 	}
 	d.span.End()
 }

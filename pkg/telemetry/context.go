@@ -7,12 +7,14 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
+
+	"github.com/tenantprov/tenantprov/pkg/events"
 )
 
 // Header names of the W3C trace context, as they travel in NATS headers.
 const (
-	HeaderTraceparent = "traceparent"
-	HeaderTracestate  = "tracestate"
+	HeaderTraceparent = events.HeaderTraceparent
+	HeaderTracestate  = events.HeaderTracestate
 )
 
 // headerCarrier adapts nats.Header (case-sensitive keys, unlike HTTP) to
