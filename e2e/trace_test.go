@@ -70,6 +70,27 @@ func TestSagaIsOneTrace(t *testing.T) {
 		}
 	})
 
+	t.Run("deprovisioning", func(t *testing.T) {
+		// Its own saga, its own trace: started by the orchestrator, kept
+		// in the record in place of the provisioning's.
+		before := s.record("trace-ok").Trace
+		s.request(events.SubjectTenantDeprovisionRequested, `{"tenant_id":"trace-ok"}`)
+		rec := s.waitState("trace-ok", events.TenantDeprovisioned, 120*time.Second)
+		s.waitFor("trace-ok", 30*time.Second, "outbox executed", func(r *events.TenantRecord) bool { return len(r.Outbox) == 0 })
+		sc := trace.SpanContextFromContext(telemetry.Restore(context.Background(), rec.Trace))
+		if !sc.IsValid() || sc.TraceID() == trace.SpanContextFromContext(telemetry.Restore(context.Background(), before)).TraceID() {
+			t.Fatalf("deprovisioning keeps trace %v, provisioning's was %v", rec.Trace, before)
+		}
+		want := []string{"publish " + events.SubjectTenantDeprovisioned, "publish " + events.AuditSubject(events.AuditTenantDeprovisioned), "effect " + string(events.EffectDeleteSecrets)}
+		for _, st := range events.Stores() {
+			want = append(want, "agent "+events.CommandSubject(st, events.ActionDeprovision), "orchestrator result "+events.EventSubject(st, events.OutcomeDeprovisioned))
+		}
+		spans := waitConnectedTrace(t, exp, sc.TraceID(), append(want, "store deprovision"))
+		if root := rootOf(spans); root.Name != "orchestrator request "+events.SubjectTenantDeprovisionRequested {
+			t.Errorf("root is %q, want the orchestrator's request span", root.Name)
+		}
+	})
+
 	t.Run("rollback", func(t *testing.T) {
 		// A foreign role holds the tenant's PostgreSQL name: pg-agent
 		// answers provision_failed (conflict) and every store is
@@ -201,7 +222,8 @@ func rootOf(spans tracetest.SpanStubs) tracetest.SpanStub {
 
 // spanTree renders spans as an indented tree (name, then the component
 // that emitted it), children in start order; spans whose parent is
-// missing are listed as extra roots.
+// missing are listed as extra roots. A publish JetStream had already (two
+// executors of one effect; the message ID makes it once) is marked.
 func spanTree(spans tracetest.SpanStubs) string {
 	ids := map[trace.SpanID]bool{}
 	kids := map[trace.SpanID][]tracetest.SpanStub{}
@@ -222,7 +244,13 @@ func spanTree(spans tracetest.SpanStubs) string {
 	walk = func(s tracetest.SpanStub, depth int) {
 		scope := s.InstrumentationScope.Name
 		scope = scope[strings.LastIndex(scope, "/")+1:]
-		fmt.Fprintf(&b, "%s%s  [%s]\n", strings.Repeat("  ", depth), s.Name, scope)
+		note := ""
+		for _, a := range s.Attributes {
+			if a.Key == "messaging.nats.duplicate" && a.Value.AsBool() {
+				note = " (duplicate: the stream had it)"
+			}
+		}
+		fmt.Fprintf(&b, "%s%s%s  [%s]\n", strings.Repeat("  ", depth), s.Name, note, scope)
 		k := kids[s.SpanContext.SpanID()]
 		slices.SortFunc(k, byStart)
 		for _, c := range k {

@@ -946,10 +946,12 @@ func (r *runtime) publish(ctx context.Context, res *events.StoreResult) (*events
 	injectTrace(ctx, m)
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	if _, err := r.js.PublishMsg(pctx, m, jetstream.WithMsgID(events.ResultMsgID(res))); err != nil {
+	ack, err := r.js.PublishMsg(pctx, m, jetstream.WithMsgID(events.ResultMsgID(res)))
+	if err != nil {
 		endSpan(span, err)
 		return nil, err
 	}
+	span.SetAttributes(attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
 	span.End()
 	return res, nil
 }

@@ -233,9 +233,10 @@ func (s *Saga) publishMsg(ctx context.Context, m *nats.Msg) error {
 		// time and the publish is sent again (same message ID, so a
 		// stored one is not stored twice).
 		actx, cancel := context.WithTimeout(ctx, opTimeout)
-		_, err := s.js.PublishMsg(actx, m)
+		ack, err := s.js.PublishMsg(actx, m)
 		cancel()
 		if err == nil {
+			markDuplicate(ctx, ack)
 			return nil
 		}
 		var api *jetstream.APIError

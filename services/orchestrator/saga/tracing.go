@@ -147,3 +147,12 @@ func injectTrace(ctx context.Context, m *nats.Msg) {
 	}
 	telemetry.Inject(ctx, m.Header)
 }
+
+// markDuplicate notes on ctx's span that JetStream had the message already
+// (another executor of the same effect published it first): the trace
+// shows both executions, and which one stored the message.
+func markDuplicate(ctx context.Context, ack *jetstream.PubAck) {
+	if ack != nil && ack.Duplicate {
+		trace.SpanFromContext(ctx).SetAttributes(attribute.Bool("messaging.nats.duplicate", true))
+	}
+}
