@@ -727,7 +727,7 @@ func (r *runtime) lock(ctx context.Context, id ident, cmd *events.StoreCommand) 
 		}
 		if !errors.Is(err, errLockHeld) && !warned {
 			warned = true
-			r.log.Warn("cannot take the tenant lock; retrying", zap.String("lock", key), zap.String("error", SanitizeText(err.Error())))
+			telemetry.Logger(ctx, r.log).Warn("cannot take the tenant lock; retrying", zap.String("lock", key), zap.String("error", SanitizeText(err.Error())))
 		}
 		select {
 		case <-r.stopping:

@@ -64,8 +64,17 @@ func Save(ctx context.Context) map[string]string {
 	}
 	m := propagation.MapCarrier{}
 	Propagator.Inject(ctx, m)
+	if len(m[HeaderTracestate]) > maxSavedTracestate {
+		// A caller's long tracestate would be copied into every effect
+		// of the record; W3C lets a hop drop what it cannot carry.
+		delete(m, HeaderTracestate)
+	}
 	return m
 }
+
+// maxSavedTracestate bounds the tracestate Save keeps (W3C asks that at
+// least 512 characters be propagated).
+const maxSavedTracestate = 512
 
 // Restore returns ctx with the span context saved by Save as the remote
 // parent of the spans started from it; ctx unchanged when saved is empty

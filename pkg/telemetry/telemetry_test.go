@@ -128,3 +128,28 @@ func TestSetupOTLP(t *testing.T) {
 		})
 	}
 }
+
+// Save keeps a short tracestate and drops a long one, so that a caller's
+// tracestate cannot bloat a registry record.
+func TestSaveBoundsTracestate(t *testing.T) {
+	parent := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	for _, tc := range []struct {
+		state string
+		kept  bool
+	}{{"vendor=abc", true}, {"v=" + strings.Repeat("a", 250) + ",w=" + strings.Repeat("b", 250) + ",x=" + strings.Repeat("c", 100), false}} {
+		h := nats.Header{}
+		h.Set(HeaderTraceparent, parent)
+		h.Set(HeaderTracestate, tc.state)
+		ctx := Extract(context.Background(), h)
+		if got := trace.SpanContextFromContext(ctx).TraceState().String(); got != tc.state {
+			t.Fatalf("tracestate extracted as %q", got)
+		}
+		saved := Save(ctx)
+		if saved[HeaderTraceparent] != parent {
+			t.Fatalf("traceparent %q, want %q", saved[HeaderTraceparent], parent)
+		}
+		if _, ok := saved[HeaderTracestate]; ok != tc.kept {
+			t.Errorf("tracestate of %d bytes kept=%v, want %v", len(tc.state), ok, tc.kept)
+		}
+	}
+}
