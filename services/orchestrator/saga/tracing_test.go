@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -152,4 +153,61 @@ func (h *harness) streamHeaders(stream, subject string) []nats.Header {
 		}
 	}
 	return out
+}
+
+// A saga rolled back by its deadline — the reconciler's clock, no message
+// to follow — and compensated with retries stays one trace: the
+// compensation commands, their results, the rollback's announcement.
+func TestDeadlineRollbackStaysInTheTrace(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(noop.NewTracerProvider()); _ = tp.Shutdown(context.Background()) })
+
+	h := newHarness(t)
+	h.startSaga()
+	var mu sync.Mutex
+	down := true
+	h.agents.set(events.StoreRedis, func(cmd *events.StoreCommand) (events.Outcome, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return "", !down // swallowed while down: the agent died with it
+	})
+	h.publish(events.SubjectTenantRequested, `{"tenant_id":"late"}`)
+	h.waitFor("late", 30*time.Second, "compensation retried", func(r *events.TenantRecord) bool {
+		return r.State == events.TenantRollingBack && h.agents.count(events.StoreRedis, events.ActionDeprovision) >= 2
+	})
+	mu.Lock()
+	down = false
+	mu.Unlock()
+	rec := h.waitSettled("late", events.TenantFailed, 30*time.Second)
+	traceID := savedTraceID(rec.Trace)
+	if !traceID.IsValid() {
+		t.Fatalf("no trace in the record: %v", rec.Trace)
+	}
+	want := []string{"orchestrator request " + events.SubjectTenantRequested, "publish " + events.SubjectTenantProvisionFailed,
+		"publish " + events.AuditSubject(events.AuditTenantRollbackStarted), "publish " + events.AuditSubject(events.AuditTenantRolledBack)}
+	for _, st := range events.Stores() {
+		want = append(want, "publish "+events.CommandSubject(st, events.ActionDeprovision), "orchestrator result "+events.EventSubject(st, events.OutcomeDeprovisioned))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		problems := connected(exp.GetSpans(), traceID, want...)
+		if problems == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(problems)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	n := 0
+	for _, s := range exp.GetSpans() {
+		if s.SpanContext.TraceID() == traceID && s.Name == "publish "+events.CommandSubject(events.StoreRedis, events.ActionDeprovision) {
+			n++
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d redis compensation publishes in the trace, want the retries too", n)
+	}
 }
