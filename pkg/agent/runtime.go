@@ -19,11 +19,15 @@ import (
 	"filippo.io/age"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/pkg/secret"
 	"github.com/tenantprov/tenantprov/pkg/service"
+	"github.com/tenantprov/tenantprov/pkg/telemetry"
 )
 
 const (
@@ -115,7 +119,7 @@ func Run(ctx context.Context, svc *service.Service, store Store, cfg Config) err
 	if err != nil {
 		return err
 	}
-	r := newRuntime(svc, Sanitize(Instrument(recovering(store), metrics)), cfg, recipients, metrics)
+	r := newRuntime(svc, Traced(Sanitize(Instrument(recovering(store), metrics))), cfg, recipients, metrics)
 
 	var consumerReady atomic.Bool
 	svc.AddReadiness(string(kind), r.store.Ping)
@@ -358,7 +362,8 @@ type delivery struct {
 	n      uint64 // JetStream delivery count (StoreResult.Run)
 	ctx    context.Context
 	cancel context.CancelCauseFunc
-	lease  lease // the tenant's lock while held
+	lease  lease      // the tenant's lock while held
+	span   trace.Span // the command's span (the tenant's trace)
 
 	claimed atomic.Bool
 }
@@ -368,7 +373,9 @@ func newDelivery(work context.Context, msg jetstream.Msg) *delivery {
 	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 0 {
 		d.n = md.NumDelivered
 	}
-	d.ctx, d.cancel = context.WithCancelCause(work)
+	ctx, span := startCommandSpan(work, msg, d.n)
+	d.span = span
+	d.ctx, d.cancel = context.WithCancelCause(ctx)
 	return d
 }
 
@@ -476,10 +483,18 @@ func (r *runtime) handle(d *delivery) {
 	}
 	took := r.now().Sub(start)
 	r.metrics.commandDone(r.kind, actionLabel(id.action), label, took)
-	r.logOutcome(id, v, label, d.n, took)
+	r.logOutcome(id, v, label, d.n, took, telemetry.LogFields(d.ctx)...)
+	d.span.SetAttributes(attribute.String("tenantprov.tenant", id.tenant), attribute.String("tenantprov.outcome", label))
+	if v.reason != "" {
+		d.span.SetAttributes(attribute.String("tenantprov.reason", v.reason))
+	}
+	if strings.HasSuffix(label, "_failed") || label == OutcomePublishFailed {
+		d.span.SetStatus(codes.Error, label)
+	}
+	d.span.End()
 }
 
-func (r *runtime) logOutcome(id ident, v verdict, label string, delivery uint64, d time.Duration) {
+func (r *runtime) logOutcome(id ident, v verdict, label string, delivery uint64, d time.Duration, extra ...zap.Field) {
 	fields := []zap.Field{
 		zap.String("tenant", id.tenant),
 		zap.Uint64("generation", id.generation),
@@ -498,6 +513,7 @@ func (r *runtime) logOutcome(id ident, v verdict, label string, delivery uint64,
 	if v.reply != nil && v.reply.CredentialID != "" {
 		fields = append(fields, zap.String("credential_id", v.reply.CredentialID))
 	}
+	fields = append(fields, extra...)
 	switch o := events.Outcome(label); {
 	case o.Valid() && o.Succeeded():
 		r.log.Info("command done", fields...)
@@ -633,7 +649,9 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 	}
 
 	waitStart := r.now()
-	l, err := r.lock(ctx, id, cmd)
+	lctx, lspan := startSpan(ctx, "lock "+events.AgentLockKey(r.kind, cmd.TenantID))
+	l, err := r.lock(lctx, id, cmd)
+	endSpan(lspan, err)
 	r.metrics.lockWaited(r.kind, r.now().Sub(waitStart))
 	if err != nil {
 		switch {
@@ -716,7 +734,7 @@ func (r *runtime) lock(ctx context.Context, id ident, cmd *events.StoreCommand) 
 		}
 		if !errors.Is(err, errLockHeld) && !warned {
 			warned = true
-			r.log.Warn("cannot take the tenant lock; retrying", zap.String("lock", key), zap.String("error", SanitizeText(err.Error())))
+			telemetry.Logger(ctx, r.log).Warn("cannot take the tenant lock; retrying", zap.String("lock", key), zap.String("error", SanitizeText(err.Error())))
 		}
 		select {
 		case <-r.stopping:
@@ -931,11 +949,17 @@ func (r *runtime) publish(ctx context.Context, res *events.StoreResult) (*events
 	m.Header.Set(events.HeaderGeneration, strconv.FormatUint(res.Generation, 10))
 	m.Header.Set(events.HeaderSagaID, res.SagaID)
 	m.Header.Set(events.HeaderSource, r.source)
+	ctx, span := tracer().Start(ctx, "publish "+m.Subject, trace.WithSpanKind(trace.SpanKindProducer))
+	injectTrace(ctx, m)
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	if _, err := r.js.PublishMsg(pctx, m, jetstream.WithMsgID(events.ResultMsgID(res))); err != nil {
+	ack, err := r.js.PublishMsg(pctx, m, jetstream.WithMsgID(events.ResultMsgID(res)))
+	if err != nil {
+		endSpan(span, err)
 		return nil, err
 	}
+	span.SetAttributes(attribute.Bool("messaging.nats.duplicate", ack.Duplicate))
+	span.End()
 	return res, nil
 }
 

@@ -13,6 +13,11 @@ const (
 	HeaderGeneration = "Tenantprov-Generation"
 	HeaderSagaID     = "Tenantprov-Saga-Id"
 	HeaderSource     = "Tenantprov-Source"
+	// HeaderTraceparent and HeaderTracestate are the W3C trace context
+	// (pkg/telemetry): optional on every message, so that one tenant's
+	// saga is one trace.
+	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
 )
 
 // MsgID is the deterministic Nats-Msg-Id of a publish, built only from

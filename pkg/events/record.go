@@ -135,6 +135,10 @@ type Effect struct {
 	Announces TenantState `json:"announces,omitempty"`
 	// Seal names the provisioned results a put_secrets effect seals.
 	Seal *SealSpec `json:"seal,omitempty"`
+	// Trace is the W3C trace context (traceparent, tracestate) of the
+	// step that decided this effect: whoever executes it — after a
+	// restart, on another replica — continues that trace. Optional.
+	Trace map[string]string `json:"trace,omitempty"`
 }
 
 // SealSpec is the content of a sealed secrets file by reference: for each
@@ -202,8 +206,13 @@ type TenantRecord struct {
 	// order; EffectSeq numbers them.
 	Outbox    []*Effect `json:"outbox,omitempty"`
 	EffectSeq uint64    `json:"effect_seq,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	// Trace is the W3C trace context (traceparent, tracestate) of the
+	// request that started the running saga (provisioning with its
+	// rollback, or deprovisioning): the saga's trace, which work with no
+	// message of its own to follow (the reconciler's) continues. Optional.
+	Trace     map[string]string `json:"trace,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
 }
 
 // Validate checks the identity fields and every state value.

@@ -52,6 +52,7 @@ import (
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/secret"
 	"github.com/tenantprov/tenantprov/pkg/service"
+	"github.com/tenantprov/tenantprov/pkg/telemetry"
 	"github.com/tenantprov/tenantprov/services/audit-sink/internal/sink"
 )
 
@@ -176,6 +177,11 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopTracing, err := telemetry.Setup(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	return service.Run(ctx, name, cfg.Config, work(cfg))
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/service"
+	"github.com/tenantprov/tenantprov/pkg/telemetry"
 	"github.com/tenantprov/tenantprov/services/minio-agent/miniostore"
 )
 
@@ -44,6 +45,11 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopTracing, err := telemetry.Setup(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	return service.Run(ctx, name, cfg.Config, work(cfg))
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/service"
+	"github.com/tenantprov/tenantprov/pkg/telemetry"
 	"github.com/tenantprov/tenantprov/services/orchestrator/saga"
 )
 
@@ -35,6 +36,11 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopTracing, err := telemetry.Setup(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	return service.Run(ctx, name, cfg.Config, func(ctx context.Context, svc *service.Service) error {
 		s, err := saga.New(ctx, cfg.Saga, svc.JS, svc.Log, saga.NewMetrics(svc.Metrics))
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/service"
+	"github.com/tenantprov/tenantprov/pkg/telemetry"
 	"github.com/tenantprov/tenantprov/services/pg-agent/pgstore"
 )
 
@@ -43,6 +44,11 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	stopTracing, err := telemetry.Setup(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	return service.Run(ctx, name, cfg.Config, work(cfg))
 }
 

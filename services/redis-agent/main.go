@@ -18,6 +18,7 @@ import (
 	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/config"
 	"github.com/tenantprov/tenantprov/pkg/service"
+	"github.com/tenantprov/tenantprov/pkg/telemetry"
 	"github.com/tenantprov/tenantprov/services/redis-agent/redisstore"
 )
 
@@ -47,6 +48,11 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer store.Close()
+	stopTracing, err := telemetry.Setup(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	return service.Run(ctx, name, cfg.Config, func(ctx context.Context, svc *service.Service) error {
 		redis.SetLogger(driverLog{svc.Log.Named("go-redis")})
 		watchLog := svc.Log.Named("script-watchdog")

@@ -32,11 +32,11 @@ func (s *Saga) policy() Policy {
 }
 
 // observe logs and counts the state change from a to b.
-func (s *Saga) observe(a, b *events.TenantRecord) {
+func (s *Saga) observe(ctx context.Context, a, b *events.TenantRecord) {
 	if b == nil || (a != nil && a.State == b.State && a.Generation == b.Generation) {
 		return
 	}
-	s.log.Info("tenant state", zap.String("tenant", b.TenantID), zap.Uint64("generation", b.Generation), zap.String("state", string(b.State)), zap.String("reason", b.Reason))
+	s.logger(ctx).Info("tenant state", zap.String("tenant", b.TenantID), zap.Uint64("generation", b.Generation), zap.String("state", string(b.State)), zap.String("reason", b.Reason))
 	switch b.State {
 	case events.TenantProvisioning:
 		s.metrics.sagas.WithLabelValues("provision", "started").Inc()
@@ -95,7 +95,9 @@ func (s *Saga) flush(ctx context.Context, rec *events.TenantRecord) error {
 	return nil
 }
 
-func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.Effect) error {
+func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.Effect) (err error) {
+	ctx, span := startEffect(ctx, e)
+	defer func() { endSpan(span, err) }()
 	id := rec.TenantID
 	switch e.Kind {
 	case events.EffectCommand, events.EffectOutcome, events.EffectAudit:
@@ -105,6 +107,7 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 		m.Header.Set(events.HeaderSource, Source)
 		m.Header.Set(events.HeaderTenantID, id)
 		m.Header.Set(events.HeaderGeneration, strconv.FormatUint(e.Generation, 10))
+		injectTrace(ctx, m)
 		if err := s.publishMsg(ctx, m); err != nil {
 			return err
 		}
@@ -124,10 +127,12 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 		if info, err := s.secrets.GetInfo(ctx, events.TenantID(id).SecretsObject()); err == nil && info.Metadata[metaSealID] == e.Seal.ID {
 			return s.observeObject(ctx, id, e.ID)
 		}
-		data, err := s.sealFile(ctx, rec, e.Generation, e.Seal)
+		sctx, sspan := startSpan(ctx, "seal secrets (sops)")
+		data, err := s.sealFile(sctx, rec, e.Generation, e.Seal)
+		endSpan(sspan, err)
 		var perm *permanentError
 		if errors.As(err, &perm) {
-			s.log.Error("sealing failed", zap.String("tenant", id), zap.Error(err))
+			s.logger(ctx).Error("sealing failed", zap.String("tenant", id), zap.Error(err))
 			_, _, _, err = s.write(ctx, id, Event{Kind: EvSealFailed, EffectID: e.ID, Reason: perm.Error()})
 			return err
 		}
@@ -135,18 +140,26 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 			return err
 		}
 		meta := jetstream.ObjectMeta{Name: events.TenantID(id).SecretsObject(), Metadata: map[string]string{metaSealID: e.Seal.ID}}
-		pctx, cancel := context.WithTimeout(ctx, 3*opTimeout)
+		pctx, pspan := startSpan(ctx, "put object "+meta.Name)
+		pctx, cancel := context.WithTimeout(pctx, 3*opTimeout)
 		_, err = s.secrets.Put(pctx, meta, bytes.NewReader(data))
 		cancel()
+		endSpan(pspan, err)
 		if err != nil {
 			return fmt.Errorf("store sealed secrets: %w", err)
 		}
 		clear(data)
 		return s.observeObject(ctx, id, e.ID)
 	case events.EffectDeleteSecrets:
-		dctx, cancel := context.WithTimeout(ctx, opTimeout)
+		dctx, dspan := startSpan(ctx, "delete object "+events.TenantID(id).SecretsObject())
+		dctx, cancel := context.WithTimeout(dctx, opTimeout)
 		err := s.secrets.Delete(dctx, events.TenantID(id).SecretsObject())
 		cancel()
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			endSpan(dspan, nil)
+		} else {
+			endSpan(dspan, err)
+		}
 		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 			return fmt.Errorf("delete sealed secrets: %w", err)
 		}
@@ -196,10 +209,11 @@ func (s *Saga) write(ctx context.Context, id string, ev Event) (*events.TenantRe
 		if next == nil {
 			return nil, errNoChange
 		}
+		traceStep(ctx, cur, next, ev)
 		return next, nil
 	})
 	if err == nil && changed {
-		s.observe(before, rec)
+		s.observe(ctx, before, rec)
 	}
 	return rec, d, changed, err
 }
@@ -219,9 +233,10 @@ func (s *Saga) publishMsg(ctx context.Context, m *nats.Msg) error {
 		// time and the publish is sent again (same message ID, so a
 		// stored one is not stored twice).
 		actx, cancel := context.WithTimeout(ctx, opTimeout)
-		_, err := s.js.PublishMsg(actx, m)
+		ack, err := s.js.PublishMsg(actx, m)
 		cancel()
 		if err == nil {
+			markDuplicate(ctx, ack)
 			return nil
 		}
 		var api *jetstream.APIError

@@ -37,7 +37,7 @@ func (s *Saga) handleRequest(ctx context.Context, msg jetstream.Msg) error {
 		}
 		id, ev = req.TenantID, Event{Kind: EvDeprovisionRequested, Seq: seq, Deprovision: req}
 	default:
-		s.log.Warn("unexpected subject on the requests consumer", zap.String("subject", msg.Subject()))
+		s.logger(ctx).Warn("unexpected subject on the requests consumer", zap.String("subject", msg.Subject()))
 		return nil
 	}
 	rec, d, err := s.apply(ctx, id, ev)
@@ -48,7 +48,7 @@ func (s *Saga) handleRequest(ctx context.Context, msg jetstream.Msg) error {
 		return s.reject(ctx, msg, d.RejectRequest)
 	}
 	if d.Note != "" && rec != nil {
-		s.log.Info("request changes nothing", zap.String("tenant", id), zap.String("subject", msg.Subject()), zap.Uint64("seq", seq), zap.String("why", d.Note))
+		s.logger(ctx).Info("request changes nothing", zap.String("tenant", id), zap.String("subject", msg.Subject()), zap.Uint64("seq", seq), zap.String("why", d.Note))
 		// A redelivery after a crash: finish what the record holds.
 		if len(rec.Outbox) > 0 {
 			return s.flush(ctx, rec)
@@ -77,7 +77,7 @@ func (s *Saga) reject(ctx context.Context, msg jetstream.Msg, reason string) err
 		disc = fmt.Sprintf("seq%d", meta.Sequence.Stream)
 	}
 	s.metrics.rejected.Inc()
-	s.log.Warn("request rejected", zap.String("subject", msg.Subject()), zap.String("tenant_hint", hint), zap.String("reason", reason))
+	s.logger(ctx).Warn("request rejected", zap.String("subject", msg.Subject()), zap.String("tenant_hint", hint), zap.String("reason", reason))
 	now := s.now()
 	out := &events.TenantOutcomeEvent{Outcome: events.TenantOutcomeRejected, TenantID: hint, Reason: events.Truncate(reason, 1000), OccurredAt: now}
 	msgID := events.MsgID{Kind: "tenant", Tenant: hint, Step: "rejected:" + disc}.String()

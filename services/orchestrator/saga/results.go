@@ -20,7 +20,7 @@ func (s *Saga) handleResult(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		// Invalid input is never retried; the saga's deadline covers a
 		// store that never answers validly.
-		s.log.Error("invalid store result dropped", zap.String("subject", msg.Subject()), zap.Error(err))
+		s.logger(ctx).Error("invalid store result dropped", zap.String("subject", msg.Subject()), zap.Error(err))
 		s.metrics.resultsRejected.WithLabelValues("invalid").Inc()
 		return nil
 	}
@@ -37,7 +37,7 @@ func (s *Saga) handleResult(ctx context.Context, msg jetstream.Msg) error {
 		return s.rejectResult(ctx, msg.Subject(), ev.Seq, res, d)
 	}
 	if d.Note == "" && rec != nil {
-		s.log.Debug("store result applied", zap.String("tenant", res.TenantID), zap.String("store", string(res.Store)), zap.String("outcome", string(res.Outcome)),
+		s.logger(ctx).Debug("store result applied", zap.String("tenant", res.TenantID), zap.String("store", string(res.Store)), zap.String("outcome", string(res.Outcome)),
 			zap.Uint64("generation", res.Generation), zap.Int("attempt", res.Attempt), zap.Uint64("run", res.Run), zap.Uint64("seq", ev.Seq), zap.String("state", string(rec.State)))
 	}
 	if d.Note != "" && rec != nil && len(rec.Outbox) > 0 {
@@ -60,7 +60,7 @@ func subjectStore(subject string) events.Store {
 // its details never hold the credential.
 func (s *Saga) rejectResult(ctx context.Context, subject string, seq uint64, res *events.StoreResult, d Decision) error {
 	s.metrics.resultsRejected.WithLabelValues(d.RejectCode).Inc()
-	s.log.Warn("store result rejected", zap.String("tenant", res.TenantID), zap.String("subject", subject), zap.Uint64("seq", seq),
+	s.logger(ctx).Warn("store result rejected", zap.String("tenant", res.TenantID), zap.String("subject", subject), zap.Uint64("seq", seq),
 		zap.Uint64("generation", res.Generation), zap.Uint64("run", res.Run), zap.String("reason", d.RejectResult))
 	details, _ := json.Marshal(compact(map[string]any{
 		"subject": subject, "stream_seq": seq, "reason": d.RejectResult, "code": d.RejectCode,

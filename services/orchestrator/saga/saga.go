@@ -27,9 +27,11 @@ import (
 	"filippo.io/age"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/pkg/telemetry"
 	"github.com/tenantprov/tenantprov/services/orchestrator/sealer"
 )
 
@@ -122,8 +124,8 @@ func (s *Saga) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, 3)
 	wg.Add(3)
-	go func() { defer wg.Done(); errs <- s.consume(ctx, reqs, s.handleRequest) }()
-	go func() { defer wg.Done(); errs <- s.consume(ctx, res, s.handleResult) }()
+	go func() { defer wg.Done(); errs <- s.consume(ctx, reqs, s.traced("request", s.handleRequest)) }()
+	go func() { defer wg.Done(); errs <- s.consume(ctx, res, s.traced("result", s.handleResult)) }()
 	go func() { defer wg.Done(); s.reconcileLoop(ctx); errs <- nil }()
 	wg.Wait()
 	close(errs)
@@ -200,6 +202,9 @@ func (s *Saga) consume(ctx context.Context, c jetstream.Consumer, handle func(co
 	}
 }
 
+// logger is the saga's logger with ctx's trace (trace_id, span_id).
+func (s *Saga) logger(ctx context.Context) *zap.Logger { return telemetry.Logger(ctx, s.log) }
+
 // handlerTimeout bounds the handling of one message.
 const handlerTimeout = 2 * time.Minute
 
@@ -220,5 +225,9 @@ func (s *Saga) publish(ctx context.Context, subject, msgID string, p events.Payl
 	if generation > 0 {
 		m.Header.Set(events.HeaderGeneration, fmt.Sprint(generation))
 	}
-	return s.publishMsg(ctx, m)
+	ctx, span := tracer().Start(ctx, "publish "+subject, trace.WithSpanKind(trace.SpanKindProducer))
+	injectTrace(ctx, m)
+	err = s.publishMsg(ctx, m)
+	endSpan(span, err)
+	return err
 }

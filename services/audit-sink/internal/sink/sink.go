@@ -314,7 +314,9 @@ func (s *Sink) write(ctx context.Context, entries []*auditlog.Entry, msgs []jets
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.WriteTimeout)
 	defer cancel()
 	begin := time.Now()
+	spans := startInsertSpans(ctx, entries, msgs)
 	outs, err := auditlog.Append(wctx, s.opts.DB, entries)
+	spans.end(outs, err)
 	s.metrics.WriteSeconds.Observe(time.Since(begin).Seconds())
 	if err != nil {
 		if auditlog.IsDataError(err) {
@@ -357,7 +359,7 @@ func (s *Sink) write(ctx context.Context, entries []*auditlog.Entry, msgs []jets
 		}
 		if err := m.Ack(); err != nil {
 			// Redelivery will find the row and ack it as a duplicate.
-			s.log.Warn("ack after commit failed", zap.String("event_id", entries[i].Event.EventID), zap.Error(err))
+			s.log.Warn("ack after commit failed", append(spans.logFields(i), zap.String("event_id", entries[i].Event.EventID), zap.Error(err))...)
 		}
 	}
 	return nil
