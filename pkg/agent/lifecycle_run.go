@@ -258,7 +258,7 @@ type lifecycleCalls struct {
 }
 
 // lifecycleOf finds the lifecycle interfaces of the store inside the
-// runtime's decorators (Sanitize, Instrument, recovering), which wrap
+// runtime's decorators (Traced, Sanitize, Instrument, recovering), which wrap
 // Store's methods only.
 func lifecycleOf(s Store, m *Metrics) lifecycleCalls {
 	inner := unwrapStore(s)
@@ -278,6 +278,8 @@ func unwrapStore(s Store) Store {
 			s = d.next
 		case recoveringStore:
 			s = d.next
+		case tracedStore:
+			s = d.Store
 		default:
 			return s
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/pkg/secret"
@@ -431,5 +432,20 @@ func TestLifecycleMetricsCarryTheAction(t *testing.T) {
 	}
 	if n := series(m.storeCalls); n != 3 {
 		t.Errorf("%d store call series, want 3 (rotate, verify, suspend)", n)
+	}
+}
+
+// The runtime wraps the store in decorators that implement Store only; the
+// lifecycle interfaces must still be found underneath every one of them
+// (a decorator added without unwrapping would answer every lifecycle
+// command "unsupported").
+func TestLifecycleInterfacesSeenThroughDecorators(t *testing.T) {
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lc := lifecycleOf(decorate(&lifeStore{}, m), m)
+	if lc.rotator == nil || lc.suspender == nil || lc.observer == nil {
+		t.Fatalf("lifecycle interfaces hidden by the runtime's decorators: rotator=%v suspender=%v observer=%v", lc.rotator != nil, lc.suspender != nil, lc.observer != nil)
 	}
 }

@@ -119,7 +119,7 @@ func Run(ctx context.Context, svc *service.Service, store Store, cfg Config) err
 	if err != nil {
 		return err
 	}
-	r := newRuntime(svc, Traced(Sanitize(Instrument(recovering(store), metrics))), cfg, recipients, metrics)
+	r := newRuntime(svc, decorate(store, metrics), cfg, recipients, metrics)
 
 	var consumerReady atomic.Bool
 	svc.AddReadiness(string(kind), r.store.Ping)
@@ -1052,6 +1052,13 @@ func newCredentialID() string {
 // one bad command cannot take the replica (and every command in flight on
 // it) down.
 func recovering(next Store) Store { return recoveringStore{next: next} }
+
+// decorate wraps a store in the runtime's decorators: spans, sanitised
+// errors, metrics, recovered panics. They wrap Store's methods only;
+// lifecycleOf finds the optional interfaces underneath.
+func decorate(store Store, m *Metrics) Store {
+	return Traced(Sanitize(Instrument(recovering(store), m)))
+}
 
 type recoveringStore struct{ next Store }
 
