@@ -40,6 +40,12 @@ var extraRequired = map[string][]string{
 // by a Config struct.
 var runtimeVars = map[string]bool{
 	"SSL_CERT_FILE": true, // crypto/x509: the CA bundle that signed the stores' certificates
+	// pkg/telemetry and the OpenTelemetry SDK (every service calls
+	// telemetry.Setup): where and how traces are exported.
+	"OTEL_EXPORTER_OTLP_ENDPOINT": true,
+	"OTEL_EXPORTER_OTLP_PROTOCOL": true,
+	"OTEL_SERVICE_NAME":           true,
+	"OTEL_TRACES_SAMPLER":         true,
 }
 
 // rendered is what `helm template` produced, decoded into the API types.
@@ -248,13 +254,27 @@ func TestHelmChartRendersValidDeployments(t *testing.T) {
 	}{
 		{"production values", nil},
 		{"no private CA, migration off, shorter drain", []string{"--set", "caBundle.configMap=", "--set", "auditSink.migration.enabled=false", "--set", "shutdownTimeoutSeconds=10"}},
+		{"tracing to an OTLP collector", []string{"--set", "tracing.otlpEndpoint=http://otel-collector.observability:4318", "--set", "tracing.sampler=parentbased_traceidratio"}},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
 			r := renderChart(t, v.args...)
 			checkDeployments(t, r)
-			if v.args != nil && len(r.jobs) != 0 {
+			if strings.HasPrefix(v.name, "no private CA") && len(r.jobs) != 0 {
 				t.Errorf("auditSink.migration.enabled=false still renders %d Jobs", len(r.jobs))
+			}
+			tracing := strings.HasPrefix(v.name, "tracing")
+			for name, d := range r.deployments {
+				env := map[string]string{}
+				for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+					env[e.Name] = e.Value
+				}
+				switch {
+				case tracing && (env["OTEL_EXPORTER_OTLP_ENDPOINT"] != "http://otel-collector.observability:4318" || env["OTEL_SERVICE_NAME"] != name || env["OTEL_TRACES_SAMPLER"] != "parentbased_traceidratio"):
+					t.Errorf("%s: tracing values not passed on: endpoint %q, service name %q, sampler %q", name, env["OTEL_EXPORTER_OTLP_ENDPOINT"], env["OTEL_SERVICE_NAME"], env["OTEL_TRACES_SAMPLER"])
+				case !tracing && env["OTEL_EXPORTER_OTLP_ENDPOINT"] != "":
+					t.Errorf("%s: exports traces although tracing.otlpEndpoint is empty", name)
+				}
 			}
 		})
 	}

@@ -109,6 +109,16 @@ points at it (NAME_FILE, read by pkg/config).
 - {name: LOG_LEVEL, value: {{ .root.Values.logLevel | quote }}}
 - {name: JETSTREAM_REPLICAS, value: {{ .root.Values.nats.jetstreamReplicas | quote }}}
 - {name: SHUTDOWN_TIMEOUT, value: {{ printf "%vs" .root.Values.shutdownTimeoutSeconds | quote }}}
+{{- with .root.Values.tracing }}
+{{- if .otlpEndpoint }}
+- {name: OTEL_EXPORTER_OTLP_ENDPOINT, value: {{ .otlpEndpoint | quote }}}
+- {name: OTEL_EXPORTER_OTLP_PROTOCOL, value: {{ .protocol | default "http/protobuf" | quote }}}
+- {name: OTEL_SERVICE_NAME, value: {{ $.svc.name | quote }}}
+{{- if .sampler }}
+- {name: OTEL_TRACES_SAMPLER, value: {{ .sampler | quote }}}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if .root.Values.caBundle.configMap }}
 - {name: SSL_CERT_FILE, value: {{ printf "/etc/tenantprov/ca/%s" .root.Values.caBundle.key | quote }}}
 {{- end }}
