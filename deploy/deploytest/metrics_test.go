@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tenantprov/tenantprov/pkg/agent"
+	"github.com/tenantprov/tenantprov/pkg/service"
 	"github.com/tenantprov/tenantprov/services/minio-agent/miniostore"
 	"github.com/tenantprov/tenantprov/services/orchestrator/saga"
 	"github.com/tenantprov/tenantprov/testkit"
@@ -35,10 +36,6 @@ var pendingMetrics = map[string]string{
 	"tenantprov_orchestrator_sagas_past_deadline": "services/orchestrator",
 	// counter, label store: deprovision commands re-sent by the orchestrator.
 	"tenantprov_orchestrator_compensation_retries_total": "services/orchestrator",
-	// gauge 1/0: what /readyz answers (pkg/service).
-	"tenantprov_service_ready": "pkg/service",
-	// gauge, labels stream, consumer: NumPending of the service's durable consumer.
-	"tenantprov_consumer_pending_messages": "pkg/service or each consumer",
 }
 
 // externalMetrics are names exported by something other than tenantprov.
@@ -90,6 +87,7 @@ func exportedMetrics(t *testing.T) map[string]string {
 
 	// pkg/service registers these in every service's registry.
 	add("pkg/service (Go runtime)", collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	add("pkg/service", service.SkeletonCollectors(&service.Service{})...)
 
 	var r recordingRegisterer
 	if _, err := agent.NewMetrics(&r); err != nil {

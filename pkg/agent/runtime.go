@@ -123,6 +123,7 @@ func Run(ctx context.Context, svc *service.Service, store Store, cfg Config) err
 
 	var consumerReady atomic.Bool
 	svc.AddReadiness(string(kind), r.store.Ping)
+	svc.WatchConsumer(events.StreamStoreCommands, events.AgentConsumer(kind))
 	svc.AddReadiness("agent consumer", func(context.Context) error {
 		if !consumerReady.Load() {
 			return errors.New("consumer " + events.AgentConsumer(kind) + " not created yet")

@@ -44,8 +44,9 @@ type Service struct {
 	httpAddr atomic.Value // string, the bound address
 	topology atomic.Bool
 
-	mu     sync.Mutex
-	checks map[string]ReadinessCheck
+	mu        sync.Mutex
+	checks    map[string]ReadinessCheck
+	consumers [][2]string // stream, durable (WatchConsumer)
 }
 
 // AddReadiness registers a check that /readyz runs on every request.
@@ -80,6 +81,7 @@ func Run(ctx context.Context, name string, cfg Config, work Work) error {
 func RunWithLogger(ctx context.Context, name string, cfg Config, log *zap.Logger, work Work) error {
 	s := &Service{Name: name, Log: log, Metrics: prometheus.NewRegistry(), checks: map[string]ReadinessCheck{}}
 	s.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.Metrics.MustRegister(SkeletonCollectors(s)...)
 
 	lis, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -285,20 +287,9 @@ func drain(nc *nats.Conn, timeout time.Duration, log *zap.Logger) {
 	}
 }
 
-func (s *Service) mux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{Registry: s.Metrics}))
-	return mux
-}
-
-func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
+// problems runs the readiness checks: what is wrong, by check name (empty
+// when ready).
+func (s *Service) problems(ctx context.Context) map[string]string {
 	problems := map[string]string{}
 	if s.NATS == nil || !s.NATS.IsConnected() {
 		problems["nats"] = "not connected"
@@ -317,6 +308,24 @@ func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
 			problems[name] = err.Error()
 		}
 	}
+	return problems
+}
+
+func (s *Service) mux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.Metrics, promhttp.HandlerOpts{Registry: s.Metrics}))
+	return mux
+}
+
+func (s *Service) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	problems := s.problems(ctx)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if len(problems) == 0 {
 		_, _ = fmt.Fprintln(w, "ready")

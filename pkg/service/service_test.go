@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -67,6 +68,9 @@ func TestRunServesEndpointsEnsuresTopologyAndStops(t *testing.T) {
 	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "store: store unreachable") {
 		t.Fatalf("/readyz with a failing check = %d %q, want 503 naming the check", code, body)
 	}
+	if _, body := get(t, base+"/metrics"); !strings.Contains(body, "\n"+service.MetricReady+" 0\n") {
+		t.Fatalf("/metrics while not ready lacks %s 0", service.MetricReady)
+	}
 	t.Setenv("HTTP_ADDR", s.HTTPAddr())
 	if code := service.Healthcheck("test", io.Discard); code != 1 {
 		t.Fatalf("healthcheck exit %d while not ready, want 1", code)
@@ -78,8 +82,8 @@ func TestRunServesEndpointsEnsuresTopologyAndStops(t *testing.T) {
 	if code := service.Healthcheck("test", io.Discard); code != 0 {
 		t.Fatalf("healthcheck exit %d while ready, want 0", code)
 	}
-	if code, body := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") {
-		t.Fatalf("/metrics = %d, missing go_goroutines", code)
+	if code, body := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") || !strings.Contains(body, "\n"+service.MetricReady+" 1\n") {
+		t.Fatalf("/metrics = %d, missing go_goroutines or %s 1", code, service.MetricReady)
 	}
 
 	// The whole topology exists.
@@ -95,6 +99,22 @@ func TestRunServesEndpointsEnsuresTopologyAndStops(t *testing.T) {
 	if _, err := js.ObjectStore(ctx, events.ObjectStoreSecrets); err != nil {
 		t.Errorf("object store: %v", err)
 	}
+	// Consumer lag: three audit events nobody has consumed yet are
+	// pending on the audit sink's durable consumer.
+	if _, err := js.CreateOrUpdateConsumer(ctx, events.StreamAudit, events.AuditSinkConfig(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	s.WatchConsumer(events.StreamAudit, events.ConsumerAuditSink)
+	for i := range 3 {
+		if _, err := js.Publish(ctx, fmt.Sprintf("audit.TEST_%d", i), []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := fmt.Sprintf(`%s{consumer=%q,stream=%q} 3`, service.MetricConsumerPending, events.ConsumerAuditSink, events.StreamAudit)
+	if _, body := get(t, base+"/metrics"); !strings.Contains(body, want) {
+		t.Fatalf("/metrics lacks %q", want)
+	}
+
 	// Ensure is idempotent: running it again changes nothing and fails
 	// nothing.
 	if err := (events.Topology{Replicas: 1}).Ensure(ctx, js); err != nil {

@@ -50,6 +50,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tenantprov/tenantprov/pkg/config"
+	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/pkg/secret"
 	"github.com/tenantprov/tenantprov/pkg/service"
 	"github.com/tenantprov/tenantprov/pkg/telemetry"
@@ -216,6 +217,7 @@ func work(cfg Config) service.Work {
 		}
 		defer pool.Close()
 		s.AddReadiness("postgres", pool.Ping)
+		s.WatchConsumer(events.StreamAudit, events.ConsumerAuditSink)
 		sk, err := sink.New(sink.Options{
 			JS: s.JS, DB: pool, Log: s.Log, Metrics: sink.NewMetrics(s.Metrics),
 			BatchSize: cfg.BatchSize, AckWait: cfg.AckWait, AnchorInterval: cfg.AnchorInterval,

@@ -13,6 +13,7 @@ import (
 	"errors"
 
 	"github.com/tenantprov/tenantprov/pkg/config"
+	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/pkg/service"
 	"github.com/tenantprov/tenantprov/pkg/telemetry"
 	"github.com/tenantprov/tenantprov/services/orchestrator/saga"
@@ -46,6 +47,8 @@ func run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		svc.WatchConsumer(events.StreamTenants, events.ConsumerOrchestratorRequests)
+		svc.WatchConsumer(events.StreamStoreEvents, events.ConsumerOrchestratorResults)
 		return s.Run(ctx)
 	})
 }
