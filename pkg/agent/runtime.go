@@ -612,7 +612,7 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 	if err != nil { // DecodeStoreCommand validated it; kept for safety
 		return r.fail(id, events.ReasonInvalid, errorText(err))
 	}
-	if cmd.Action != events.ActionProvision && cmd.Action != events.ActionDeprovision {
+	if cmd.Action != events.ActionProvision && cmd.Action != events.ActionDeprovision && !isPlanAction(cmd.Action) {
 		return r.fail(id, events.ReasonInvalid, fmt.Sprintf("unknown action %q", cmd.Action))
 	}
 	// A provision never touches the store after its deadline: the saga has
@@ -658,6 +658,9 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 
 	if cmd.Action == events.ActionProvision {
 		return r.provision(ctx, id, tenant, cmd, delivery)
+	}
+	if isPlanAction(cmd.Action) { // plan_run.go
+		return r.runPlan(ctx, id, tenant, cmd, delivery)
 	}
 	return r.deprovision(ctx, id, tenant, cmd, delivery)
 }
@@ -736,6 +739,10 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	if len(presp.Credential) == 0 {
 		return r.fail(id, events.ReasonStoreError, "the store provisioned the tenant but returned no credential")
 	}
+	limits, pv := r.provisionPlan(ctx, id, tenant, cmd, delivery, append([]secret.String{password}, credentialSecrets(presp.Credential)...)...) // plan_run.go
+	if pv != nil {
+		return *pv
+	}
 	vresp, err := r.store.Verify(ctx, VerifyRequest{Tenant: tenant, Generation: cmd.Generation, Credential: presp.Credential})
 	secrets := append([]secret.String{password}, credentialSecrets(presp.Credential)...)
 	if err != nil {
@@ -749,6 +756,7 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	res.Verification = ver
 	res.IsolationMode = presp.IsolationMode
 	res.Warnings = presp.Warnings
+	res.Limits = limits
 	if !ver.Passed {
 		var failed []string
 		for _, c := range checks {
@@ -964,6 +972,9 @@ func completeChecks(checks []events.Check) []events.Check {
 func failedOutcome(a events.Action) events.Outcome {
 	if a == events.ActionDeprovision {
 		return events.OutcomeDeprovisionFailed
+	}
+	if a.Lifecycle() {
+		return a.FailureOutcome()
 	}
 	return events.OutcomeProvisionFailed
 }
