@@ -732,7 +732,7 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err)
 	}
-	presp, err := r.store.Provision(ctx, ProvisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID, Password: password})
+	presp, err := r.store.Provision(ctx, ProvisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID, Password: password, Plan: cmd.Plan.ForStore(r.kind)})
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err, password)
 	}
