@@ -97,6 +97,14 @@ func TestPlanApplyEnforcedAndChanged(t *testing.T) {
 		t.Fatalf("ApplyPlan(small) again: %v", err)
 	}
 
+	// The isolation checks still pass under the plan (before the tenant
+	// holds its one connection).
+	vresp, err := ts.store.Verify(ctx, agent.VerifyRequest{Tenant: "acme", Generation: 1, Credential: resp.Credential})
+	if err != nil {
+		t.Fatalf("Verify under the plan: %v", err)
+	}
+	requirePassed(t, vresp)
+
 	conn := ts.mustConnect(t, ctx, role, pw, db)
 	var pgErr *pgconn.PgError
 	if _, err := conn.Exec(ctx, "SELECT pg_sleep(3)"); !errors.As(err, &pgErr) || pgErr.Code != "57014" {
@@ -133,5 +141,4 @@ func TestPlanApplyEnforcedAndChanged(t *testing.T) {
 	if permanent, _ := agent.Classify(err); err == nil || !permanent {
 		t.Fatalf("ApplyPlan(nobody) = %v, want a permanent error", err)
 	}
-	_ = context.Background
 }
