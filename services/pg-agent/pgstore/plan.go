@@ -65,6 +65,17 @@ func (s *Store) planStatements(role string, p *events.PostgresPlan) []string {
 	return stmts
 }
 
+// aboveCeiling reports a plan connection limit above PG_CONNECTION_LIMIT,
+// which is the ceiling Verify and Observe hold every tenant role to (a
+// higher limit would be reported as drift and repaired away).
+func (s *Store) aboveCeiling(p *events.PostgresPlan) *events.Conflict {
+	if p.ConnectionLimit <= s.cfg.ConnectionLimit {
+		return nil
+	}
+	return &events.Conflict{Kind: events.ConflictUnenforceable, Resource: "connection_limit",
+		Detail: fmt.Sprintf("connection limit %d is above this agent's PG_CONNECTION_LIMIT %d, the most any tenant role may have", p.ConnectionLimit, s.cfg.ConnectionLimit)}
+}
+
 func postgresSection(p *events.Plan) *events.PostgresPlan {
 	if p == nil || p.Postgres == nil {
 		return &events.PostgresPlan{}
@@ -82,6 +93,9 @@ func (s *Store) ApplyPlan(ctx context.Context, req agent.PlanRequest) (agent.Pla
 		return agent.PlanResponse{}, err
 	}
 	want := postgresSection(req.Plan)
+	if c := s.aboveCeiling(want); c != nil {
+		return agent.PlanResponse{}, agent.Permanent(events.ReasonUnsupported, fmt.Errorf("plan for tenant %s: %s", tenant, c.Detail))
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	var got *events.PostgresPlan
@@ -249,6 +263,9 @@ func (s *Store) DryRun(ctx context.Context, req agent.PlanRequest) (events.DryRu
 	}
 	if req.Plan != nil {
 		want := postgresSection(req.Plan)
+		if c := s.aboveCeiling(want); c != nil {
+			out.Conflicts = append(out.Conflicts, *c)
+		}
 		for _, text := range s.planStatements(role, want) {
 			stmt(text, "")
 		}

@@ -136,6 +136,21 @@ func TestPlanApplyEnforcedAndChanged(t *testing.T) {
 		t.Fatalf("a 0.5 s statement without statement_timeout: %v", err)
 	}
 
+	// A connection limit above PG_CONNECTION_LIMIT (Observe's ceiling) is
+	// refused, and reported by the dry run.
+	huge := &events.Plan{Name: "huge", Postgres: &events.PostgresPlan{ConnectionLimit: 21}}
+	_, err = ts.store.ApplyPlan(ctx, agent.PlanRequest{Tenant: "acme", Generation: 1, Plan: huge})
+	if permanent, reason := agent.Classify(err); !permanent || reason != events.ReasonUnsupported {
+		t.Fatalf("ApplyPlan(connection limit 21 > 20) = %v, want permanent unsupported", err)
+	}
+	if dr, err := ts.store.DryRun(ctx, agent.PlanRequest{Tenant: "acme", Generation: 1, Plan: huge}); err != nil || len(dr.Conflicts) != 1 || dr.Conflicts[0].Kind != events.ConflictUnenforceable {
+		t.Fatalf("DryRun(connection limit 21) = %+v, %v; want one unenforceable conflict", dr.Conflicts, err)
+	}
+	obs, err := ts.store.Observe(ctx, agent.ObserveRequest{Tenant: "acme", Generation: 1, CredentialVersion: 1, Credential: resp.Credential})
+	if err != nil || len(obs.Drift) != 0 {
+		t.Fatalf("Observe under the large plan: %+v, %v; want no drift", obs.Drift, err)
+	}
+
 	// A plan for a tenant that is not provisioned is refused, permanently.
 	_, err = ts.store.ApplyPlan(ctx, agent.PlanRequest{Tenant: "nobody", Generation: 1, Plan: large})
 	if permanent, _ := agent.Classify(err); err == nil || !permanent {
