@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -159,21 +160,27 @@ func (p *Plan) Validate() error {
 		bad("minio.bucket_quota_bytes must be at least 1 MiB (MinIO's minimum), got %d", m.BucketQuotaBytes)
 	}
 	if pg := p.Postgres; pg != nil {
-		if pg.ConnectionLimit < 0 {
-			bad("postgres.connection_limit must be >= 1 (or 0 for the default)")
+		if pg.ConnectionLimit < 0 || pg.ConnectionLimit > 10000 {
+			bad("postgres.connection_limit must be between 1 and 10000 (or 0 for the default)")
 		}
 		for name, d := range map[string]Duration{"statement_timeout": pg.StatementTimeout, "idle_in_transaction_session_timeout": pg.IdleInTransactionSessionTimeout} {
 			if d < 0 || (d > 0 && time.Duration(d) < time.Millisecond) || time.Duration(d) > 24*time.Hour {
 				bad("postgres.%s must be between 1ms and 24h, got %s", name, time.Duration(d))
 			}
 		}
-		if pg.TempFileLimitKB < 0 {
-			bad("postgres.temp_file_limit_kb must be >= 1 (or 0 for the default)")
+		if pg.TempFileLimitKB < 0 || pg.TempFileLimitKB > math.MaxInt32 {
+			bad("postgres.temp_file_limit_kb must be between 1 and %d (or 0 for the default)", math.MaxInt32)
 		}
 	}
 	if q := p.Qdrant; q != nil {
 		if q.VectorSize < 0 || q.VectorSize > 65536 {
 			bad("qdrant.vector_size must be between 1 and 65536, got %d", q.VectorSize)
+		}
+		if q.MaxQueryLimit > math.MaxUint32-1 {
+			bad("qdrant.max_query_limit must be below %d", uint64(math.MaxUint32))
+		}
+		if q.MaxPointsCount == math.MaxUint64 || q.MaxCollectionPayloadSizeBytes == math.MaxUint64 || q.UpsertMaxBatchsize == math.MaxUint64 {
+			bad("qdrant limits must be below %d (that value means no limit)", uint64(math.MaxUint64))
 		}
 		if q.Distance != "" && !slices.Contains(qdrantDistances, q.Distance) {
 			bad("qdrant.distance must be one of %v, got %q", qdrantDistances, Truncate(q.Distance, 32))

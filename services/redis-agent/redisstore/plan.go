@@ -60,18 +60,28 @@ func unenforceable(p *events.RedisPlan) []events.Conflict {
 	return out
 }
 
-// unknownCategories are the categories of p the server does not know.
-func (s *Store) unknownCategories(ctx context.Context, p *events.RedisPlan) ([]string, error) {
-	if len(p.DenyCategories) == 0 {
-		return nil, nil
-	}
-	cats, err := s.admin.Do(ctx, "ACL", "CAT").StringSlice()
-	if err != nil {
-		return nil, storeError("acl cat", err)
-	}
+// unknownNames are the categories and commands of p the server does not
+// know (ACL SETUSER would refuse them).
+func (s *Store) unknownNames(ctx context.Context, p *events.RedisPlan) ([]string, error) {
 	var unknown []string
-	for _, c := range p.DenyCategories {
-		if !slices.Contains(cats, strings.TrimPrefix(c, "@")) {
+	if len(p.DenyCategories) > 0 {
+		cats, err := s.admin.Do(ctx, "ACL", "CAT").StringSlice()
+		if err != nil {
+			return nil, storeError("acl cat", err)
+		}
+		for _, c := range p.DenyCategories {
+			if !slices.Contains(cats, strings.TrimPrefix(c, "@")) {
+				unknown = append(unknown, c)
+			}
+		}
+	}
+	for _, c := range p.DenyCommands {
+		name, _, _ := strings.Cut(c, "|")
+		info, err := s.admin.Do(ctx, "COMMAND", "INFO", name).Slice()
+		if err != nil {
+			return nil, storeError("command info "+name, err)
+		}
+		if len(info) == 0 || info[0] == nil {
 			unknown = append(unknown, c)
 		}
 	}
@@ -93,12 +103,12 @@ func (s *Store) ApplyPlan(ctx context.Context, req agent.PlanRequest) (agent.Pla
 	if cs := unenforceable(want); len(cs) > 0 {
 		return agent.PlanResponse{}, agent.Permanent(events.ReasonUnsupported, fmt.Errorf("redis: plan for %s: %s: %w", id, cs[0].Resource, ErrUnenforceable))
 	}
-	unknown, err := s.unknownCategories(ctx, want)
+	unknown, err := s.unknownNames(ctx, want)
 	if err != nil {
 		return agent.PlanResponse{}, err
 	}
 	if len(unknown) > 0 {
-		return agent.PlanResponse{}, agent.Permanent(events.ReasonUnsupported, fmt.Errorf("redis: plan for %s: this server has no ACL categories %v", id, unknown))
+		return agent.PlanResponse{}, agent.Permanent(events.ReasonUnsupported, fmt.Errorf("redis: plan for %s: this server has no ACL category or command %v", id, unknown))
 	}
 	user := id.RedisUser()
 	rec, _, err := s.owned(ctx, id, req.Generation, "apply plan")
@@ -184,12 +194,12 @@ func (s *Store) DryRun(ctx context.Context, req agent.PlanRequest) (events.DryRu
 	if req.Plan != nil {
 		want := redisSection(req.Plan)
 		out.Conflicts = append(out.Conflicts, unenforceable(want)...)
-		unknown, err := s.unknownCategories(ctx, want)
+		unknown, err := s.unknownNames(ctx, want)
 		if err != nil {
 			return events.DryRun{}, err
 		}
 		for _, c := range unknown {
-			out.Conflicts = append(out.Conflicts, events.Conflict{Kind: events.ConflictUnenforceable, Resource: c, Detail: "this server has no such ACL category"})
+			out.Conflicts = append(out.Conflicts, events.Conflict{Kind: events.ConflictUnenforceable, Resource: c, Detail: "this server has no such ACL category or command"})
 		}
 		cmd(fmt.Sprintf("HSET %s %s <record with plan_rules %v>", ManagedUsersKey, user, planRules(want)))
 		cmd(fmt.Sprintf("ACL SETUSER %s nocommands %s %s", user, strings.Join(commandRules(s.cfg.TenantScripting), " "), strings.Join(planRules(want), " ")))

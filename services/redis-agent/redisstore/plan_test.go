@@ -44,7 +44,7 @@ func TestPlanDryRunChangesNothing(t *testing.T) {
 	if err := e.admin.Do(ctx, "ACL", "SETUSER", "tenant_squat", "on", ">not-ours", "~*", "+get").Err(); err != nil {
 		t.Fatal(err)
 	}
-	plan := &events.Plan{Name: "small", Redis: &events.RedisPlan{DenyCategories: []string{"@hash", "@nosuchcategory"}, MaxMemoryBytes: 1 << 20}}
+	plan := &events.Plan{Name: "small", Redis: &events.RedisPlan{DenyCategories: []string{"@hash", "@nosuchcategory"}, DenyCommands: []string{"get", "nosuchcommand"}, MaxMemoryBytes: 1 << 20}}
 	before := e.snapshot(t, ctx)
 	for _, tenant := range []events.TenantID{"acme", "fresh", "squat"} {
 		dr, err := e.store.DryRun(ctx, agent.PlanRequest{Tenant: tenant, Generation: 2, Plan: plan})
@@ -59,7 +59,7 @@ func TestPlanDryRunChangesNothing(t *testing.T) {
 		for _, c := range dr.Conflicts {
 			kinds = append(kinds, c.Kind+":"+c.Resource)
 		}
-		want := []string{"unenforceable:max_memory_bytes", "unenforceable:@nosuchcategory"}
+		want := []string{"unenforceable:max_memory_bytes", "unenforceable:@nosuchcategory", "unenforceable:nosuchcommand"}
 		if tenant == "squat" {
 			want = append([]string{"name_taken:redis ACL user tenant_squat"}, want...)
 		}
@@ -121,6 +121,10 @@ func TestPlanApplyEnforcedAndChanged(t *testing.T) {
 	_, err = e.store.ApplyPlan(ctx, agent.PlanRequest{Tenant: "acme", Generation: 1, Plan: &events.Plan{Name: "big", Redis: &events.RedisPlan{MaxConnections: 5}}})
 	if permanent, reason := agent.Classify(err); !permanent || reason != events.ReasonUnsupported {
 		t.Fatalf("ApplyPlan(max_connections) = %v, want permanent unsupported", err)
+	}
+	_, err = e.store.ApplyPlan(ctx, agent.PlanRequest{Tenant: "acme", Generation: 1, Plan: &events.Plan{Name: "typo", Redis: &events.RedisPlan{DenyCommands: []string{"apend"}}}})
+	if permanent, reason := agent.Classify(err); !permanent || reason != events.ReasonUnsupported {
+		t.Fatalf("ApplyPlan(unknown command) = %v, want permanent unsupported", err)
 	}
 	if err := tenant.Append(ctx, "tenant:acme:k", "x").Err(); err == nil {
 		t.Fatal("the refused plan changed the user")
