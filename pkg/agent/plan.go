@@ -47,6 +47,9 @@ type PlanRequest struct {
 // PlanResponse is what ApplyPlan read back from the store.
 type PlanResponse struct {
 	// Limits is the plan section as the store now enforces it.
-	Limits   *events.Plan
+	Limits *events.Plan
+	// Usage is what the tenant uses of what the plan limits, where the
+	// store can tell (events.UsageDatabaseBytes, events.UsagePoints).
+	Usage    map[string]int64
 	Warnings []string
 }

@@ -42,6 +42,7 @@ func (r *runtime) runPlan(ctx context.Context, id ident, tenant events.TenantID,
 	}
 	res := r.newResult(id, events.OutcomePlanApplied)
 	res.Limits = resp.Limits
+	res.Usage = resp.Usage
 	res.Warnings = resp.Warnings
 	return verdict{reply: res, settle: settleAck}
 }

@@ -44,13 +44,13 @@ func TestApplyPlanRepliesWithTheLimitsReadBack(t *testing.T) {
 	var got PlanRequest
 	h := newPlanHarness(t, &planStore{scriptStore: &scriptStore{}, apply: func(req PlanRequest) (PlanResponse, error) {
 		got = req
-		return PlanResponse{Limits: req.Plan}, nil
+		return PlanResponse{Limits: req.Plan, Usage: map[string]int64{events.UsagePoints: 7}}, nil
 	}})
 	h.deliverCmd(t, command(events.ActionApplyPlan, withPlan(smallPlan)), 1)
 	wantTrail(t, h, "publish:store.evt.redis.plan_applied", "ack")
 	res, _ := h.reply(t)
-	if res.Limits == nil || res.Limits.Name != "small" || res.Limits.Redis == nil {
-		t.Fatalf("limits = %+v", res.Limits)
+	if res.Limits == nil || res.Limits.Name != "small" || res.Limits.Redis == nil || res.Usage[events.UsagePoints] != 7 {
+		t.Fatalf("limits = %+v, usage %v", res.Limits, res.Usage)
 	}
 	if got.Plan.MinIO != nil || got.Tenant != "acme" || got.Generation != 2 {
 		t.Fatalf("the store got %+v; want only the redis section, for acme generation 2", got)

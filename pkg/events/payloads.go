@@ -400,6 +400,9 @@ type StoreResult struct {
 	// plan command's answer.
 	Limits *Plan   `json:"limits,omitempty"`
 	DryRun *DryRun `json:"dry_run,omitempty"`
+	// Usage is what the tenant uses of what a plan limits, as the store
+	// reported it with the limits (keys in plan.go: UsageDatabaseBytes, …).
+	Usage map[string]int64 `json:"usage,omitempty"`
 }
 
 // Validate checks identity fields, that a success carries what the

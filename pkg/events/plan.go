@@ -157,7 +157,7 @@ func (p *Plan) Validate() error {
 		bad("name must match %s", planNamePattern)
 	}
 	if m := p.MinIO; m != nil && m.BucketQuotaBytes > 0 && m.BucketQuotaBytes < 1<<20 {
-		bad("minio.bucket_quota_bytes must be at least 1 MiB (MinIO's minimum), got %d", m.BucketQuotaBytes)
+		bad("minio.bucket_quota_bytes must be at least 1 MiB (a smaller quota is taken for a unit mistake), got %d", m.BucketQuotaBytes)
 	}
 	if pg := p.Postgres; pg != nil {
 		if pg.ConnectionLimit < 0 || pg.ConnectionLimit > 10000 {
@@ -405,6 +405,13 @@ type Operation struct {
 	// exists, the limit already holds); empty when it would.
 	Skip string `json:"skip,omitempty"`
 }
+
+// Usage keys (StoreResult.Usage): what a tenant uses, reported next to
+// the limits a plan sets.
+const (
+	UsageDatabaseBytes = "database_bytes" // PostgreSQL: pg_database_size of the tenant's database
+	UsagePoints        = "points"         // Qdrant: points in the tenant's collection
+)
 
 // Conflict kinds.
 const (

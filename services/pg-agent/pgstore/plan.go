@@ -98,7 +98,11 @@ func (s *Store) ApplyPlan(ctx context.Context, req agent.PlanRequest) (agent.Pla
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	var got *events.PostgresPlan
+	var (
+		got      *events.PostgresPlan
+		usage    map[string]int64
+		warnings []string
+	)
 	err = s.withTenantLock(ctx, tenant, func(conn *pgxpool.Conn) error {
 		st, err := s.ownedState(ctx, conn, tenant, req.Generation)
 		if err != nil {
@@ -128,6 +132,15 @@ func (s *Store) ApplyPlan(ctx context.Context, req agent.PlanRequest) (agent.Pla
 			}
 			got = g
 		}
+		// The database's size is reported, not limited: PostgreSQL has
+		// no per-database quota. Reading it needs CONNECT on the database
+		// (or pg_read_all_stats); without that it is left out.
+		var size int64
+		if err := conn.QueryRow(ctx, "SELECT pg_database_size($1)", tenant.PostgresDatabase()).Scan(&size); err != nil {
+			warnings = append(warnings, "database size not reported: the admin role may not read it (grant pg_read_all_stats)")
+		} else {
+			usage = map[string]int64{events.UsageDatabaseBytes: size}
+		}
 		return nil
 	})
 	if err != nil {
@@ -137,7 +150,7 @@ func (s *Store) ApplyPlan(ctx context.Context, req agent.PlanRequest) (agent.Pla
 	if req.Plan != nil {
 		name = req.Plan.Name
 	}
-	return agent.PlanResponse{Limits: &events.Plan{Name: name, Postgres: got}}, nil
+	return agent.PlanResponse{Limits: &events.Plan{Name: name, Postgres: got}, Usage: usage, Warnings: warnings}, nil
 }
 
 // loginRoleNames are the tenant's login roles: the owner role and the

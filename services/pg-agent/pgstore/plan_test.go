@@ -93,6 +93,9 @@ func TestPlanApplyEnforcedAndChanged(t *testing.T) {
 	if *got.Limits.Postgres != *small.Postgres {
 		t.Fatalf("read back %+v, want %+v", *got.Limits.Postgres, *small.Postgres)
 	}
+	if got.Usage[events.UsageDatabaseBytes] < 1 {
+		t.Fatalf("usage %v, want the database size", got.Usage)
+	}
 	if _, err := ts.store.ApplyPlan(ctx, agent.PlanRequest{Tenant: "acme", Generation: 1, Plan: small}); err != nil {
 		t.Fatalf("ApplyPlan(small) again: %v", err)
 	}

@@ -149,7 +149,8 @@ func (s *Store) ApplyPlan(ctx context.Context, req agent.PlanRequest) (agent.Pla
 	if req.Plan != nil {
 		planName = req.Plan.Name
 	}
-	return agent.PlanResponse{Limits: &events.Plan{Name: planName, Qdrant: got}}, nil
+	usage := map[string]int64{events.UsagePoints: int64(min(info.GetPointsCount(), math.MaxInt64))}
+	return agent.PlanResponse{Limits: &events.Plan{Name: planName, Qdrant: got}, Usage: usage}, nil
 }
 
 // DryRun reports the admin calls a provision with req.Plan would make (the

@@ -134,6 +134,9 @@ func TestPlanApplyEnforcedAndChanged(t *testing.T) {
 		if got, err = e.store.ApplyPlan(ctx, agent.PlanRequest{Tenant: "acme", Generation: 1, Plan: large}); err != nil {
 			t.Fatalf("ApplyPlan(large): %v", err)
 		}
+		if got.Usage[events.UsagePoints] != 2 {
+			t.Fatalf("usage %v, want 2 points", got.Usage)
+		}
 		if got.Limits.Qdrant.MaxPointsCount != 10 || got.Limits.Qdrant.UpsertMaxBatchsize != 0 {
 			t.Fatalf("read back %+v: the small plan's batch size must be gone", *got.Limits.Qdrant)
 		}
