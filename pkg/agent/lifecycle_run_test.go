@@ -97,7 +97,7 @@ func newLifeHarness(t *testing.T, st *lifeStore) *harness {
 	}
 	h := newHarness(t, &st.scriptStore)
 	// newHarness wrapped the scriptStore; serve the lifeStore instead.
-	h.rt.store = Sanitize(Instrument(recovering(st), h.rt.metrics))
+	h.rt.store = decorate(st, h.rt.metrics)
 	return h
 }
 
@@ -447,5 +447,12 @@ func TestLifecycleInterfacesSeenThroughDecorators(t *testing.T) {
 	lc := lifecycleOf(decorate(&lifeStore{}, m), m)
 	if lc.rotator == nil || lc.suspender == nil || lc.observer == nil {
 		t.Fatalf("lifecycle interfaces hidden by the runtime's decorators: rotator=%v suspender=%v observer=%v", lc.rotator != nil, lc.suspender != nil, lc.observer != nil)
+	}
+	inner := unwrapStore(decorate(&planStore{}, m))
+	if _, ok := inner.(PlanApplier); !ok {
+		t.Fatal("PlanApplier hidden by the runtime's decorators")
+	}
+	if _, ok := inner.(DryRunner); !ok {
+		t.Fatal("DryRunner hidden by the runtime's decorators")
 	}
 }

@@ -682,7 +682,10 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 	if cmd.Action == events.ActionProvision {
 		return r.provision(ctx, id, tenant, cmd, delivery)
 	}
-	if cmd.Action.Lifecycle() {
+	if isPlanAction(cmd.Action) { // plan_run.go
+		return r.runPlan(ctx, id, tenant, cmd, delivery)
+	}
+	if cmd.Action.Lifecycle() { // lifecycle_run.go
 		return r.lifecycle(ctx, id, tenant, cmd, delivery)
 	}
 	return r.deprovision(ctx, id, tenant, cmd, delivery)
@@ -755,12 +758,16 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err)
 	}
-	presp, err := r.store.Provision(ctx, ProvisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID, Password: password})
+	presp, err := r.store.Provision(ctx, ProvisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID, Password: password, Plan: cmd.Plan.ForStore(r.kind)})
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err, password)
 	}
 	if len(presp.Credential) == 0 {
 		return r.fail(id, events.ReasonStoreError, "the store provisioned the tenant but returned no credential")
+	}
+	limits, pv := r.provisionPlan(ctx, id, tenant, cmd, delivery, append([]secret.String{password}, credentialSecrets(presp.Credential)...)...) // plan_run.go
+	if pv != nil {
+		return *pv
 	}
 	vresp, err := r.store.Verify(ctx, VerifyRequest{Tenant: tenant, Generation: cmd.Generation, Credential: presp.Credential})
 	secrets := append([]secret.String{password}, credentialSecrets(presp.Credential)...)
@@ -775,6 +782,7 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	res.Verification = ver
 	res.IsolationMode = presp.IsolationMode
 	res.Warnings = presp.Warnings
+	res.Limits = limits
 	if !ver.Passed {
 		var failed []string
 		for _, c := range checks {
@@ -995,6 +1003,9 @@ func completeChecks(checks []events.Check) []events.Check {
 
 func failedOutcome(a events.Action) events.Outcome {
 	if a.Valid() {
+		return a.FailureOutcome()
+	}
+	if a.Lifecycle() {
 		return a.FailureOutcome()
 	}
 	return events.OutcomeProvisionFailed

@@ -217,7 +217,7 @@ func newHarness(t *testing.T, store *scriptStore, tweak ...func(*Config)) *harne
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := newRuntime(svc, Sanitize(Instrument(recovering(store), m)), cfg, rcpts, m)
+	rt := newRuntime(svc, decorate(store, m), cfg, rcpts, m)
 	rt.useLocker(&memLocker{held: map[string]bool{}})
 	return &harness{rt: rt, store: store, js: js, trail: tr, identity: id, logs: logs}
 }

@@ -59,6 +59,11 @@ type ProvisionRequest struct {
 	// password (Qdrant's JWT) may ignore it and return their own in
 	// Credential.
 	Password secret.String
+	// Plan is the tenant's plan (this store's section), nil for none. A
+	// store reads it only for what must be fixed at creation (Qdrant's
+	// vector size and distance); the runtime applies the limits with
+	// PlanApplier after Provision and before Verify.
+	Plan *events.Plan
 }
 
 // ProvisionResponse describes what exists after a successful Provision.

@@ -206,6 +206,9 @@ var lifecycleActions = map[Action][2]Outcome{
 	ActionSuspend: {OutcomeSuspended, OutcomeSuspendFailed},
 	ActionResume:  {OutcomeResumed, OutcomeResumeFailed},
 	ActionObserve: {OutcomeObserved, OutcomeObserveFailed},
+	// plans and dry run (plan.go)
+	ActionApplyPlan: {OutcomePlanApplied, OutcomeApplyPlanFailed},
+	ActionPlan:      {OutcomePlanned, OutcomePlanFailed},
 }
 
 // Lifecycle reports whether a is one of the lifecycle actions (not

@@ -268,6 +268,10 @@ type StoreCommand struct {
 	GraceSeconds int64 `json:"grace_seconds,omitempty"`
 	// Repair asks an observe to repair grants and markers.
 	Repair bool `json:"repair,omitempty"`
+
+	// Plan is the tenant's plan, only this store's section (plan.go):
+	// required for apply_plan, optional for provision and plan (dry run).
+	Plan *Plan `json:"plan,omitempty"`
 }
 
 // Validate checks every field; all are required except Attempt.
@@ -312,7 +316,7 @@ func (m *StoreCommand) Validate() error {
 	if m.CredentialVersion < 0 || m.Version < 0 || m.GraceSeconds < 0 {
 		return fieldErr(m, "credential_version", "negative", nil)
 	}
-	return nil
+	return m.validatePlanCommand()
 }
 
 // DecodeStoreCommand decodes and validates a store command.
@@ -390,6 +394,15 @@ type StoreResult struct {
 	Retired           []int   `json:"retired,omitempty"`
 	Drift             []Drift `json:"drift,omitempty"`
 	Repaired          []Drift `json:"repaired,omitempty"`
+
+	// Plans (plan.go): Limits is the plan section read back from the
+	// store after apply_plan (or a provision with a plan); DryRun is a
+	// plan command's answer.
+	Limits *Plan   `json:"limits,omitempty"`
+	DryRun *DryRun `json:"dry_run,omitempty"`
+	// Usage is what the tenant uses of what a plan limits, as the store
+	// reported it with the limits (keys in plan.go: UsageDatabaseBytes, …).
+	Usage map[string]int64 `json:"usage,omitempty"`
 }
 
 // Validate checks identity fields, that a success carries what the
@@ -435,6 +448,9 @@ func (m *StoreResult) Validate() error {
 		if m.Reason == "" {
 			return fieldErr(m, "reason", "required for a failure", nil)
 		}
+	}
+	if err := m.validatePlanResult(); err != nil {
+		return err
 	}
 	if m.CompletedAt.IsZero() {
 		return fieldErr(m, "completed_at", "required", nil)

@@ -70,6 +70,7 @@ func (s *collectionsService) Create(_ context.Context, req *qdrant.CreateCollect
 		onDisk:   params.OnDisk,
 		metadata: clonePayload(req.GetMetadata()),
 		points:   map[pointKey]*point{},
+		strict:   mergeStrict(nil, req.GetStrictModeConfig()),
 	}
 	s.st.mu.Lock()
 	defer s.st.mu.Unlock()
@@ -105,6 +106,7 @@ func (s *collectionsService) Update(_ context.Context, req *qdrant.UpdateCollect
 		}
 		c.metadata = md // replaced, never mutated: readers may hold the old map
 	}
+	c.strict = mergeStrict(c.strict, req.GetStrictModeConfig()) // replaced, never mutated
 	return &qdrant.CollectionOperationResponse{Result: true, Time: elapsed(start)}, nil
 }
 
@@ -194,7 +196,8 @@ func (s *collectionsService) Get(_ context.Context, req *qdrant.GetCollectionInf
 				WalCapacityMb:    qdrant.PtrOf(uint64(32)),
 				WalSegmentsAhead: qdrant.PtrOf(uint64(0)),
 			},
-			Metadata: clonePayload(c.metadata),
+			Metadata:         clonePayload(c.metadata),
+			StrictModeConfig: mergeStrict(nil, c.strict),
 		},
 	}
 	return &qdrant.GetCollectionInfoResponse{Result: info, Time: elapsed(start)}, nil

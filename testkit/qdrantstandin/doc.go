@@ -28,6 +28,10 @@
 //     Scroll (ordered by id, next_page_offset), Count, Query (nearest dense
 //     vector, or no query = id order; filter, limit, offset,
 //     score_threshold, with_payload, with_vectors) and the legacy Search.
+//   - Strict mode (strict.go): strict_mode_config at create, merged field
+//     by field by Update, read back by Get; upsert batch size, points
+//     count, payload and vector storage, and query limit enforced with
+//     PermissionDenied "Forbidden: …".
 //   - Distances Cosine (vectors normalised on write, as Qdrant does), Dot,
 //     Euclid, Manhattan, computed by brute force in float32.
 //   - Filters: must / should / must_not / min_should, nested filters,

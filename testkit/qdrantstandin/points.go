@@ -85,6 +85,9 @@ func (s *pointsService) Upsert(_ context.Context, req *qdrant.UpsertPoints) (*qd
 		}
 		staged = append(staged, &point{id: id, vector: vec, payload: clonePayload(p.GetPayload())})
 	}
+	if err := c.checkUpsert(staged, req.GetUpdateMode()); err != nil {
+		return nil, err
+	}
 	op := s.st.nextOp()
 	for _, p := range staged {
 		old, exists := c.points[p.id]
@@ -217,6 +220,9 @@ func (s *pointsService) Scroll(_ context.Context, req *qdrant.ScrollPoints) (*qd
 	if err != nil {
 		return nil, err
 	}
+	if err := c.checkLimit(limit); err != nil {
+		return nil, err
+	}
 	resp := &qdrant.ScrollResponse{}
 	for _, p := range c.sortedPoints() {
 		if (from != nil && p.id.compare(*from) < 0) || !filter(p) {
@@ -282,6 +288,9 @@ func (s *pointsService) run(q search) ([]*qdrant.ScoredPoint, error) {
 	defer s.st.mu.RUnlock()
 	c, err := s.st.collection(q.collection)
 	if err != nil {
+		return nil, err
+	}
+	if err := c.checkLimit(q.limit); err != nil {
 		return nil, err
 	}
 	type hit struct {

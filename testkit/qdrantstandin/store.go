@@ -116,6 +116,8 @@ type collection struct {
 	onDisk   *bool
 	metadata map[string]*qdrant.Value
 	points   map[pointKey]*point
+	// strict is the strict-mode configuration (strict.go); nil: none.
+	strict *qdrant.StrictModeConfig
 }
 
 // sortedPoints returns the points in id order.

@@ -142,11 +142,11 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (resp
 	case foreign:
 		return resp, agent.Conflict("qdrant collection " + name)
 	case absent:
-		if err := s.createTenantCollection(admin, tenant, req.Generation); err != nil {
+		if err := s.createTenantCollectionWith(admin, tenant, req.Generation, s.vectorParamsFor(req.Plan)); err != nil {
 			return resp, classify(err)
 		}
 	case ours:
-		resp.Warnings = append(resp.Warnings, s.configDrift(st.info)...)
+		resp.Warnings = append(resp.Warnings, s.configDrift(st.info, s.vectorParamsFor(req.Plan))...)
 	}
 	if err := s.putMarker(admin, tenant, req.Generation); err != nil {
 		return resp, classify(err)
@@ -183,10 +183,16 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (resp
 // createTenantCollection creates the tenant's collection with tenantprov's
 // metadata. If it appeared meanwhile, it is accepted only if it is ours.
 func (s *Store) createTenantCollection(admin context.Context, tenant events.TenantID, generation uint64) error {
+	return s.createTenantCollectionWith(admin, tenant, generation, s.vectorParamsFor(nil))
+}
+
+// createTenantCollectionWith is createTenantCollection with the vector
+// parameters of the tenant's plan (plan.go).
+func (s *Store) createTenantCollectionWith(admin context.Context, tenant events.TenantID, generation uint64, params *qdrant.VectorParams) error {
 	name := tenant.QdrantCollection()
 	err := s.client.CreateCollection(admin, &qdrant.CreateCollection{
 		CollectionName: name,
-		VectorsConfig:  qdrant.NewVectorsConfig(&qdrant.VectorParams{Size: s.cfg.VectorSize, Distance: s.distance}),
+		VectorsConfig:  qdrant.NewVectorsConfig(params),
 		Metadata: qdrant.NewValueMap(map[string]any{
 			metaManagedBy:  managedBy,
 			metaTenant:     tenant.String(),
@@ -210,15 +216,16 @@ func (s *Store) createTenantCollection(admin context.Context, tenant events.Tena
 }
 
 // configDrift warns when an existing collection of ours has another vector
-// configuration than the agent's (the configuration changed since).
-func (s *Store) configDrift(info *qdrant.CollectionInfo) []string {
+// configuration than want, the agent's or the plan's (the configuration
+// changed since).
+func (s *Store) configDrift(info *qdrant.CollectionInfo, want *qdrant.VectorParams) []string {
 	p := info.GetConfig().GetParams().GetVectorsConfig().GetParams()
 	if p == nil {
 		return nil
 	}
-	if p.GetSize() != s.cfg.VectorSize || p.GetDistance() != s.distance {
+	if p.GetSize() != want.GetSize() || p.GetDistance() != want.GetDistance() {
 		return []string{fmt.Sprintf("existing collection has %d dimensions, %s; configuration says %d, %s (left as it is)",
-			p.GetSize(), p.GetDistance(), s.cfg.VectorSize, s.distance)}
+			p.GetSize(), p.GetDistance(), want.GetSize(), want.GetDistance())}
 	}
 	return nil
 }

@@ -258,7 +258,7 @@ func (s *Store) Observe(ctx context.Context, req agent.ObserveRequest) (agent.Ob
 		return resp, nil
 	}
 	args := []any{"ACL", "SETUSER", user}
-	for _, r := range userRules(id, rec.activeHashes(), !rec.Suspended, s.cfg.TenantScripting) {
+	for _, r := range append(userRules(id, rec.activeHashes(), !rec.Suspended, s.cfg.TenantScripting), rec.PlanRules...) {
 		args = append(args, r)
 	}
 	if err := s.admin.Do(ctx, args...).Err(); err != nil {

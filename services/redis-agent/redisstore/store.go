@@ -125,6 +125,9 @@ type managedUser struct {
 	Credentials []credentialHash `json:"credentials,omitempty"`
 	// Suspended is true between Suspend and Resume: the user is off.
 	Suspended bool `json:"suspended,omitempty"`
+	// PlanRules are the command rules the tenant's plan adds after the
+	// command rules of every tenant (plan.go); ApplyPlan sets them.
+	PlanRules []string `json:"plan_rules,omitempty"`
 }
 
 // credentialHash is one credential version's password hash.
@@ -253,6 +256,7 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 	// Provisioning (again) starts the tenant over at credential version 1,
 	// active.
 	rec.Credentials, rec.Suspended = []credentialHash{{Version: 1, SHA256: hash}}, false
+	rec.PlanRules = nil // the reset below drops them; a plan is applied after
 	if err := s.writeRecord(ctx, user, rec); err != nil {
 		return agent.ProvisionResponse{}, err
 	}

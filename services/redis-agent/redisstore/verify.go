@@ -565,6 +565,11 @@ func (s *Store) ruleDiffs(ctx context.Context, id events.TenantID, got aclUser, 
 	for _, r := range commandRules(stance) {
 		args = append(args, r)
 	}
+	if rec, _, err := s.record(ctx, id.RedisUser()); err == nil { // the plan's rules (plan.go)
+		for _, r := range rec.PlanRules {
+			args = append(args, r)
+		}
+	}
 	if err := s.admin.Do(ctx, args...).Err(); err != nil {
 		return nil, storeError("acl setuser "+ref, err)
 	}
