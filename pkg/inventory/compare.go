@@ -63,17 +63,21 @@ var LiveStates = map[events.TenantState]bool{
 	events.TenantActive:         true,
 	events.TenantRollingBack:    true,
 	events.TenantDeprovisioning: true,
-	"retained":                  true,
-	"suspended":                 true,
-	"rotating":                  true,
+	events.TenantRetaining:      true,
+	events.TenantRetained:       true,
+	events.TenantSuspending:     true,
+	events.TenantSuspended:      true,
+	events.TenantResuming:       true,
+	events.TenantRotating:       true,
+	events.TenantRestoring:      true,
 }
 
 // Complete are the states in which a tenant must hold every resource of
 // Expected in every store.
 var Complete = map[events.TenantState]bool{
-	events.TenantActive: true,
-	"suspended":         true,
-	"rotating":          true,
+	events.TenantActive:    true,
+	events.TenantSuspended: true,
+	events.TenantRotating:  true,
 }
 
 // Expected lists, per store, the kinds of resource (each with tenantprov's

@@ -46,6 +46,9 @@ func (t *step) observed(ev Event) Decision {
 	if !Observable(rec.State) {
 		return Decision{Note: "tenant is " + string(rec.State) + ": observation not applied"}
 	}
+	if res.Outcome == events.OutcomeObserveFailed && res.Reason == events.ReasonExpired {
+		return Decision{Note: "observe command expired before an agent took it: nothing was observed"}
+	}
 	st := rec.Stores[res.Store]
 	if st == nil || st.State != events.StoreProvisioned {
 		return Decision{Note: "store is not provisioned: observation not applied"}
