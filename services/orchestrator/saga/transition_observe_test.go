@@ -163,3 +163,23 @@ func TestStepObservedBoundsDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestStepNeverAppliesASweepResult: the orphan sweep's deprovision carries
+// a sweep saga ID; its result is never applied to a tenant record, whatever
+// the record's state or generation (the handler routes it to the sweep
+// before Step; Step would reject it anyway).
+func TestStepNeverAppliesASweepResult(t *testing.T) {
+	f := fixtures(t)
+	for name, rec := range f {
+		for _, gen := range []uint64{1, 2} {
+			ev := result(events.StoreRedis, gen, SweepSagaPrefix+"acme-0123", events.OutcomeDeprovisioned, 1, 1, 999)
+			next, d := Step(policy, rec, ev, t0.Add(3*time.Hour))
+			if next != nil {
+				t.Fatalf("%s g%d: a sweep's result changed the record (%+v)", name, gen, d)
+			}
+		}
+	}
+	if !IsSweepSaga(SweepSagaPrefix+"x") || IsSweepSaga(saga1) {
+		t.Fatal("IsSweepSaga")
+	}
+}
