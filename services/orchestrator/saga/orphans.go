@@ -68,6 +68,15 @@ type orphanGroup struct {
 
 // Sweep makes one pass of the orphan sweep.
 func (o *Observer) Sweep(ctx context.Context, kv jetstream.KeyValue) error {
+	// The registry is read before and after the inventories: a tenant
+	// whose record moved in between, or that has a saga in flight, was
+	// being changed while the stores were listed (a resource created
+	// before its marker looks foreign for a moment) and is judged by a
+	// later pass.
+	before, _, err := inventory.LoadRecords(ctx, o.s.js)
+	if err != nil {
+		return err
+	}
 	cl := &inventory.Client{NC: o.s.js.Conn(), Timeout: o.cfg.InventoryTimeout}
 	g := cl.Gather(ctx, "")
 	records, _, err := inventory.LoadRecords(ctx, o.s.js)
@@ -77,6 +86,12 @@ func (o *Observer) Sweep(ctx context.Context, kv jetstream.KeyValue) error {
 	now := o.now()
 	rep := inventory.Compare(inventory.Input{Records: records, Inventories: g.Inventories, Unanswered: g.Unanswered, Now: now})
 	found := groupOrphans(rep.Findings)
+	unsteady := unsteadyTenants(before, records)
+	for k, grp := range found {
+		if unsteady[grp.value.TenantID] {
+			delete(found, k)
+		}
+	}
 	var errs []error
 	for _, grp := range found {
 		if err := o.sweepOne(ctx, kv, grp, now); err != nil {
@@ -93,7 +108,10 @@ func (o *Observer) Sweep(ctx context.Context, kv jetstream.KeyValue) error {
 		if _, still := found[k]; still {
 			continue
 		}
-		store, _, _ := strings.Cut(k, ".")
+		store, rest, _ := strings.Cut(k, ".")
+		if tenant, _, _ := strings.Cut(rest, "."); unsteady[tenant] {
+			continue
+		}
 		if _, answered := g.Inventories[events.Store(store)]; !answered {
 			continue
 		}
@@ -105,6 +123,30 @@ func (o *Observer) Sweep(ctx context.Context, kv jetstream.KeyValue) error {
 		o.s.log.Warn("orphan sweep: store did not answer its inventory; its orphans are not judged this pass", zap.String("store", string(st)), zap.String("why", why))
 	}
 	return errors.Join(errs...)
+}
+
+// unsteadyTenants names the tenants whose record differs between two reads
+// of the registry, or has a saga in flight in either.
+func unsteadyTenants(before, after []*events.TenantRecord) map[string]bool {
+	out := map[string]bool{}
+	seen := map[string]*events.TenantRecord{}
+	for _, r := range before {
+		seen[r.TenantID] = r
+		if r.State.InFlight() {
+			out[r.TenantID] = true
+		}
+	}
+	for _, r := range after {
+		b := seen[r.TenantID]
+		if r.State.InFlight() || b == nil || !b.UpdatedAt.Equal(r.UpdatedAt) {
+			out[r.TenantID] = true
+		}
+		delete(seen, r.TenantID)
+	}
+	for id := range seen {
+		out[id] = true // deleted in between
+	}
+	return out
 }
 
 // groupOrphans groups the comparison's findings into orphans, one per
