@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/pkg/inventory"
 )
 
 // Observation (drift, DESIGN.md §10) as a transition of Step. Observe
@@ -76,7 +77,7 @@ func (t *step) observed(ev Event) Decision {
 	disc := fmt.Sprintf("obs%d", obs.At.UnixNano())
 	if len(obs.Drift) > 0 && (prev == nil || !sameDrift(prev.Drift, obs.Drift)) {
 		t.audit(events.AuditDriftDetected, res.Store, disc, map[string]any{
-			"observed_at": obs.At, "drift": obs.Drift, "new": newDrift(prev, obs.Drift), "open": OpenDrift(obs),
+			"observed_at": obs.At, "drift": obs.Drift, "new": newDrift(prev, obs.Drift), "open": inventory.OpenDrift(obs),
 			"repair": len(obs.Repaired) > 0,
 		})
 	}
@@ -84,21 +85,6 @@ func (t *step) observed(ev Event) Decision {
 		t.audit(events.AuditDriftRepaired, res.Store, disc, map[string]any{"observed_at": obs.At, "repaired": obs.Repaired})
 	}
 	return Decision{}
-}
-
-// OpenDrift returns the drift of an observation that is still open (found
-// and not repaired).
-func OpenDrift(o *events.Observation) []events.Drift {
-	if o == nil {
-		return nil
-	}
-	var out []events.Drift
-	for _, d := range o.Drift {
-		if !slices.Contains(o.Repaired, d) {
-			out = append(out, d)
-		}
-	}
-	return out
 }
 
 func newDrift(prev *events.Observation, drift []events.Drift) []events.Drift {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/pkg/inventory"
 )
 
 func observation(store events.Store, gen uint64, saga string, at time.Time, drift, repaired []events.Drift) Event {
@@ -60,13 +61,13 @@ func TestStepObserved(t *testing.T) {
 			}},
 		{name: "drift detected", rec: f["active"], ev: observation(pg, 1, saga1, at, []events.Drift{grant, lost}, nil), changed: true, detected: 1,
 			check: func(t *testing.T, rec *events.TenantRecord) {
-				if o := rec.Stores[pg].Observation; len(o.Drift) != 2 || len(OpenDrift(o)) != 2 {
+				if o := rec.Stores[pg].Observation; len(o.Drift) != 2 || len(inventory.OpenDrift(o)) != 2 {
 					t.Fatalf("observation %+v", o)
 				}
 			}},
 		{name: "drift repaired", rec: f["active"], ev: observation(pg, 1, saga1, at, []events.Drift{grant, marker}, []events.Drift{grant, marker}), changed: true, detected: 1, repaired: 1,
 			check: func(t *testing.T, rec *events.TenantRecord) {
-				if o := rec.Stores[pg].Observation; len(OpenDrift(o)) != 0 {
+				if o := rec.Stores[pg].Observation; len(inventory.OpenDrift(o)) != 0 {
 					t.Fatalf("open drift after repair: %+v", o)
 				}
 			}},
