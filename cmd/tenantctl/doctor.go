@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
@@ -22,14 +25,33 @@ type doctorReport struct {
 	// BadRecords are registry values that do not decode (key: why).
 	BadRecords map[string]string       `json:"bad_records,omitempty"`
 	Unanswered map[events.Store]string `json:"unanswered,omitempty"`
+	// Orphans is what the orchestrator's orphan sweep keeps (KV bucket
+	// orphans): when each was first seen, whether its removal is pending.
+	Orphans []events.Orphan `json:"orphans,omitempty"`
+	// Observation says what --observe asked for and got.
+	Observation *observeStatus `json:"observation,omitempty"`
+}
+
+// observeStatus is the outcome of doctor --observe.
+type observeStatus struct {
+	RequestedAt time.Time `json:"requested_at"`
+	// Observed holds, per store, the time of its fresh observation.
+	Observed map[events.Store]time.Time `json:"observed,omitempty"`
+	// Missing names the provisioned stores with no fresh observation
+	// within --observe-timeout.
+	Missing []events.Store `json:"missing,omitempty"`
+	// Skipped says why nothing was asked (the tenant is not observable).
+	Skipped string `json:"skipped,omitempty"`
 }
 
 func newDoctorCmd(g *globals) *cobra.Command {
 	var (
-		output    string
-		storeWait time.Duration
-		margin    time.Duration
-		transient time.Duration
+		output      string
+		storeWait   time.Duration
+		margin      time.Duration
+		transient   time.Duration
+		observe     bool
+		observeWait time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "doctor [<tenant-id>]",
@@ -42,8 +64,18 @@ reports:
   missing              an active tenant lacks a resource in a store
   stuck                a saga past its deadline (or idle) by more than --margin
   generation_mismatch  a resource's marker records another generation
+  drift                a store's last observation found differences still open
+                       (not repaired: lost data, or DRIFT_REPAIR=report)
+  expiring             a credential expires soon or has expired (Qdrant's token exp)
+  observe_failed       a store could not observe the tenant's slice
   unanswered           a store's agent did not answer within --store-timeout
   foreign              a look-alike tenantprov did not create (reported only)
+
+Drift comes from the observations in the records: the orchestrator observes
+every settled tenant once per OBSERVE_INTERVAL. With --observe (one tenant
+only) doctor first asks for an observation now (tenant.observe.requested) and
+waits up to --observe-timeout for every provisioned store's answer. The
+orphan sweep's own list (first sighting, removal) is printed as well.
 
 It exits 1 when anything but foreign was found, 0 otherwise.`,
 		Args: cobra.MaximumNArgs(1),
@@ -62,6 +94,9 @@ It exits 1 when anything but foreign was found, 0 otherwise.`,
 				}
 				tenant = string(id)
 			}
+			if observe && tenant == "" {
+				return fail(exitUsage, "--observe needs a tenant ID (every tenant is observed periodically; see OBSERVE_INTERVAL)")
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
 			defer cancel()
 			c, err := g.connect(ctx)
@@ -69,6 +104,12 @@ It exits 1 when anything but foreign was found, 0 otherwise.`,
 				return err
 			}
 			defer c.close()
+			var obs *observeStatus
+			if observe {
+				if obs, err = observeNow(ctx, c, tenant, observeWait); err != nil {
+					return err
+				}
+			}
 			cl := &inventory.Client{NC: c.nc, Timeout: storeWait}
 			gathered := cl.Gather(ctx, tenant)
 			records, bad, err := inventory.LoadRecords(ctx, c.js)
@@ -80,7 +121,21 @@ It exits 1 when anything but foreign was found, 0 otherwise.`,
 				Tenant: tenant, Now: time.Now(),
 				Options: inventory.Options{Margin: margin, TransientTimeout: transient},
 			})
-			dr := doctorReport{Tenant: tenant, OK: rep.OK() && len(bad) == 0, Report: rep, BadRecords: bad, Unanswered: gathered.Unanswered}
+			rep.Merge(inventory.ObservationFindings(records, tenant))
+			if obs != nil {
+				var missing []inventory.Finding
+				for _, st := range obs.Missing {
+					missing = append(missing, inventory.Finding{Category: inventory.ObserveFailed, TenantID: tenant, Store: st,
+						Detail: fmt.Sprintf("no observation within %s of the request (is the orchestrator's observer running, and does the %s agent observe?)", observeWait, st)})
+				}
+				rep.Merge(missing)
+			}
+			orphans, err := loadOrphans(ctx, c, tenant)
+			if err != nil {
+				return fail(exitUnavailable, "read the orphan sweep's bucket: %v", err)
+			}
+			dr := doctorReport{Tenant: tenant, OK: rep.OK() && len(bad) == 0, Report: rep, BadRecords: bad, Unanswered: gathered.Unanswered,
+				Orphans: orphans, Observation: obs}
 			if output == "json" {
 				if err := g.printJSON(dr); err != nil {
 					return err
@@ -99,7 +154,93 @@ It exits 1 when anything but foreign was found, 0 otherwise.`,
 	f.DurationVar(&storeWait, "store-timeout", inventory.DefaultTimeout, "how long to wait for each store's inventory")
 	f.DurationVar(&margin, "margin", inventory.DefaultMargin, "how far past its deadline a saga must be to count as stuck")
 	f.DurationVar(&transient, "idle", inventory.DefaultTransientTimeout, "how long a rollback or deprovision may go without an update before it counts as stuck")
+	f.BoolVar(&observe, "observe", false, "observe the tenant's slices now (tenant.observe.requested) and wait for the observations")
+	f.DurationVar(&observeWait, "observe-timeout", time.Minute, "how long --observe waits for every store's observation")
 	return cmd
+}
+
+// observeNow asks the orchestrator to observe tenant now and waits until
+// each store the tenant is provisioned in has an observation newer than the
+// request, or wait has passed.
+func observeNow(ctx context.Context, c *conn, tenant string, wait time.Duration) (*observeStatus, error) {
+	rec, _, err := c.record(ctx, tenant)
+	if err != nil {
+		return nil, err
+	}
+	st := &observeStatus{RequestedAt: time.Now().UTC(), Observed: map[events.Store]time.Time{}}
+	if rec.State != events.TenantActive && rec.State != events.TenantSuspended && rec.State != events.TenantRetained {
+		st.Skipped = "tenant is " + string(rec.State) + ": only active, suspended and retained tenants are observed"
+		return st, nil
+	}
+	req, err := events.Encode(&events.LifecycleRequested{TenantID: tenant, RequestedBy: requester()})
+	if err != nil {
+		return nil, fail(exitFailed, "%v", err)
+	}
+	if _, err := c.js.Publish(ctx, events.SubjectTenantObserveRequested, req); err != nil {
+		return nil, fail(exitUnavailable, "publish %s: %v", events.SubjectTenantObserveRequested, err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		rec, _, err = c.record(ctx, tenant)
+		if err != nil {
+			return nil, err
+		}
+		st.Missing = nil
+		for _, s := range events.Stores() {
+			ss := rec.Stores[s]
+			if ss == nil || ss.State != events.StoreProvisioned {
+				continue
+			}
+			if o := ss.Observation; o != nil && !o.At.Before(st.RequestedAt) {
+				st.Observed[s] = o.At
+			} else {
+				st.Missing = append(st.Missing, s)
+			}
+		}
+		if len(st.Missing) == 0 || time.Now().After(deadline) {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// loadOrphans reads the orphan sweep's bucket (absent before the first
+// orchestrator with the sweep ran: no orphans).
+func loadOrphans(ctx context.Context, c *conn, tenant string) ([]events.Orphan, error) {
+	kv, err := c.js.KeyValue(ctx, events.KVOrphans)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []events.Orphan
+	for k := range keys.Keys() {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var o events.Orphan
+		if json.Unmarshal(e.Value(), &o) != nil || (tenant != "" && o.TenantID != tenant) {
+			continue
+		}
+		out = append(out, o)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].TenantID+"."+string(out[i].Store) < out[j].TenantID+"."+string(out[j].Store)
+	})
+	return out, nil
 }
 
 func summary(counts map[inventory.Category]int, bad int) string {
@@ -143,6 +284,31 @@ func printDoctor(g *globals, r doctorReport) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", f.Category, dash(f.TenantID), dash(string(f.Store)), dash(string(f.Kind)), dash(f.Name), dash(state), f.Detail)
 		}
 		_ = tw.Flush()
+	}
+	for _, o := range r.Orphans {
+		what := "removal pending (grace)"
+		switch {
+		case o.Foreign:
+			what = "foreign: reported only"
+		case o.RemovedAt != nil:
+			what = "removed " + o.RemovedAt.UTC().Format(time.RFC3339)
+		case o.RemovalSentAt != nil:
+			what = "removal sent " + o.RemovalSentAt.UTC().Format(time.RFC3339)
+		}
+		if o.Error != "" {
+			what += "; " + o.Error
+		}
+		fmt.Fprintf(g.stdout, "orphan sweep: %s %s g%d first seen %s: %s [%s]\n", o.Store, o.TenantID, o.Generation, o.FirstSeen.UTC().Format(time.RFC3339), what, strings.Join(o.Items, ", "))
+	}
+	if o := r.Observation; o != nil {
+		switch {
+		case o.Skipped != "":
+			fmt.Fprintf(g.stdout, "observe: skipped: %s\n", o.Skipped)
+		case len(o.Missing) > 0:
+			fmt.Fprintf(g.stdout, "observe: no fresh observation from %v\n", o.Missing)
+		default:
+			fmt.Fprintf(g.stdout, "observe: %d store(s) observed now\n", len(o.Observed))
+		}
 	}
 	keys := make([]string, 0, len(r.BadRecords))
 	for k := range r.BadRecords {
