@@ -71,9 +71,13 @@ func (h *harness) waitCommands(store events.Store, action events.Action, n int, 
 // replicas' commands are de-duplicated), bound to the tenant's saga and
 // generation and asking for repair (DRIFT_REPAIR=auto); drift an agent
 // reports lands in the record and is audited once, and the same drift
-// observed again in the next slot is not audited again.
+// observed again in the next slot is not audited again. On one node and on
+// the 3-node cluster.
 func TestPeriodicObservationRecordsDriftOnce(t *testing.T) {
-	h := newHarness(t)
+	eachTopology(t, periodicObservation)
+}
+
+func periodicObservation(t *testing.T, h *harness) {
 	for _, st := range events.Stores() {
 		h.agents.set(st, observing)
 	}
