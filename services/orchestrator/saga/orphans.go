@@ -220,7 +220,12 @@ func (o *Observer) sweepOne(ctx context.Context, kv jetstream.KeyValue, grp *orp
 		if err != nil {
 			return err
 		}
-		next.Error = why
+		switch {
+		case !ok:
+			next.Error = why
+		case strings.HasPrefix(next.Error, "not removed:"):
+			next.Error = "" // a removal failure's error stays until it succeeds
+		}
 		if ok && (next.RemovalSentAt == nil || now.Sub(*next.RemovalSentAt) >= o.cfg.ObserveTimeout) {
 			if next.RemovalSagaID == "" {
 				var b [8]byte
@@ -252,7 +257,12 @@ func (o *Observer) sweepOne(ctx context.Context, kv jetstream.KeyValue, grp *orp
 
 // removable decides on a fresh read of the registry whether an orphan may
 // be removed now: its tenant has no record, or one that is settled and not
-// live, with nothing of any generation still being compensated.
+// live, with nothing of any generation still being compensated. A tenant
+// whose record goes on to a newer generation after this check is safe from
+// the removal: the stores leave a newer generation's resources in place
+// when asked to deprovision an older one. (A tenant requested with no
+// record starts at generation 1, which may be older than an orphan's
+// marker; the stores' handling of that provision is theirs.)
 func (o *Observer) removable(ctx context.Context, orphan *events.Orphan) (bool, string, error) {
 	rec, _, err := o.s.reg.Get(ctx, orphan.TenantID)
 	if err != nil {
