@@ -553,6 +553,7 @@ func genContract(t *testing.T, b *docBlocks) {
 	kv := topo.KeyValue()
 	fmt.Fprintf(&jb, "kv     %-15s history %d, key = tenant ID, value = events.TenantRecord (JSON, indented)\n", kv.Bucket, kv.History)
 	fmt.Fprintf(&jb, "object %-15s object <id>.sops.yaml\n", topo.ObjectStore().Bucket)
+	fmt.Fprintf(&jb, "kv     %-15s history %d, key = <store>.<tenant>.g<generation> or <store>.<tenant>.foreign, value = events.Orphan (orphan sweep)\n", topo.Orphans().Bucket, topo.Orphans().History)
 	jb.WriteString("\n# durable consumers\n")
 	for _, st := range events.Stores() {
 		c := events.AgentConsumerConfig(st, agent.DefaultConfig().AckWait, agent.ConsumerMaxAckPending)
@@ -562,6 +563,8 @@ func genContract(t *testing.T, b *docBlocks) {
 	fmt.Fprintf(&jb, "%-22s on %-15s filter %s\n", rq.Durable, events.StreamTenants, strings.Join(rq.FilterSubjects, ", "))
 	rs := events.OrchestratorResultsConfig(time.Second)
 	fmt.Fprintf(&jb, "%-22s on %-15s filter %s\n", rs.Durable, events.StreamStoreEvents, rs.FilterSubject)
+	ob := events.OrchestratorObserveConfig(time.Second)
+	fmt.Fprintf(&jb, "%-22s on %-15s filter %s\n", ob.Durable, events.StreamTenants, ob.FilterSubject)
 	as := events.AuditSinkConfig(time.Second)
 	fmt.Fprintf(&jb, "%-22s on %-15s filter %s\n", as.Durable, events.StreamAudit, as.FilterSubject)
 	b.set("jetstream", jb.String())
@@ -598,6 +601,7 @@ func genContract(t *testing.T, b *docBlocks) {
 		{"every service (pkg/service.Config)", service.Config{}},
 		{"every agent (pkg/agent.Config)", agent.Config{}},
 		{"orchestrator (saga.Config)", saga.Config{}},
+		{"orchestrator: observation and orphan sweep (saga.ObserveConfig)", saga.ObserveConfig{}},
 		{"minio-agent (miniostore.Config)", miniostore.Config{}},
 		{"pg-agent (pgstore.Config)", pgstore.Config{}},
 		{"qdrant-agent (qdrantstore.Config)", qdrantstore.Config{}},

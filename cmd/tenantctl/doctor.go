@@ -23,13 +23,20 @@ type doctorReport struct {
 	// BadRecords are registry values that do not decode (key: why).
 	BadRecords map[string]string       `json:"bad_records,omitempty"`
 	Unanswered map[events.Store]string `json:"unanswered,omitempty"`
+	// Orphans is what the orchestrator's orphan sweep keeps (KV bucket
+	// orphans): when each was first seen, whether its removal is pending.
+	Orphans []events.Orphan `json:"orphans,omitempty"`
+	// Observation says what --observe asked for and got.
+	Observation *observeStatus `json:"observation,omitempty"`
 }
 
 func newDoctorCmd(g *globals) *cobra.Command {
 	var (
-		storeWait time.Duration
-		margin    time.Duration
-		transient time.Duration
+		storeWait   time.Duration
+		margin      time.Duration
+		transient   time.Duration
+		observe     bool
+		observeWait time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "doctor [<tenant-id>]",
@@ -42,8 +49,18 @@ reports:
   missing              an active tenant lacks a resource in a store
   stuck                a saga past its deadline (or idle) by more than --margin
   generation_mismatch  a resource's marker records another generation
+  drift                a store's last observation found differences still open
+                       (not repaired: lost data, or DRIFT_REPAIR=report)
+  expiring             a credential expires soon or has expired (Qdrant's token exp)
+  observe_failed       a store could not observe the tenant's slice
   unanswered           a store's agent did not answer within --store-timeout
   foreign              a look-alike tenantprov did not create (reported only)
+
+Drift comes from the observations in the records: the orchestrator observes
+every settled tenant once per OBSERVE_INTERVAL. With --observe (one tenant
+only) doctor first asks for an observation now (tenant.observe.requested) and
+waits up to --observe-timeout for every provisioned store's answer. The
+orphan sweep's own list (first sighting, removal) is printed as well.
 
 It exits 1 when anything but foreign was found, 0 otherwise.`,
 		Args: cobra.MaximumNArgs(1),
@@ -56,6 +73,9 @@ It exits 1 when anything but foreign was found, 0 otherwise.`,
 				}
 				tenant = string(id)
 			}
+			if observe && tenant == "" {
+				return fail(exitUsage, "--observe needs a tenant ID (every tenant is observed periodically; see OBSERVE_INTERVAL)")
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), g.timeout)
 			defer cancel()
 			c, err := g.connect(ctx)
@@ -63,6 +83,12 @@ It exits 1 when anything but foreign was found, 0 otherwise.`,
 				return err
 			}
 			defer c.close()
+			var obs *observeStatus
+			if observe {
+				if obs, err = observeNow(ctx, c, tenant, observeWait); err != nil {
+					return err
+				}
+			}
 			cl := &inventory.Client{NC: c.nc, Timeout: storeWait}
 			gathered := cl.Gather(ctx, tenant)
 			records, bad, err := inventory.LoadRecords(ctx, c.js)
@@ -74,7 +100,21 @@ It exits 1 when anything but foreign was found, 0 otherwise.`,
 				Tenant: tenant, Now: time.Now(),
 				Options: inventory.Options{Margin: margin, TransientTimeout: transient},
 			})
-			dr := doctorReport{Tenant: tenant, OK: rep.OK() && len(bad) == 0, Report: rep, BadRecords: bad, Unanswered: gathered.Unanswered}
+			rep.Merge(inventory.ObservationFindings(records, tenant))
+			if obs != nil {
+				var missing []inventory.Finding
+				for _, st := range obs.Missing {
+					missing = append(missing, inventory.Finding{Category: inventory.ObserveFailed, TenantID: tenant, Store: st,
+						Detail: fmt.Sprintf("no observation within %s of the request (is the orchestrator's observer running, and does the %s agent observe?)", observeWait, st)})
+				}
+				rep.Merge(missing)
+			}
+			orphans, err := loadOrphans(ctx, c, tenant)
+			if err != nil {
+				return fail(exitUnavailable, "read the orphan sweep's bucket: %v", err)
+			}
+			dr := doctorReport{Tenant: tenant, OK: rep.OK() && len(bad) == 0, Report: rep, BadRecords: bad, Unanswered: gathered.Unanswered,
+				Orphans: orphans, Observation: obs}
 			if err := g.emit(dr, func(w io.Writer) error { printDoctor(w, dr); return nil }); err != nil {
 				return err
 			}
@@ -88,6 +128,8 @@ It exits 1 when anything but foreign was found, 0 otherwise.`,
 	f.DurationVar(&storeWait, "store-timeout", inventory.DefaultTimeout, "how long to wait for each store's inventory")
 	f.DurationVar(&margin, "margin", inventory.DefaultMargin, "how far past its deadline a saga must be to count as stuck")
 	f.DurationVar(&transient, "idle", inventory.DefaultTransientTimeout, "how long a rollback or deprovision may go without an update before it counts as stuck")
+	f.BoolVar(&observe, "observe", false, "observe the tenant's slices now (tenant.observe.requested) and wait for the observations")
+	f.DurationVar(&observeWait, "observe-timeout", time.Minute, "how long --observe waits for every store's observation")
 	return cmd
 }
 
@@ -133,6 +175,7 @@ func printDoctor(w io.Writer, r doctorReport) {
 		}
 		_ = tw.Flush()
 	}
+	printSweep(w, r)
 	keys := make([]string, 0, len(r.BadRecords))
 	for k := range r.BadRecords {
 		keys = append(keys, k)

@@ -222,7 +222,7 @@ func topologyStreams() []string {
 		names = append(names, s.Name)
 	}
 	return append(names, kvStream(events.KVTenants), objStream(events.ObjectStoreSecrets),
-		kvStream(events.KVAgentLocks), kvStream(events.KVAuditAnchors))
+		kvStream(events.KVAgentLocks), kvStream(events.KVAuditAnchors), kvStream(events.KVOrphans))
 }
 
 func rolePerms(r Role) (perms, error) {
@@ -240,6 +240,11 @@ func rolePerms(r Role) (perms, error) {
 		}
 		p.durable(events.StreamTenants, events.ConsumerOrchestratorRequests)
 		p.durable(events.StreamStoreEvents, events.ConsumerOrchestratorResults)
+		// Observation requests (tenantctl doctor), and the orphan sweep:
+		// every store's inventory, and its findings in the orphans bucket.
+		p.durable(events.StreamTenants, events.ConsumerOrchestratorObserve)
+		p.publish(events.SubjectAllInventory)
+		p.kvWrite(events.KVOrphans, "")
 		// Sealing re-reads each store's result by sequence.
 		p.publish(api+"STREAM.MSG.GET."+events.StreamStoreEvents, api+"DIRECT.GET."+events.StreamStoreEvents,
 			api+"DIRECT.GET."+events.StreamStoreEvents+".>")
@@ -272,6 +277,7 @@ func rolePerms(r Role) (perms, error) {
 		p.inspect()
 		p.kvRead(events.KVTenants, "")
 		p.kvRead(events.KVAuditAnchors, "")
+		p.kvRead(events.KVOrphans, "") // tenantctl doctor
 		p.objRead(events.ObjectStoreSecrets)
 		p.watchOutcomes()
 	case RoleObserver:

@@ -69,11 +69,17 @@ func CommandMsgID(c *StoreCommand) string {
 
 // ResultMsgID is the Nats-Msg-Id of a store agent's reply. A provisioned
 // reply also carries its CredentialID, so the reply to a redelivered command
-// (which reset the credential) is not mistaken for a duplicate of the first.
+// (which reset the credential) is not mistaken for a duplicate of the first;
+// an observation carries its completion time.
 func ResultMsgID(r *StoreResult) string {
 	step := string(r.Outcome)
 	if r.Outcome == OutcomeProvisioned && r.CredentialID != "" {
 		step += ":" + r.CredentialID
+	}
+	if r.Outcome.Action() == ActionObserve {
+		// A tenant is observed again and again in one generation: each
+		// observation is its own fact, named by when it completed.
+		step += ":" + strconv.FormatInt(r.CompletedAt.UnixNano(), 10)
 	}
 	return MsgID{Kind: "evt", Tenant: r.TenantID, Generation: r.Generation, Store: r.Store, Step: step, Attempt: r.Attempt, Run: r.Run}.String()
 }

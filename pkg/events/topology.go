@@ -179,6 +179,9 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	if _, err := js.CreateOrUpdateKeyValue(ctx, t.AuditAnchors()); err != nil {
 		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVAuditAnchors, err))
 	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, t.Orphans()); err != nil {
+		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVOrphans, err))
+	}
 	return errors.Join(errs...)
 }
 

@@ -10,7 +10,6 @@ package inventory
 
 import (
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
@@ -46,7 +45,7 @@ const (
 
 // Categories returns every category in report order.
 func Categories() []Category {
-	return []Category{Leaked, Missing, Stuck, GenerationMismatch, Unanswered, Foreign}
+	return []Category{Leaked, Missing, Stuck, GenerationMismatch, Drift, Expiring, ObserveFailed, Unanswered, Foreign}
 }
 
 // Problem reports whether a finding of category c means something is wrong
@@ -63,17 +62,21 @@ var LiveStates = map[events.TenantState]bool{
 	events.TenantActive:         true,
 	events.TenantRollingBack:    true,
 	events.TenantDeprovisioning: true,
-	"retained":                  true,
-	"suspended":                 true,
-	"rotating":                  true,
+	events.TenantRetaining:      true,
+	events.TenantRetained:       true,
+	events.TenantSuspending:     true,
+	events.TenantSuspended:      true,
+	events.TenantResuming:       true,
+	events.TenantRotating:       true,
+	events.TenantRestoring:      true,
 }
 
 // Complete are the states in which a tenant must hold every resource of
 // Expected in every store.
 var Complete = map[events.TenantState]bool{
-	events.TenantActive: true,
-	"suspended":         true,
-	"rotating":          true,
+	events.TenantActive:    true,
+	events.TenantSuspended: true,
+	events.TenantRotating:  true,
 }
 
 // Expected lists, per store, the kinds of resource (each with tenantprov's
@@ -264,20 +267,7 @@ func Compare(in Input) Report {
 		}
 	}
 
-	sort.SliceStable(rep.Findings, func(i, j int) bool {
-		a, b := rep.Findings[i], rep.Findings[j]
-		switch {
-		case a.TenantID != b.TenantID:
-			return a.TenantID < b.TenantID
-		case a.Category != b.Category:
-			return a.Category < b.Category
-		case a.Store != b.Store:
-			return a.Store < b.Store
-		case a.Kind != b.Kind:
-			return a.Kind < b.Kind
-		}
-		return a.Name < b.Name
-	})
+	sortFindings(rep.Findings)
 	return rep
 }
 

@@ -25,10 +25,14 @@ const name = "orchestrator"
 type Config struct {
 	service.Config
 	Saga saga.Config
+	// Observe is drift observation and the orphan sweep (DESIGN.md §10).
+	Observe saga.ObserveConfig
 }
 
 // Validate reports every configuration problem at once.
-func (c *Config) Validate() error { return errors.Join(c.Config.Validate(), c.Saga.Validate()) }
+func (c *Config) Validate() error {
+	return errors.Join(c.Config.Validate(), c.Saga.Validate(), c.Observe.Validate())
+}
 
 func main() { service.Main(name, run) }
 
@@ -49,6 +53,10 @@ func run(ctx context.Context) error {
 		}
 		svc.WatchConsumer(events.StreamTenants, events.ConsumerOrchestratorRequests)
 		svc.WatchConsumer(events.StreamStoreEvents, events.ConsumerOrchestratorResults)
-		return s.Run(ctx)
+		svc.WatchConsumer(events.StreamTenants, events.ConsumerOrchestratorObserve)
+		obs := saga.NewObserver(s, cfg.Observe)
+		errs := make(chan error, 1)
+		go func() { errs <- obs.Run(ctx) }()
+		return errors.Join(s.Run(ctx), <-errs)
 	})
 }

@@ -1,0 +1,302 @@
+package saga
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/tenantprov/tenantprov/pkg/events"
+)
+
+// ObserveConfig configures drift observation and the orphan sweep
+// (DESIGN.md §10), environment variables in tags.
+type ObserveConfig struct {
+	// ObserveInterval is how often each settled tenant's slices are
+	// observed (0: never periodically). Each tenant has its own slot in
+	// the interval (a hash of its ID), so observations are spread evenly.
+	ObserveInterval time.Duration `env:"OBSERVE_INTERVAL" envDefault:"10m"`
+	// DriftRepair is auto (agents repair grants and markers; lost data is
+	// reported) or report (nothing is changed).
+	DriftRepair string `env:"DRIFT_REPAIR" envDefault:"auto"`
+	// ObserveTimeout bounds one observation: the deadline of an observe
+	// command (an agent that gets it later answers expired, untouched).
+	ObserveTimeout time.Duration `env:"OBSERVE_TIMEOUT" envDefault:"2m"`
+	// OrphanSweepInterval is how often the stores' inventories are
+	// compared with the registry for orphans (0: never).
+	OrphanSweepInterval time.Duration `env:"ORPHAN_SWEEP_INTERVAL" envDefault:"15m"`
+	// OrphanGrace is how long an orphan of ours stays after it was first
+	// seen before it is removed.
+	OrphanGrace time.Duration `env:"ORPHAN_GRACE" envDefault:"1h"`
+	// InventoryTimeout bounds each store's inventory answer in a sweep.
+	InventoryTimeout time.Duration `env:"ORPHAN_INVENTORY_TIMEOUT" envDefault:"2m"`
+}
+
+// Validate reports every problem at once.
+func (c *ObserveConfig) Validate() error {
+	var errs []error
+	if c.ObserveInterval < 0 {
+		errs = append(errs, errors.New("OBSERVE_INTERVAL: must be >= 0 (0 turns periodic observation off)"))
+	}
+	if c.DriftRepair != "auto" && c.DriftRepair != "report" {
+		errs = append(errs, fmt.Errorf("DRIFT_REPAIR: %q, want auto or report", events.Truncate(c.DriftRepair, 32)))
+	}
+	if c.ObserveTimeout <= 0 {
+		errs = append(errs, errors.New("OBSERVE_TIMEOUT: must be positive"))
+	}
+	if c.OrphanSweepInterval < 0 {
+		errs = append(errs, errors.New("ORPHAN_SWEEP_INTERVAL: must be >= 0 (0 turns the sweep off)"))
+	}
+	if c.OrphanGrace <= 0 {
+		errs = append(errs, errors.New("ORPHAN_GRACE: must be positive"))
+	}
+	if c.InventoryTimeout <= 0 {
+		errs = append(errs, errors.New("ORPHAN_INVENTORY_TIMEOUT: must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Observer schedules observations — periodic and on demand — and runs the
+// orphan sweep. Every orchestrator replica runs one; the commands they send
+// carry the same message IDs, so JetStream keeps one of each, and the work
+// queue gives each to exactly one agent replica.
+//
+// Cost: the schedule is kept from a watch on the registry, in memory, as
+// one small entry per observable tenant (ID, generation, saga ID, the
+// stores provisioned and their credential versions; about 200 bytes, so
+// some 2 MB at 10,000 tenants). Each tick scans that index in memory; the
+// registry is never listed per tick.
+type Observer struct {
+	s     *Saga
+	cfg   ObserveConfig
+	index *observeIndex
+	now   func() time.Time
+}
+
+// NewObserver prepares an observer for s.
+func NewObserver(s *Saga, cfg ObserveConfig) *Observer {
+	return &Observer{s: s, cfg: cfg, index: &observeIndex{interval: cfg.ObserveInterval, m: map[string]observeEntry{}}, now: s.now}
+}
+
+// Run schedules observations and sweeps orphans until ctx is cancelled.
+func (o *Observer) Run(ctx context.Context) error {
+	cons, err := o.s.js.CreateOrUpdateConsumer(ctx, events.StreamTenants, events.OrchestratorObserveConfig(o.s.cfg.AckWait))
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", events.ConsumerOrchestratorObserve, err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 1)
+	wg.Add(3)
+	go func() { defer wg.Done(); errs <- o.s.consume(ctx, cons, o.handleObserveRequest) }()
+	go func() {
+		defer wg.Done()
+		if o.cfg.ObserveInterval <= 0 {
+			return
+		}
+		go func() {
+			for ctx.Err() == nil {
+				if err := o.index.run(ctx, o.s.reg); err != nil && ctx.Err() == nil {
+					o.s.log.Warn("registry watch (observation schedule) stopped; restarting", zap.Error(err))
+					time.Sleep(time.Second)
+				}
+			}
+		}()
+		o.schedule(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		if o.cfg.OrphanSweepInterval > 0 {
+			o.sweepLoop(ctx)
+		}
+	}()
+	wg.Wait()
+	if err := <-errs; err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// observeEntry is what the schedule keeps of one observable tenant.
+type observeEntry struct {
+	generation uint64
+	sagaID     string
+	// versions holds the credential version of each provisioned store
+	// (0: the store is not provisioned, not observed), in Stores() order.
+	versions [4]int32
+	// offset is the tenant's slot within the interval.
+	offset time.Duration
+}
+
+type observeIndex struct {
+	interval time.Duration
+	mu       sync.Mutex
+	m        map[string]observeEntry
+}
+
+// entryOf returns the schedule entry of rec, or false if it is not to be
+// observed.
+func entryOf(rec *events.TenantRecord) (observeEntry, bool) {
+	if rec == nil || !Observable(rec.State) {
+		return observeEntry{}, false
+	}
+	e := observeEntry{generation: rec.Generation, sagaID: rec.SagaID}
+	has := false
+	for i, store := range events.Stores() {
+		if st := rec.Stores[store]; st != nil && st.State == events.StoreProvisioned {
+			e.versions[i] = int32(max(st.CredentialVersion, 1))
+			has = true
+		}
+	}
+	return e, has
+}
+
+func (ix *observeIndex) run(ctx context.Context, reg *Registry) error {
+	kw, err := reg.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch registry: %w", err)
+	}
+	defer func() { _ = kw.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-kw.Updates():
+			if !ok {
+				return errors.New("registry watch closed")
+			}
+			if e == nil {
+				continue
+			}
+			var rec *events.TenantRecord
+			if e.Operation() == jetstream.KeyValuePut {
+				rec, _ = events.DecodeTenantRecord(e.Value())
+			}
+			ix.mu.Lock()
+			if entry, ok := entryOf(rec); ok {
+				entry.offset = slotOffset(e.Key(), ix.interval)
+				ix.m[e.Key()] = entry
+			} else {
+				delete(ix.m, e.Key())
+			}
+			ix.mu.Unlock()
+		}
+	}
+}
+
+// slotOffset is tenant's slot within interval: a hash of its ID, so that
+// 10,000 tenants are spread evenly and every replica computes the same.
+func slotOffset(tenant string, interval time.Duration) time.Duration {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(tenant))
+	return time.Duration(h.Sum64() % uint64(interval))
+}
+
+// lastSlot returns the latest slot of a tenant with offset at or before
+// now: its number (counted from the Unix epoch) and its time.
+func lastSlot(now time.Time, offset, interval time.Duration) (int64, time.Time) {
+	n := (now.UnixNano() - int64(offset)) / int64(interval)
+	return n, time.Unix(0, n*int64(interval)+int64(offset)).UTC()
+}
+
+// due returns the tenants whose slot fell in (after, now], with the slot
+// number, from the in-memory index.
+func (ix *observeIndex) due(after, now time.Time) map[string]int64 {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	out := map[string]int64{}
+	for id, e := range ix.m {
+		n, at := lastSlot(now, e.offset, ix.interval)
+		if at.After(after) {
+			out[id] = n
+		}
+	}
+	return out
+}
+
+func (ix *observeIndex) get(id string) (observeEntry, bool) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	e, ok := ix.m[id]
+	return e, ok
+}
+
+// schedule sends each observable tenant's observations in its slot, once
+// per interval, until ctx is cancelled. A slot missed while no replica ran
+// is not made up: the next one comes within the interval.
+func (o *Observer) schedule(ctx context.Context) {
+	interval := o.cfg.ObserveInterval
+	tick := min(max(interval/100, 50*time.Millisecond), time.Second)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	last := o.now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := o.now()
+		for id, slot := range o.index.due(last, now) {
+			e, ok := o.index.get(id)
+			if !ok {
+				continue
+			}
+			if err := o.sendObserve(ctx, id, e, fmt.Sprintf("s%d", slot), now); err != nil && ctx.Err() == nil {
+				o.s.log.Warn("observe command not sent; the next slot will", zap.String("tenant", id), zap.Error(err))
+			}
+		}
+		last = now
+	}
+}
+
+// sendObserve publishes observe to every store e is provisioned in. slot
+// names the occasion (a periodic slot, an operator's request) in the
+// message ID, so that replicas sending the same occasion are de-duplicated.
+func (o *Observer) sendObserve(ctx context.Context, id string, e observeEntry, slot string, now time.Time) error {
+	var errs []error
+	for i, store := range events.Stores() {
+		if e.versions[i] == 0 {
+			continue
+		}
+		cmd := &events.StoreCommand{TenantID: id, Generation: e.generation, SagaID: e.sagaID, Store: store, Action: events.ActionObserve,
+			IssuedAt: now, Deadline: now.Add(o.cfg.ObserveTimeout), CredentialVersion: int(e.versions[i]), Repair: o.cfg.DriftRepair == "auto"}
+		msgID := events.MsgID{Kind: "cmd", Tenant: id, Generation: e.generation, Store: store, Step: string(events.ActionObserve) + ":" + slot}.String()
+		if err := o.s.publish(ctx, events.CommandSubject(store, events.ActionObserve), msgID, cmd, id, e.generation); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", store, err))
+			continue
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// handleObserveRequest turns tenant.observe.requested into observe
+// commands for the tenant's provisioned stores, or rejects it when the
+// tenant is not settled with resources.
+func (o *Observer) handleObserveRequest(ctx context.Context, msg jetstream.Msg) error {
+	req, err := events.DecodeLifecycleRequested(msg.Data())
+	if err != nil {
+		return o.s.reject(ctx, msg, err.Error())
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		return fmt.Errorf("request metadata: %w", err)
+	}
+	rec, _, err := o.s.reg.Get(ctx, req.TenantID)
+	if err != nil {
+		return err
+	}
+	e, ok := entryOf(rec)
+	if !ok {
+		state := "unknown"
+		if rec != nil {
+			state = string(rec.State)
+		}
+		return o.s.reject(ctx, msg, fmt.Sprintf("observe %s: tenant is %s; only active, suspended or retained tenants with provisioned stores are observed", req.TenantID, state))
+	}
+	return o.sendObserve(ctx, req.TenantID, e, fmt.Sprintf("q%d", meta.Sequence.Stream), o.now())
+}
