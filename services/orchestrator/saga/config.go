@@ -37,6 +37,13 @@ type Config struct {
 	// gets it. A replica handling a message longer tells the server it is
 	// still at it (every AckWait/3), so this stays short.
 	AckWait time.Duration `env:"ORCHESTRATOR_ACK_WAIT" envDefault:"5s"`
+	// RotateGraceDefault is how long a rotation keeps the old credentials
+	// working when the request names no grace; RotateGraceMax is the
+	// longest grace a request may ask for (0 retires at once).
+	RotateGraceDefault time.Duration `env:"ROTATE_GRACE_DEFAULT" envDefault:"24h"`
+	RotateGraceMax     time.Duration `env:"ROTATE_GRACE_MAX" envDefault:"168h"`
+	// RetainMax is the longest retention a deprovision may ask for.
+	RetainMax time.Duration `env:"RETAIN_MAX" envDefault:"2160h"`
 }
 
 // Validate reports every problem at once.
@@ -57,6 +64,12 @@ func (c *Config) Validate() error {
 	}
 	if c.IdentityFile == "" {
 		errs = append(errs, errors.New("CONTROL_PLANE_IDENTITY_FILE: required (create one with `tenantctl keys init`)"))
+	}
+	if c.RotateGraceDefault < 0 || c.RotateGraceMax < c.RotateGraceDefault {
+		errs = append(errs, errors.New("ROTATE_GRACE_MAX: must be >= ROTATE_GRACE_DEFAULT >= 0"))
+	}
+	if c.RetainMax <= 0 {
+		errs = append(errs, errors.New("RETAIN_MAX: must be positive"))
 	}
 	if c.Workers < 1 {
 		errs = append(errs, errors.New("ORCHESTRATOR_WORKERS: must be >= 1"))

@@ -261,7 +261,8 @@ func newHarnessOn(t *testing.T, topo topology) *harness {
 	// The cluster replicates every write three times on a shared, loaded
 	// machine: its saga deadline is longer so that slowness is not failure.
 	h.cfg = Config{SagaTimeout: time.Duration(2*topo.replicas+1) * time.Second, ReconcileInterval: 100 * time.Millisecond, RetryMin: 300 * time.Millisecond,
-		RetryMax: time.Second, StuckAfter: time.Second, IdentityFile: idFile, Workers: 8, AckWait: 2 * time.Second}
+		RetryMax: time.Second, StuckAfter: time.Second, IdentityFile: idFile, Workers: 8, AckWait: 2 * time.Second,
+		RotateGraceDefault: 24 * time.Hour, RotateGraceMax: 168 * time.Hour, RetainMax: 720 * time.Hour}
 	h.agents = startAgents(t, ctx, js, id)
 	return h
 }

@@ -75,6 +75,9 @@ type File struct {
 	Postgres   Postgres `yaml:"postgres" json:"postgres"`
 	Qdrant     Qdrant   `yaml:"qdrant" json:"qdrant"`
 	Redis      Redis    `yaml:"redis" json:"redis"`
+	// CredentialVersions records which credential version each store's
+	// section holds (1 as provisioned; each rotation adds one).
+	CredentialVersions map[events.Store]int `yaml:"credential_versions,omitempty" json:"credential_versions,omitempty"`
 }
 
 // String redacts: a File must never reach a log through fmt.
