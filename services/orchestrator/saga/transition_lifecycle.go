@@ -166,7 +166,9 @@ func (t *step) lifecycleRequested(ev Event) Decision {
 		rec.Scheduled = nil // the purge is off
 	}
 	rec.LifecycleSeq = ev.Seq
-	rec.LifecycleRequestID = reqID
+	if reqID != "" {
+		rec.LifecycleRequestID = reqID
+	}
 	t.startOp(op)
 	return Decision{}
 }
