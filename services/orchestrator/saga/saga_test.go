@@ -82,10 +82,7 @@ func startAgents(t *testing.T, ctx context.Context, js jetstream.JetStream, id *
 				return
 			}
 			if outcome == "" {
-				outcome = events.OutcomeProvisioned
-				if cmd.Action == events.ActionDeprovision {
-					outcome = events.OutcomeDeprovisioned
-				}
+				outcome = cmd.Action.SuccessOutcome()
 			}
 			res := a.result(cmd, outcome)
 			if meta, err := msg.Metadata(); err == nil {
@@ -151,7 +148,7 @@ func (a *scriptedAgents) result(cmd *events.StoreCommand, outcome events.Outcome
 	res := &events.StoreResult{TenantID: cmd.TenantID, Generation: cmd.Generation, SagaID: cmd.SagaID, Store: cmd.Store,
 		Outcome: outcome, Attempt: cmd.Attempt, CompletedAt: time.Now().UTC(), DurationMS: 5}
 	switch outcome {
-	case events.OutcomeProvisioned:
+	case events.OutcomeProvisioned, events.OutcomeRotated:
 		pw, _ := secret.Generate()
 		a.mu.Lock()
 		a.secrets[string(cmd.Store)+"/"+cmd.TenantID] = pw.Reveal()
@@ -179,7 +176,13 @@ func (a *scriptedAgents) result(cmd *events.StoreCommand, outcome events.Outcome
 		a.mu.Unlock()
 		res.Verification = &events.Verification{Passed: true, Checks: []events.Check{{Name: "own_access", Passed: true}}}
 		res.Resources = map[string]string{"name": "tenant_" + cmd.TenantID}
-	case events.OutcomeProvisionFailed, events.OutcomeDeprovisionFailed:
+		if outcome == events.OutcomeRotated {
+			res.CredentialVersion = cmd.Version
+		}
+	case events.OutcomeRetired:
+		res.CredentialVersion = cmd.CredentialVersion
+	case events.OutcomeProvisionFailed, events.OutcomeDeprovisionFailed, events.OutcomeRotateFailed, events.OutcomeRetireFailed,
+		events.OutcomeSuspendFailed, events.OutcomeResumeFailed:
 		res.Reason = events.ReasonStoreError
 		res.Error = "scripted failure"
 	}
