@@ -66,8 +66,9 @@ type StoreStep struct {
 	// Version is the credential version a rotate creates, or a retire
 	// keeps.
 	Version int `json:"version,omitempty"`
-	// Run and ResultSeq identify the result applied.
-	Run       uint64 `json:"run,omitempty"`
+	// ResultAttempt, Run and ResultSeq identify the result applied.
+	ResultAttempt int    `json:"result_attempt,omitempty"`
+	Run           uint64 `json:"run,omitempty"`
 	ResultSeq uint64 `json:"result_seq,omitempty"`
 	Reason    string `json:"reason,omitempty"`
 	Error     string `json:"error,omitempty"`

@@ -620,11 +620,16 @@ func (t *step) lifecycleResult(ev Event) Decision {
 		}
 	}
 	if s.State != events.StepSent {
-		if ev.Seq == s.ResultSeq {
+		switch {
+		case ev.Seq == s.ResultSeq:
 			return Decision{Note: "result already applied"}
-		}
-		if res.Attempt < s.Attempt || res.Run <= s.Run {
-			return reject(rejectStale, "%s attempt %d run %d is not newer than the result applied (attempt %d run %d)", action, res.Attempt, res.Run, s.Attempt, s.Run)
+		case s.ResultSeq != 0 && res.Attempt != s.ResultAttempt && (success || action != events.ActionRotate):
+			// Another attempt of a step already answered: retire, suspend
+			// and resume are idempotent, so neither its success nor its
+			// failure changes what the applied answer established.
+			return Decision{Note: fmt.Sprintf("%s attempt %d answered after attempt %d settled the step", action, res.Attempt, s.ResultAttempt)}
+		case s.ResultSeq != 0 && (res.Attempt != s.ResultAttempt || res.Run <= s.Run):
+			return reject(rejectStale, "%s attempt %d run %d is not newer than the result applied (attempt %d run %d)", action, res.Attempt, res.Run, s.ResultAttempt, s.Run)
 		}
 		return t.laterRun(res.Store, st, res, ev.Seq, success)
 	}
@@ -640,7 +645,7 @@ func (t *step) lifecycleResult(ev Event) Decision {
 // applyStep records a store's answer to the step in flight.
 func (t *step) applyStep(store events.Store, st *events.StoreStatus, res *events.StoreResult, seq uint64, success bool) {
 	rec, op, s := t.rec, t.rec.Lifecycle, st.Step
-	s.Run, s.ResultSeq = res.Run, seq
+	s.ResultAttempt, s.Run, s.ResultSeq = res.Attempt, res.Run, seq
 	if success {
 		s.State, s.Reason, s.Error = events.StepDone, "", ""
 		if res.Outcome == events.OutcomeRotated {
@@ -688,7 +693,7 @@ func (t *step) laterRun(store events.Store, st *events.StoreStatus, res *events.
 		t.advance()
 		return Decision{}
 	}
-	if action == events.ActionRotate && success && rec.State == events.TenantActive && slices.Contains([]string{events.StepDone}, s.State) {
+	if action == events.ActionRotate && success && rec.State == events.TenantActive && s.State == events.StepDone {
 		// A re-run made yet another credential of the same version: the
 		// store holds that one; seal it.
 		t.changed = true

@@ -345,6 +345,32 @@ func TestLifecycleRotateOneStoreFailsStaysActive(t *testing.T) {
 	}
 }
 
+// The deadline of a rotate: every store silent → each counts as failed, the
+// tenant settles active with nothing sealed; one silent store → the others
+// are sealed once it timed out.
+func TestLifecycleRotateDeadline(t *testing.T) {
+	f := lfixtures(t)
+	at := t0.Add(3 * time.Hour)
+	rec := executed(lstep(t, f["active"], rotateReq(100, ""), at))
+	rec = lstep(t, rec, Event{Kind: EvTick}, at.Add(2*time.Minute)) // every store past its deadline
+	if rec.Stores[events.StoreRedis].Step.State != events.StepFailed {
+		t.Fatalf("redis step %+v", rec.Stores[events.StoreRedis].Step)
+	}
+	if effect(rec, events.EffectPutSecrets) != nil || rec.State != events.TenantActive {
+		// every store failed: settled active, nothing sealed
+		t.Fatalf("state %s", rec.State)
+	}
+	// Now with one store still pending: only redis timed out.
+	rec = executed(lstep(t, f["active"], rotateReq(100, ""), at))
+	for i, store := range []events.Store{events.StoreMinIO, events.StorePostgres, events.StoreQdrant} {
+		rec = lstep(t, rec, lres(rec, store, events.OutcomeRotated, 1, uint64(600+i)), at)
+	}
+	rec = lstep(t, rec, Event{Kind: EvTick}, at.Add(2*time.Minute))
+	if effect(rec, events.EffectPutSecrets) == nil {
+		t.Fatal("no seal once redis timed out")
+	}
+}
+
 // Every store fails: tenant.rotation_failed, still active, nothing sealed
 // or scheduled.
 func TestLifecycleRotateAllFail(t *testing.T) {
