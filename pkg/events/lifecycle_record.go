@@ -69,9 +69,9 @@ type StoreStep struct {
 	// ResultAttempt, Run and ResultSeq identify the result applied.
 	ResultAttempt int    `json:"result_attempt,omitempty"`
 	Run           uint64 `json:"run,omitempty"`
-	ResultSeq uint64 `json:"result_seq,omitempty"`
-	Reason    string `json:"reason,omitempty"`
-	Error     string `json:"error,omitempty"`
+	ResultSeq     uint64 `json:"result_seq,omitempty"`
+	Reason        string `json:"reason,omitempty"`
+	Error         string `json:"error,omitempty"`
 	// Prev is the credential a rotation replaced (to fall back to if the
 	// new one cannot be sealed).
 	Prev *SealedResult `json:"prev,omitempty"`
