@@ -46,6 +46,26 @@ type Config struct {
 	RetainMax time.Duration `env:"RETAIN_MAX" envDefault:"2160h"`
 }
 
+// Lifecycle defaults, for a Config built in code that leaves them zero.
+const (
+	defaultRotateGrace    = 24 * time.Hour
+	defaultRotateGraceMax = 168 * time.Hour
+	defaultRetainMax      = 2160 * time.Hour
+)
+
+// lifecyclePolicy is the lifecycle's bounds, zero values meaning the
+// defaults (both grace settings zero: the default grace and maximum).
+func (c *Config) lifecyclePolicy() LifecyclePolicy {
+	p := LifecyclePolicy{GraceDefault: c.RotateGraceDefault, GraceMax: c.RotateGraceMax, RetainMax: c.RetainMax}
+	if p.GraceDefault == 0 && p.GraceMax == 0 {
+		p.GraceDefault, p.GraceMax = defaultRotateGrace, defaultRotateGraceMax
+	}
+	if p.RetainMax == 0 {
+		p.RetainMax = defaultRetainMax
+	}
+	return p
+}
+
 // Validate reports every problem at once.
 func (c *Config) Validate() error {
 	var errs []error
@@ -68,8 +88,8 @@ func (c *Config) Validate() error {
 	if c.RotateGraceDefault < 0 || c.RotateGraceMax < c.RotateGraceDefault {
 		errs = append(errs, errors.New("ROTATE_GRACE_MAX: must be >= ROTATE_GRACE_DEFAULT >= 0"))
 	}
-	if c.RetainMax <= 0 {
-		errs = append(errs, errors.New("RETAIN_MAX: must be positive"))
+	if c.RetainMax < 0 {
+		errs = append(errs, errors.New("RETAIN_MAX: must not be negative (0: the default)"))
 	}
 	if c.Workers < 1 {
 		errs = append(errs, errors.New("ORCHESTRATOR_WORKERS: must be >= 1"))
