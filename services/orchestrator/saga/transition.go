@@ -659,11 +659,11 @@ func (t *step) objectObserved(id string, obj ObjectState) {
 			t.sealed(seal, obj)
 		case seal != nil:
 			// Not (yet) the seal wanted: it stays pending.
-		case rec.State == events.TenantActive && rec.Secrets != nil && (!obj.Present || obj.SealID != rec.Secrets.SealID):
+		case (rec.State == events.TenantActive || lifecycleState(rec.State)) && rec.Secrets != nil && (!obj.Present || obj.SealID != rec.Secrets.SealID):
 			// Someone's late put or delete replaced the sealed file.
 			t.changed = true
 			t.maybeSeal()
-		case rec.State == events.TenantActive && rec.Secrets != nil && obj.SHA256 != rec.Secrets.SHA256:
+		case (rec.State == events.TenantActive || lifecycleState(rec.State)) && rec.Secrets != nil && obj.SHA256 != rec.Secrets.SHA256:
 			// The same seal put again (SOPS encrypts afresh): same
 			// content, the record follows the stored bytes.
 			t.changed = true

@@ -602,3 +602,22 @@ func TestLifecycleRequestIDIdempotent(t *testing.T) {
 		t.Fatalf("request_id repeated: %+v", d)
 	}
 }
+
+// Two executors put the same seal (SOPS encrypts afresh: other bytes); the
+// second put is observed while the tenant is still restoring. The record
+// follows the stored bytes, as it does for an active tenant.
+func TestLifecycleSecondPutOfTheSameSealIsRecorded(t *testing.T) {
+	f := lfixtures(t)
+	at := t0.Add(4 * time.Hour)
+	rec := answerAll(t, f["restoring"], at, 600, succeedAll)
+	rec = answerAll(t, executed(rec), at, 700, succeedAll)
+	seal := effect(rec, events.EffectPutSecrets)
+	rec = sealNow(t, rec, at)
+	if rec.State != events.TenantRestoring {
+		t.Fatalf("state %s", rec.State)
+	}
+	rec = lstep(t, executed(rec), Event{Kind: EvObjectObserved, EffectID: seal.ID, Object: ObjectState{Present: true, SealID: seal.Seal.ID, SHA256: "second", Version: at.Add(time.Second)}}, at.Add(time.Second))
+	if rec.Secrets.SHA256 != "second" {
+		t.Fatalf("record keeps digest %s of a put that was overwritten", rec.Secrets.SHA256)
+	}
+}
