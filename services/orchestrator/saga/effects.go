@@ -37,6 +37,7 @@ func (s *Saga) observe(a, b *events.TenantRecord) {
 	if b == nil || (a != nil && a.State == b.State && a.Generation == b.Generation) {
 		return
 	}
+	s.observeLifecycle(a, b)
 	s.log.Info("tenant state", zap.String("tenant", b.TenantID), zap.Uint64("generation", b.Generation), zap.String("state", string(b.State)), zap.String("reason", b.Reason))
 	switch b.State {
 	case events.TenantProvisioning:
@@ -242,3 +243,15 @@ func (s *Saga) publishMsg(ctx context.Context, m *nats.Msg) error {
 // opTimeout bounds one request to JetStream (a publish, a registry read or
 // write); the caller retries.
 const opTimeout = 10 * time.Second
+
+// observeLifecycle counts lifecycle operations started and settled (with
+// their duration) from a record's change from a to b.
+func (s *Saga) observeLifecycle(a, b *events.TenantRecord) {
+	if b.Lifecycle != nil && (a == nil || a.Lifecycle == nil || a.Lifecycle.ID != b.Lifecycle.ID) {
+		s.metrics.sagas.WithLabelValues(string(b.Lifecycle.Kind), "started").Inc()
+	}
+	if a != nil && a.Lifecycle != nil && (b.Lifecycle == nil || b.Lifecycle.ID != a.Lifecycle.ID) && a.Generation == b.Generation {
+		s.metrics.sagas.WithLabelValues(string(a.Lifecycle.Kind), string(b.State)).Inc()
+		s.metrics.duration.WithLabelValues(string(a.Lifecycle.Kind)).Observe(s.now().Sub(a.Lifecycle.StartedAt).Seconds())
+	}
+}
