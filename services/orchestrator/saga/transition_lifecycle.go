@@ -395,6 +395,11 @@ func (t *step) advance() {
 			// store. sealed → lifecycleSealed continues.
 			op.Sealing = true
 			t.maybeSeal()
+			if effect := t.pendingSeal(); effect == nil {
+				// maybeSeal seals only when every store is provisioned
+				// and verified; never wait for a seal that is not coming.
+				t.lifecycleSealFailed("not every store is provisioned and verified")
+			}
 			return
 		}
 		t.rotationSettled()
@@ -402,6 +407,15 @@ func (t *step) advance() {
 		t.retired()
 	}
 	t.nextPhase()
+}
+
+func (t *step) pendingSeal() *events.Effect {
+	for _, e := range t.rec.Outbox {
+		if e.Kind == events.EffectPutSecrets {
+			return e
+		}
+	}
+	return nil
 }
 
 func (t *step) nextPhase() {

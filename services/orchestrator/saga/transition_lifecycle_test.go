@@ -621,3 +621,27 @@ func TestLifecycleSecondPutOfTheSameSealIsRecorded(t *testing.T) {
 		t.Fatalf("record keeps digest %s of a put that was overwritten", rec.Secrets.SHA256)
 	}
 }
+
+// A rotation whose seal cannot be built (a store not verified) never waits
+// for it: every store falls back to its previous, still working
+// credential, audited as failed.
+func TestLifecycleRotateWithoutASealFallsBack(t *testing.T) {
+	f := lfixtures(t)
+	at := t0.Add(3 * time.Hour)
+	active := cloneRecord(f["active"])
+	active.Stores[events.StoreQdrant].Verified = false
+	before := *active.Stores[events.StoreRedis]
+	rec := answerAll(t, executed(lstep(t, active, rotateReq(100, ""), at)), at, 600, succeedAll)
+	if rec.State != events.TenantActive || effect(rec, events.EffectPutSecrets) != nil || rec.Scheduled != nil {
+		t.Fatalf("state %s", rec.State)
+	}
+	if st := rec.Stores[events.StoreRedis]; st.CredentialSeq != before.CredentialSeq || st.CredentialID != before.CredentialID {
+		t.Errorf("redis credential %d/%s, want the previous %d/%s", st.CredentialSeq, st.CredentialID, before.CredentialSeq, before.CredentialID)
+	}
+	if n := len(auditsIn(rec, events.AuditCredentialsRotationFailed)); n != 4 {
+		t.Errorf("%d CREDENTIALS_ROTATION_FAILED, want 4", n)
+	}
+	if o := outcomesIn(rec); len(o) != 1 || o[0] != events.TenantOutcomeRotationFailed {
+		t.Errorf("outcomes %v", o)
+	}
+}
