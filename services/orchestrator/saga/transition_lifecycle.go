@@ -618,10 +618,19 @@ func (t *step) lifecycleResult(ev Event) Decision {
 	switch {
 	case s == nil || res.Attempt > s.Attempt:
 		return reject(rejectAttempt, "%s attempt %d was never sent", action, res.Attempt)
+	case res.Attempt < s.Round:
+		if res.Outcome == action.SuccessOutcome() && s.ResultSeq != 0 && ev.Seq > s.ResultSeq && action != s.Action {
+			// The agent answers one tenant's commands in the order it
+			// ran them: this earlier command ran again after the current
+			// step was answered (a redelivery), so the store may no
+			// longer be what the step made it. Never silently.
+			t.changed = true
+			rec.LastError = fmt.Sprintf("%s: a re-run of %s attempt %d finished after %s attempt %d: the store may not be as the record says; check it (tenantctl doctor) and repeat the last request",
+				res.Store, action, res.Attempt, s.Action, s.ResultAttempt)
+		}
+		return reject(rejectStale, "%s attempt %d belongs to an earlier step (this one began at attempt %d)", action, res.Attempt, s.Round)
 	case s.Action != action:
 		return reject(rejectStale, "%s attempt %d: the store's step is %s now", action, res.Attempt, s.Action)
-	case res.Attempt < s.Round:
-		return reject(rejectStale, "%s attempt %d belongs to an earlier step (this one began at attempt %d)", action, res.Attempt, s.Round)
 	}
 	success := res.Outcome == action.SuccessOutcome()
 	if action == events.ActionRotate && success {

@@ -645,3 +645,25 @@ func TestLifecycleRotateWithoutASealFallsBack(t *testing.T) {
 		t.Errorf("outcomes %v", o)
 	}
 }
+
+// A re-run of a resume that finishes after the suspend that followed it
+// was answered is rejected, and never silently: the record says so.
+func TestLifecycleLateResumeAfterSuspendIsFlagged(t *testing.T) {
+	f := lfixtures(t)
+	at := t0.Add(3 * time.Hour)
+	rec := executed(answerAll(t, f["resuming"], at, 600, succeedAll))
+	resumeCmd := *rec.Stores[events.StoreRedis].Step
+	rec = executed(answerAll(t, executed(lstep(t, rec, lifecycleReq(EvSuspendRequested, 40), at)), at, 700, succeedAll))
+	late := lres(rec, events.StoreRedis, events.OutcomeResumed, 2, 800)
+	late.Result.Outcome, late.Result.Attempt = events.OutcomeResumed, resumeCmd.Attempt
+	next, d := Step(lpolicy, rec, late, at)
+	if d.RejectCode != rejectStale || next == nil || !strings.Contains(next.LastError, "redis") || next.State != events.TenantSuspended {
+		t.Fatalf("late resume: %+v (changed %v)", d, next != nil)
+	}
+	// One that ran before the suspend's answer is just stale.
+	early := lres(rec, events.StoreRedis, events.OutcomeResumed, 2, 650)
+	early.Result.Attempt = resumeCmd.Attempt
+	if next, d := Step(lpolicy, rec, early, at); next != nil || d.RejectCode != rejectStale {
+		t.Fatalf("early resume: %+v", d)
+	}
+}
