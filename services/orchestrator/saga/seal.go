@@ -28,7 +28,7 @@ func permanent(format string, a ...any) error { return &permanentError{msg: fmt.
 // encrypts it with SOPS. Plaintext credentials exist only in this
 // function's memory.
 func (s *Saga) sealFile(ctx context.Context, rec *events.TenantRecord, gen uint64, spec *events.SealSpec) ([]byte, error) {
-	f := &sealer.File{TenantID: rec.TenantID, Generation: gen, CredentialVersions: map[events.Store]int{}}
+	f := &sealer.File{TenantID: rec.TenantID, Generation: gen}
 	defer func() { *f = sealer.File{} }()
 	for _, store := range events.Stores() {
 		ref, ok := spec.Results[store]
@@ -44,7 +44,7 @@ func (s *Saga) sealFile(ctx context.Context, rec *events.TenantRecord, gen uint6
 		if err != nil {
 			return nil, permanent("%s: %v", store, err)
 		}
-		f.CredentialVersions[store] = max(ref.CredentialVersion, 1)
+		f.CredentialVersions.Set(store, max(ref.CredentialVersion, 1))
 	}
 	data, _, err := s.sealer.Seal(f)
 	if err != nil {
