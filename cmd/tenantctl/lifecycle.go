@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -302,4 +303,54 @@ func (g *globals) retainRequest(ctx context.Context, req *events.DeprovisionRequ
 		return fail(exitUsage, "--retain: %v", err)
 	}
 	return g.lifecycleRequest(ctx, events.SubjectTenantDeprovisionRequested, req, req.TenantID, wait, events.TenantRetained, false)
+}
+
+// printLifecycle adds to `tenantctl status` what the lifecycle keeps in the
+// record: the operation in flight, the step scheduled, and each store's
+// credential version and last lifecycle step.
+func printLifecycle(g *globals, rec *events.TenantRecord) {
+	if op := rec.Lifecycle; op != nil {
+		phase := ""
+		if op.Phase < len(op.Phases) {
+			phase = string(op.Phases[op.Phase])
+		}
+		fmt.Fprintf(g.stdout, "\noperation:   %s (%s) since %s, phase %s\n", op.Kind, op.ID, op.StartedAt.Format(time.RFC3339), dash(phase))
+	}
+	if sc := rec.Scheduled; sc != nil {
+		stores := ""
+		if len(sc.Stores) > 0 {
+			var names []string
+			for _, s := range sc.Stores {
+				names = append(names, string(s))
+			}
+			stores = " (" + strings.Join(names, ", ") + ")"
+		}
+		fmt.Fprintf(g.stdout, "scheduled:   %s at %s%s\n", sc.Kind, sc.DueAt.Format(time.RFC3339), stores)
+	}
+	if rec.LastError != "" {
+		fmt.Fprintf(g.stdout, "last error:  %s\n", rec.LastError)
+	}
+	shown := false
+	for _, store := range events.Stores() {
+		if st := rec.Stores[store]; st != nil && (st.Step != nil || st.CredentialVersion > 1) {
+			shown = true
+		}
+	}
+	if !shown {
+		return
+	}
+	tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nSTORE\tCREDENTIAL\tLAST STEP\tATTEMPT\tSTATE\tREASON")
+	for _, store := range events.Stores() {
+		st := rec.Stores[store]
+		if st == nil {
+			continue
+		}
+		step, attempt, state, reason := "-", "-", "-", ""
+		if s := st.Step; s != nil {
+			step, attempt, state, reason = string(s.Action), fmt.Sprint(s.Attempt), s.State, strings.TrimSpace(s.Reason+" "+s.Error)
+		}
+		fmt.Fprintf(tw, "%s\tv%d\t%s\t%s\t%s\t%s\n", store, max(st.CredentialVersion, 1), step, attempt, state, reason)
+	}
+	_ = tw.Flush()
 }

@@ -149,6 +149,10 @@ func TestLifecycleCommands(t *testing.T) {
 		t.Fatalf("published rotate request %+v, %v", req, err)
 	}
 
+	if code, out, _ := tenantctl(t, append([]string{"status", "acme"}, url...)...); code != exitOK || !strings.Contains(out, "CREDENTIAL") || !strings.Contains(out, "postgres  v2") {
+		t.Fatalf("status after a rotation: exit %d\n%s", code, out)
+	}
+
 	// A store that kept its old credential: exit 1, saying which.
 	code, out, errOut = tenantctl(t, append([]string{"rotate", "acme", "--request-id", "fail", "--wait"}, url...)...)
 	if code != exitFailed || !strings.Contains(errOut, "postgres") {
