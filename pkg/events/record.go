@@ -211,10 +211,11 @@ type TenantRecord struct {
 	Scheduled *ScheduledStep `json:"scheduled,omitempty"`
 	// LifecycleSeq is the TENANTS stream sequence of the last lifecycle
 	// request (rotate, suspend, resume, restore) handled, and
-	// LifecycleRequestID its request_id: a redelivered or repeated request
-	// changes nothing.
-	LifecycleSeq       uint64 `json:"lifecycle_seq,omitempty"`
-	LifecycleRequestID string `json:"lifecycle_request_id,omitempty"`
+	// LifecycleRequestIDs the request_ids of the last ones that started an
+	// operation (a retention's too; newest last, a few): a redelivered or
+	// repeated request changes nothing.
+	LifecycleSeq        uint64   `json:"lifecycle_seq,omitempty"`
+	LifecycleRequestIDs []string `json:"lifecycle_request_ids,omitempty"`
 	// Past holds earlier generations that may still answer (newest first).
 	Past []*PastGeneration `json:"past,omitempty"`
 	// Outbox holds the effects of applied steps not yet executed, in

@@ -161,11 +161,16 @@ func TestScheduledRetireSurvivesRestart(t *testing.T) {
 		if r := h.record("acme"); r == nil || r.Scheduled == nil {
 			t.Fatal("the scheduled retire is gone from the record")
 		}
+		// Two replicas find it due: it is executed once.
+		h.startSaga()
 		h.startSaga()
 		h.waitFor("acme", 60*time.Second, "retired after the restart", func(r *events.TenantRecord) bool {
 			return r.State == events.TenantActive && r.Scheduled == nil && len(r.Outbox) == 0
 		})
 		h.waitAudits(events.AuditCredentialsRetired, "acme", 1)
+		if n := h.outcomeCount(events.TenantOutcomeSubject(events.TenantOutcomeRetired), "acme"); n != 1 {
+			t.Errorf("tenant.retired %d times", n)
+		}
 		for _, store := range events.Stores() {
 			cmds := h.agents.commands(store, events.ActionRetire)
 			if len(cmds) != 1 || cmds[0].IssuedAt.Before(due) {
@@ -360,4 +365,47 @@ func TestLifecycleBadRequestsRejected(t *testing.T) {
 	if n != 4 {
 		t.Errorf("%d store commands, want only the 4 provisions", n)
 	}
+}
+
+// A request repeated with the same request_id is served once, even after
+// the tenant moved on (a suspend s1 repeated after the resume does not
+// suspend again); a suspend of a suspending tenant changes nothing.
+func TestLifecycleRequestsIdempotent(t *testing.T) {
+	h := newHarness(t)
+	h.startSaga()
+	h.provisionActive("acme")
+	h.publish(events.SubjectTenantSuspendRequested, `{"tenant_id":"acme","request_id":"s1"}`)
+	h.publish(events.SubjectTenantSuspendRequested, `{"tenant_id":"acme","request_id":"s2"}`)
+	h.waitSettled("acme", events.TenantSuspended, 60*time.Second)
+	h.publish(events.SubjectTenantResumeRequested, `{"tenant_id":"acme","request_id":"r1"}`)
+	h.waitSettled("acme", events.TenantActive, 60*time.Second)
+	h.publish(events.SubjectTenantSuspendRequested, `{"tenant_id":"acme","request_id":"s1"}`)
+	h.drained()
+	if r := h.record("acme"); r.State != events.TenantActive {
+		t.Fatalf("a repeated request_id changed the tenant: %s", r.State)
+	}
+	for _, store := range events.Stores() {
+		if s, r := len(h.agents.commands(store, events.ActionSuspend)), len(h.agents.commands(store, events.ActionResume)); s != 1 || r != 1 {
+			t.Errorf("%s: %d suspend, %d resume commands; want 1 each", store, s, r)
+		}
+	}
+	if n := h.auditCount(events.AuditTenantSuspended, "acme"); n != 1 {
+		t.Errorf("TENANT_SUSPENDED %d", n)
+	}
+}
+
+// drained waits until the orchestrator handled every request published.
+func (h *harness) drained() {
+	h.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		cons, err := h.js.Consumer(h.ctx, events.StreamTenants, events.ConsumerOrchestratorRequests)
+		if err == nil {
+			if info, err := cons.Info(h.ctx); err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	h.t.Fatal("requests not drained within 30s")
 }

@@ -93,7 +93,7 @@ func (t *step) lifecycleRequested(ev Event) Decision {
 	if ev.Seq != 0 && (ev.Seq <= rec.LifecycleSeq || ev.Seq < rec.RequestSeq) {
 		return Decision{Note: string(kind) + " request already handled or aimed at an earlier generation"}
 	}
-	if reqID != "" && reqID == rec.LifecycleRequestID {
+	if reqID != "" && slices.Contains(rec.LifecycleRequestIDs, reqID) {
 		return Decision{Note: "request " + reqID + " already handled"}
 	}
 	notAllowed := func(why string) Decision {
@@ -166,11 +166,25 @@ func (t *step) lifecycleRequested(ev Event) Decision {
 		rec.Scheduled = nil // the purge is off
 	}
 	rec.LifecycleSeq = ev.Seq
-	if reqID != "" {
-		rec.LifecycleRequestID = reqID
-	}
+	t.rememberRequest(reqID)
 	t.startOp(op)
 	return Decision{}
+}
+
+// keepRequestIDs bounds how many lifecycle request IDs a record remembers.
+const keepRequestIDs = 16
+
+// rememberRequest records the request_id of a request that started an
+// operation, so that the same request sent again changes nothing.
+func (t *step) rememberRequest(id string) {
+	if id == "" {
+		return
+	}
+	ids := append(t.rec.LifecycleRequestIDs, id)
+	if len(ids) > keepRequestIDs {
+		ids = ids[len(ids)-keepRequestIDs:]
+	}
+	t.rec.LifecycleRequestIDs = ids
 }
 
 // storeSet is the stores named (deduplicated, in canonical order), or all.
@@ -216,6 +230,9 @@ func (t *step) deprovisionLifecycle(ev Event) (bool, Decision) {
 		}
 		return false, Decision{}
 	}
+	if req.RequestID != "" && slices.Contains(rec.LifecycleRequestIDs, req.RequestID) {
+		return true, Decision{Note: "request " + req.RequestID + " already handled"}
+	}
 	retain, _ := events.ParseRequestDuration(req.Retain) // validated when decoded
 	if retain <= 0 || retain > t.p.Lifecycle.RetainMax {
 		return true, Decision{RejectRequest: fmt.Sprintf("deprovision %s: retain %q is outside the allowed (0, %s]", rec.TenantID, req.Retain, t.p.Lifecycle.RetainMax)}
@@ -230,6 +247,7 @@ func (t *step) deprovisionLifecycle(ev Event) (bool, Decision) {
 		return true, Decision{Note: "tenant is " + string(rec.State) + ": nothing to retain"}
 	}
 	rec.DeprovisionSeq = ev.Seq
+	t.rememberRequest(req.RequestID)
 	op := &events.LifecycleOp{Kind: events.LifecycleRetain, RequestID: req.RequestID, RequestedBy: req.RequestedBy, StartedAt: t.now,
 		RetainSeconds: int64(retain / time.Second)}
 	if rec.State == events.TenantActive {
