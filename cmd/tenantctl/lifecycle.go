@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -305,16 +306,16 @@ func (g *globals) retainRequest(ctx context.Context, req *events.DeprovisionRequ
 	return g.lifecycleRequest(ctx, events.SubjectTenantDeprovisionRequested, req, req.TenantID, wait, events.TenantRetained, false)
 }
 
-// printLifecycle adds to `tenantctl status` what the lifecycle keeps in the
-// record: the operation in flight, the step scheduled, and each store's
-// credential version and last lifecycle step.
-func printLifecycle(g *globals, rec *events.TenantRecord) {
+// printLifecycle prints, for `tenantctl status`, what the lifecycle keeps
+// in the record: the operation in flight, the step scheduled, the last
+// error, and each store's credential version and last lifecycle step.
+func printLifecycle(w io.Writer, rec *events.TenantRecord) {
 	if op := rec.Lifecycle; op != nil {
 		phase := ""
 		if op.Phase < len(op.Phases) {
 			phase = string(op.Phases[op.Phase])
 		}
-		fmt.Fprintf(g.stdout, "\noperation:   %s (%s) since %s, phase %s\n", op.Kind, op.ID, op.StartedAt.Format(time.RFC3339), dash(phase))
+		fmt.Fprintf(w, "\noperation:   %s (%s) since %s, phase %s\n", op.Kind, op.ID, op.StartedAt.Format(time.RFC3339), dash(phase))
 	}
 	if sc := rec.Scheduled; sc != nil {
 		stores := ""
@@ -325,10 +326,10 @@ func printLifecycle(g *globals, rec *events.TenantRecord) {
 			}
 			stores = " (" + strings.Join(names, ", ") + ")"
 		}
-		fmt.Fprintf(g.stdout, "scheduled:   %s at %s%s\n", sc.Kind, sc.DueAt.Format(time.RFC3339), stores)
+		fmt.Fprintf(w, "scheduled:   %s at %s%s\n", sc.Kind, sc.DueAt.Format(time.RFC3339), stores)
 	}
 	if rec.LastError != "" {
-		fmt.Fprintf(g.stdout, "last error:  %s\n", rec.LastError)
+		fmt.Fprintf(w, "last error:  %s\n", rec.LastError)
 	}
 	shown := false
 	for _, store := range events.Stores() {
@@ -339,7 +340,7 @@ func printLifecycle(g *globals, rec *events.TenantRecord) {
 	if !shown {
 		return
 	}
-	tw := tabwriter.NewWriter(g.stdout, 2, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nSTORE\tCREDENTIAL\tLAST STEP\tATTEMPT\tSTATE\tREASON")
 	for _, store := range events.Stores() {
 		st := rec.Stores[store]

@@ -61,13 +61,13 @@ PostgreSQL unreachable.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.AddCommand(lifecycleCmds(g)...) // rotate, suspend, resume, restore (lifecycle.go)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env NATS_URL)")
 	pf.StringVar(&g.creds, "creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
 	pf.BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for NATS and for --wait")
 	root.AddCommand(newKeysCmd(g), newProvisionCmd(g), newDeprovisionCmd(g), newStatusCmd(g), newListCmd(g), newSecretsCmd(g), newAuditCmd(g), newBusCmd(g), newDoctorCmd(g))
-	root.AddCommand(lifecycleCmds(g)...) // lifecycle.go
 	return root
 }
 

@@ -335,7 +335,6 @@ func printRecord(g *globals, rec *events.TenantRecord, rev uint64) {
 		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%dms\t%s\t%s\n", store, st.State, st.Verified, dash(st.IsolationMode), st.DurationMS, strings.Join(res, " "), errText)
 	}
 	_ = tw.Flush()
-	printLifecycle(g, rec) // lifecycle.go
 }
 
 func dash(s string) string {

@@ -37,7 +37,6 @@ func (s *Saga) observe(a, b *events.TenantRecord) {
 	if b == nil || (a != nil && a.State == b.State && a.Generation == b.Generation) {
 		return
 	}
-	s.observeLifecycle(a, b)
 	s.log.Info("tenant state", zap.String("tenant", b.TenantID), zap.Uint64("generation", b.Generation), zap.String("state", string(b.State)), zap.String("reason", b.Reason))
 	switch b.State {
 	case events.TenantProvisioning:
@@ -45,6 +44,9 @@ func (s *Saga) observe(a, b *events.TenantRecord) {
 	case events.TenantDeprovisioning:
 		s.metrics.sagas.WithLabelValues("deprovision", "started").Inc()
 	case events.TenantActive, events.TenantFailed, events.TenantDeprovisioned:
+		if a != nil && lifecycleState(a.State) {
+			break // a lifecycle operation settled: observeLifecycle counts it
+		}
 		s.metrics.sagas.WithLabelValues(sagaKind(b.State), string(b.State)).Inc()
 		if b.State == events.TenantActive && !b.CreatedAt.IsZero() {
 			if st := b.Stores[events.StoreMinIO]; st != nil && st.StartedAt != nil {
@@ -52,6 +54,7 @@ func (s *Saga) observe(a, b *events.TenantRecord) {
 			}
 		}
 	}
+	s.observeLifecycle(a, b)
 }
 
 func sagaKind(s events.TenantState) string {

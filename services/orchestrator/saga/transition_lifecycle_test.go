@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
+
 	"github.com/tenantprov/tenantprov/pkg/events"
 )
 
@@ -665,5 +668,25 @@ func TestLifecycleLateResumeAfterSuspendIsFlagged(t *testing.T) {
 	early.Result.Attempt = resumeCmd.Attempt
 	if next, d := Step(lpolicy, rec, early, at); next != nil || d.RejectCode != rejectStale {
 		t.Fatalf("early resume: %+v", d)
+	}
+}
+
+// A lifecycle operation is counted as its own kind, never as a second
+// provisioning when the tenant is active again.
+func TestLifecycleMetrics(t *testing.T) {
+	s := &Saga{log: zap.NewNop(), metrics: newMetrics(nil), now: func() time.Time { return t0 }}
+	f := lfixtures(t)
+	rotating := f["rotating"]
+	s.observe(f["active"], rotating)
+	done := cloneRecord(rotating)
+	done.State, done.Lifecycle = events.TenantActive, nil
+	s.observe(rotating, done)
+	for _, c := range []struct {
+		kind, state string
+		want        float64
+	}{{"rotate", "started", 1}, {"rotate", "active", 1}, {"provision", "active", 0}} {
+		if got := testutil.ToFloat64(s.metrics.sagas.WithLabelValues(c.kind, c.state)); got != c.want {
+			t.Errorf("sagas{%s,%s} = %v, want %v", c.kind, c.state, got, c.want)
+		}
 	}
 }
