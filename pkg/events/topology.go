@@ -203,13 +203,12 @@ func AgentConsumerConfig(s Store, ackWait time.Duration, maxAckPending int) jets
 // shared by orchestrator replicas.
 func OrchestratorRequestsConfig(ackWait time.Duration) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:     ConsumerOrchestratorRequests,
-		Description: "tenant requests for the orchestrator",
-		FilterSubjects: []string{SubjectTenantRequested, SubjectTenantDeprovisionRequested,
-			SubjectTenantRotateRequested, SubjectTenantSuspendRequested, SubjectTenantResumeRequested, SubjectTenantRestoreRequested},
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Durable:        ConsumerOrchestratorRequests,
+		Description:    "tenant requests for the orchestrator",
+		FilterSubjects: []string{SubjectTenantRequested, SubjectTenantDeprovisionRequested, SubjectTenantRotateRequested, SubjectTenantSuspendRequested, SubjectTenantResumeRequested, SubjectTenantRestoreRequested},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        ackWait,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 }
 
