@@ -409,3 +409,28 @@ func (h *harness) drained() {
 	}
 	h.t.Fatal("requests not drained within 30s")
 }
+
+// A deprovision without retain of a retained tenant purges it now; a
+// restore after that is rejected.
+func TestDeprovisionOfRetainedPurgesNow(t *testing.T) {
+	h := newHarness(t)
+	h.startSaga()
+	h.provisionActive("acme")
+	h.publish(events.SubjectTenantDeprovisionRequested, `{"tenant_id":"acme","retain":"168h"}`)
+	h.waitSettled("acme", events.TenantRetained, 60*time.Second)
+	h.publish(events.SubjectTenantDeprovisionRequested, `{"tenant_id":"acme"}`)
+	rec := h.waitSettled("acme", events.TenantDeprovisioned, 60*time.Second)
+	if rec.Scheduled != nil || rec.Lifecycle != nil {
+		t.Errorf("left scheduled %+v, lifecycle %+v", rec.Scheduled, rec.Lifecycle)
+	}
+	if n := h.auditCount(events.AuditTenantPurged, "acme"); n != 1 {
+		t.Errorf("TENANT_PURGED %d", n)
+	}
+	for _, store := range events.Stores() {
+		if n := len(h.agents.commands(store, events.ActionDeprovision)); n != 1 {
+			t.Errorf("%s deprovision commands %d", store, n)
+		}
+	}
+	h.publish(events.SubjectTenantRestoreRequested, `{"tenant_id":"acme"}`)
+	h.waitAudits(events.AuditTenantRequestRejected, "acme", 1)
+}
