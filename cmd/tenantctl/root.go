@@ -65,6 +65,7 @@ PostgreSQL unreachable.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.AddCommand(lifecycleCmds(g)...) // rotate, suspend, resume, restore (lifecycle.go)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.natsURL, "nats-url", envOr("NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env NATS_URL)")
 	pf.StringVar(&g.creds, "creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")

@@ -114,7 +114,7 @@ with a letter, no "--", not starting with "tenantprov".`,
 
 func newDeprovisionCmd(g *globals) *cobra.Command {
 	var wait bool
-	var requestID string
+	var requestID, retain string
 	cmd := &cobra.Command{
 		Use:   "deprovision <tenant-id>",
 		Short: "Remove a tenant (publishes tenant.deprovision.requested)",
@@ -123,19 +123,28 @@ are removed and the credentials revoked; the sealed secrets are deleted last.
 Only an active tenant can be deprovisioned: a tenant whose provisioning is
 still running is rejected (retry once it settles), and an unknown tenant is
 rejected too. With --wait, tenantctl follows the record until the tenant is
-deprovisioned.`,
-		Example: "  tenantctl deprovision acme --wait",
+deprovisioned.
+
+With --retain (e.g. 168h, within the orchestrator's RETAIN_MAX) the
+credentials are refused now and the data is kept: the tenant is retained
+until the retention ends, then purged; ` + "`tenantctl restore`" + ` brings it back
+before that. Deprovisioning a retained tenant without --retain purges it now.`,
+		Example: "  tenantctl deprovision acme --wait\n  tenantctl deprovision acme --retain 168h --wait",
 		Args:    exactID("deprovision"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseID(args[0])
 			if err != nil {
 				return err
 			}
-			req := &events.DeprovisionRequested{TenantID: string(id), RequestID: requestID, RequestedBy: requester()}
+			req := &events.DeprovisionRequested{TenantID: string(id), RequestID: requestID, RequestedBy: requester(), Retain: retain}
+			if retain != "" {
+				return g.retainRequest(cmd.Context(), req, wait) // lifecycle.go
+			}
 			return g.request(cmd.Context(), events.SubjectTenantDeprovisionRequested, req, string(id), wait, events.TenantDeprovisioned)
 		},
 	}
-	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the tenant is deprovisioned, showing progress")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the tenant is deprovisioned (retained with --retain), showing progress")
+	cmd.Flags().StringVar(&retain, "retain", "", "keep the data this long, restorable (e.g. 168h); then purge")
 	cmd.Flags().StringVar(&requestID, "request-id", "", "caller's request ID, recorded and audited")
 	return cmd
 }

@@ -169,12 +169,21 @@ type DeprovisionRequested struct {
 	TenantID    string `json:"tenant_id"`
 	RequestID   string `json:"request_id,omitempty"`
 	RequestedBy string `json:"requested_by,omitempty"`
+	// Retain keeps the tenant's data for this long (a Go duration,
+	// "168h") with its credentials revoked, restorable with
+	// tenant.restore.requested; then it is purged (DESIGN.md §10). Empty:
+	// deprovision now. The orchestrator's bounds apply.
+	Retain string `json:"retain,omitempty"`
 }
 
-// Validate checks the tenant ID and the optional fields' limits.
+// Validate checks the tenant ID, the retention's syntax and the optional
+// fields' limits.
 func (m *DeprovisionRequested) Validate() error {
 	if err := checkTenant(m, m.TenantID); err != nil {
 		return err
+	}
+	if _, err := ParseRequestDuration(m.Retain); err != nil {
+		return fieldErr(m, "retain", err.Error(), nil)
 	}
 	if err := checkText(m, "request_id", m.RequestID, maxRequestIDLen); err != nil {
 		return err

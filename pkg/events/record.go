@@ -96,6 +96,9 @@ type StoreStatus struct {
 	CredentialVersion int `json:"credential_version,omitempty"`
 	// Observation is the last observation of this store's slice (drift).
 	Observation *Observation `json:"observation,omitempty"`
+	// Step is the store's last lifecycle command (rotate, retire, suspend,
+	// resume) and what came of it (lifecycle_record.go).
+	Step *StoreStep `json:"step,omitempty"`
 }
 
 // PastGeneration is what the registry keeps of an earlier generation of a
@@ -149,10 +152,13 @@ type SealSpec struct {
 	Results map[Store]SealedResult `json:"results"`
 }
 
-// SealedResult references one provisioned result.
+// SealedResult references one provisioned (or rotated) result.
 type SealedResult struct {
 	Seq          uint64 `json:"seq"`
 	CredentialID string `json:"credential_id"`
+	// CredentialVersion is the credential's version (0 or 1: as
+	// provisioned; a rotated result's version otherwise).
+	CredentialVersion int `json:"credential_version,omitempty"`
 }
 
 // SecretsRef points at a tenant's sealed secrets in the tenant-secrets
@@ -200,6 +206,20 @@ type TenantRecord struct {
 	// (or of its deletion) as last observed: observations are applied in
 	// that order, so a late one never undoes a newer one.
 	ObjectSeen *time.Time `json:"object_seen,omitempty"`
+	// Lifecycle is the lifecycle operation in flight (rotate, retire,
+	// suspend, resume, retain, restore, purge), nil when none is.
+	Lifecycle *LifecycleOp `json:"lifecycle,omitempty"`
+	// Scheduled is a step due at a time (retire the credentials a rotation
+	// replaced, purge a retained tenant): it lives in the record, so any
+	// replica executes it when due, after any restart.
+	Scheduled *ScheduledStep `json:"scheduled,omitempty"`
+	// LifecycleSeq is the TENANTS stream sequence of the last lifecycle
+	// request (rotate, suspend, resume, restore) handled, and
+	// LifecycleRequestIDs the request_ids of the last ones that started an
+	// operation (a retention's too; newest last, a few): a redelivered or
+	// repeated request changes nothing.
+	LifecycleSeq        uint64   `json:"lifecycle_seq,omitempty"`
+	LifecycleRequestIDs []string `json:"lifecycle_request_ids,omitempty"`
 	// Past holds earlier generations that may still answer (newest first).
 	Past []*PastGeneration `json:"past,omitempty"`
 	// Outbox holds the effects of applied steps not yet executed, in

@@ -201,13 +201,14 @@ func AgentConsumerConfig(s Store, ackWait time.Duration, maxAckPending int) jets
 	}
 }
 
-// OrchestratorRequestsConfig is the durable consumer of tenant.requested and
-// tenant.deprovision.requested, shared by orchestrator replicas.
+// OrchestratorRequestsConfig is the durable consumer of tenant.requested,
+// tenant.deprovision.requested and the lifecycle requests (DESIGN.md §10),
+// shared by orchestrator replicas.
 func OrchestratorRequestsConfig(ackWait time.Duration) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:        ConsumerOrchestratorRequests,
 		Description:    "tenant requests for the orchestrator",
-		FilterSubjects: []string{SubjectTenantRequested, SubjectTenantDeprovisionRequested},
+		FilterSubjects: []string{SubjectTenantRequested, SubjectTenantDeprovisionRequested, SubjectTenantRotateRequested, SubjectTenantSuspendRequested, SubjectTenantResumeRequested, SubjectTenantRestoreRequested},
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        ackWait,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,

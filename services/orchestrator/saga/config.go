@@ -37,6 +37,33 @@ type Config struct {
 	// gets it. A replica handling a message longer tells the server it is
 	// still at it (every AckWait/3), so this stays short.
 	AckWait time.Duration `env:"ORCHESTRATOR_ACK_WAIT" envDefault:"5s"`
+	// RotateGraceDefault is how long a rotation keeps the old credentials
+	// working when the request names no grace; RotateGraceMax is the
+	// longest grace a request may ask for (0 retires at once).
+	RotateGraceDefault time.Duration `env:"ROTATE_GRACE_DEFAULT" envDefault:"24h"`
+	RotateGraceMax     time.Duration `env:"ROTATE_GRACE_MAX" envDefault:"168h"`
+	// RetainMax is the longest retention a deprovision may ask for.
+	RetainMax time.Duration `env:"RETAIN_MAX" envDefault:"2160h"`
+}
+
+// Lifecycle defaults, for a Config built in code that leaves them zero.
+const (
+	defaultRotateGrace    = 24 * time.Hour
+	defaultRotateGraceMax = 168 * time.Hour
+	defaultRetainMax      = 2160 * time.Hour
+)
+
+// lifecyclePolicy is the lifecycle's bounds, zero values meaning the
+// defaults (both grace settings zero: the default grace and maximum).
+func (c *Config) lifecyclePolicy() LifecyclePolicy {
+	p := LifecyclePolicy{GraceDefault: c.RotateGraceDefault, GraceMax: c.RotateGraceMax, RetainMax: c.RetainMax}
+	if p.GraceDefault == 0 && p.GraceMax == 0 {
+		p.GraceDefault, p.GraceMax = defaultRotateGrace, defaultRotateGraceMax
+	}
+	if p.RetainMax == 0 {
+		p.RetainMax = defaultRetainMax
+	}
+	return p
 }
 
 // Validate reports every problem at once.
@@ -57,6 +84,12 @@ func (c *Config) Validate() error {
 	}
 	if c.IdentityFile == "" {
 		errs = append(errs, errors.New("CONTROL_PLANE_IDENTITY_FILE: required (create one with `tenantctl keys init`)"))
+	}
+	if c.RotateGraceDefault < 0 || c.RotateGraceMax < c.RotateGraceDefault {
+		errs = append(errs, errors.New("ROTATE_GRACE_MAX: must be >= ROTATE_GRACE_DEFAULT >= 0"))
+	}
+	if c.RetainMax < 0 {
+		errs = append(errs, errors.New("RETAIN_MAX: must not be negative (0: the default)"))
 	}
 	if c.Workers < 1 {
 		errs = append(errs, errors.New("ORCHESTRATOR_WORKERS: must be >= 1"))

@@ -28,7 +28,8 @@ func (s *Saga) apply(ctx context.Context, id string, ev Event) (*events.TenantRe
 }
 
 func (s *Saga) policy() Policy {
-	return Policy{SagaTimeout: s.cfg.SagaTimeout, RetryMin: s.cfg.RetryMin, RetryMax: s.cfg.RetryMax, KeepPast: 4}
+	return Policy{SagaTimeout: s.cfg.SagaTimeout, RetryMin: s.cfg.RetryMin, RetryMax: s.cfg.RetryMax, KeepPast: 4,
+		Lifecycle: s.cfg.lifecyclePolicy()}
 }
 
 // observe logs and counts the state change from a to b.
@@ -43,6 +44,9 @@ func (s *Saga) observe(ctx context.Context, a, b *events.TenantRecord) {
 	case events.TenantDeprovisioning:
 		s.metrics.sagas.WithLabelValues("deprovision", "started").Inc()
 	case events.TenantActive, events.TenantFailed, events.TenantDeprovisioned:
+		if a != nil && lifecycleState(a.State) {
+			break // a lifecycle operation settled: observeLifecycle counts it
+		}
 		s.metrics.sagas.WithLabelValues(sagaKind(b.State), string(b.State)).Inc()
 		if b.State == events.TenantActive && !b.CreatedAt.IsZero() {
 			if st := b.Stores[events.StoreMinIO]; st != nil && st.StartedAt != nil {
@@ -50,6 +54,7 @@ func (s *Saga) observe(ctx context.Context, a, b *events.TenantRecord) {
 			}
 		}
 	}
+	s.observeLifecycle(a, b)
 }
 
 func sagaKind(s events.TenantState) string {
@@ -256,3 +261,15 @@ func (s *Saga) publishMsg(ctx context.Context, m *nats.Msg) error {
 // opTimeout bounds one request to JetStream (a publish, a registry read or
 // write); the caller retries.
 const opTimeout = 10 * time.Second
+
+// observeLifecycle counts lifecycle operations started and settled (with
+// their duration) from a record's change from a to b.
+func (s *Saga) observeLifecycle(a, b *events.TenantRecord) {
+	if b.Lifecycle != nil && (a == nil || a.Lifecycle == nil || a.Lifecycle.ID != b.Lifecycle.ID) {
+		s.metrics.sagas.WithLabelValues(string(b.Lifecycle.Kind), "started").Inc()
+	}
+	if a != nil && a.Lifecycle != nil && (b.Lifecycle == nil || b.Lifecycle.ID != a.Lifecycle.ID) && a.Generation == b.Generation {
+		s.metrics.sagas.WithLabelValues(string(a.Lifecycle.Kind), string(b.State)).Inc()
+		s.metrics.duration.WithLabelValues(string(a.Lifecycle.Kind)).Observe(s.now().Sub(a.Lifecycle.StartedAt).Seconds())
+	}
+}

@@ -18,7 +18,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		sagas: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tenantprov_orchestrator_sagas_total",
-			Help: "Sagas started and settled, by kind (provision, deprovision) and state.",
+			Help: "Sagas and lifecycle operations started and settled, by kind (provision, deprovision, rotate, retire, suspend, resume, retain, restore, purge) and state.",
 		}, []string{"kind", "state"}),
 		rejected: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tenantprov_orchestrator_requests_rejected_total",

@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -38,7 +39,7 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := s.reconcile(ctx, watch.candidates()); err != nil && ctx.Err() == nil {
+		if err := s.reconcile(ctx, watch.candidates(s.now())); err != nil && ctx.Err() == nil {
 			s.log.Warn("reconcile pass incomplete", zap.Error(err))
 		}
 	}
@@ -66,12 +67,55 @@ func (s *Saga) reconcile(ctx context.Context, ids []string) error {
 // registryWatch follows the tenants bucket and keeps the IDs of records
 // that may need the reconciler. It is a cache of the registry, rebuilt from
 // the bucket by every replica; decisions are always taken on a fresh read.
+//
+// Scheduled steps (a rotation's retire, a retained tenant's purge) are due
+// at a time kept in their record (Scheduled.DueAt): the watch indexes them
+// in a min-heap by due time, so a pass looks only at the records whose
+// step is due — popping the heap costs O(log n) per due record, never a
+// scan of every tenant. A record stays a candidate from its due time until
+// a write clears or moves its schedule.
 type registryWatch struct {
-	mu  sync.Mutex
-	ids map[string]bool
+	mu    sync.Mutex
+	ids   map[string]bool
+	sched map[string]time.Time // tenant -> due time of its scheduled step
+	heap  dueHeap
+	due   map[string]bool // scheduled steps found due
 }
 
-func newRegistryWatch() *registryWatch { return &registryWatch{ids: map[string]bool{}} }
+func newRegistryWatch() *registryWatch {
+	return &registryWatch{ids: map[string]bool{}, sched: map[string]time.Time{}, due: map[string]bool{}}
+}
+
+// schedule records tenant id's scheduled step (nil: none).
+func (w *registryWatch) schedule(id string, sc *events.ScheduledStep) {
+	delete(w.due, id)
+	if sc == nil {
+		delete(w.sched, id)
+		return
+	}
+	w.sched[id] = sc.DueAt
+	heap.Push(&w.heap, dueEntry{at: sc.DueAt, id: id})
+}
+
+type dueEntry struct {
+	at time.Time
+	id string
+}
+
+// dueHeap is a min-heap of scheduled steps by due time. Entries a later
+// write moved or cleared stay in it and are skipped when popped.
+type dueHeap []dueEntry
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueEntry)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
 
 func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*events.TenantRecord) bool) error {
 	kw, err := reg.kv.WatchAll(ctx)
@@ -91,22 +135,44 @@ func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*
 				continue // initial values delivered
 			}
 			w.mu.Lock()
-			if rec, err := events.DecodeTenantRecord(e.Value()); err == nil && e.Operation() == jetstream.KeyValuePut && attention(rec) {
+			rec, err := events.DecodeTenantRecord(e.Value())
+			if err == nil && e.Operation() == jetstream.KeyValuePut && attention(rec) {
 				w.ids[e.Key()] = true
 			} else if err == nil || e.Operation() != jetstream.KeyValuePut {
 				delete(w.ids, e.Key()) // settled, or deleted
+			}
+			switch {
+			case err == nil && e.Operation() == jetstream.KeyValuePut:
+				if at, ok := w.sched[e.Key()]; rec.Scheduled == nil || !ok || !at.Equal(rec.Scheduled.DueAt) {
+					w.schedule(e.Key(), rec.Scheduled)
+				}
+			case e.Operation() != jetstream.KeyValuePut:
+				w.schedule(e.Key(), nil)
 			}
 			w.mu.Unlock()
 		}
 	}
 }
 
-func (w *registryWatch) candidates() []string {
+// candidates are the records worth a look at now: unsettled ones, and
+// those whose scheduled step is due.
+func (w *registryWatch) candidates(now time.Time) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]string, 0, len(w.ids))
+	for w.heap.Len() > 0 && !w.heap[0].at.After(now) {
+		e := heap.Pop(&w.heap).(dueEntry)
+		if at, ok := w.sched[e.id]; ok && at.Equal(e.at) {
+			w.due[e.id] = true
+		}
+	}
+	out := make([]string, 0, len(w.ids)+len(w.due))
 	for id := range w.ids {
 		out = append(out, id)
+	}
+	for id := range w.due {
+		if !w.ids[id] {
+			out = append(out, id)
+		}
 	}
 	return out
 }

@@ -36,6 +36,20 @@ func (s *Saga) handleRequest(ctx context.Context, msg jetstream.Msg) error {
 			return s.reject(ctx, msg, err.Error())
 		}
 		id, ev = req.TenantID, Event{Kind: EvDeprovisionRequested, Seq: seq, Deprovision: req}
+	case events.SubjectTenantRotateRequested:
+		req, err := events.DecodeRotateRequested(msg.Data())
+		if err != nil {
+			return s.reject(ctx, msg, err.Error())
+		}
+		id, ev = req.TenantID, Event{Kind: EvRotateRequested, Seq: seq, Rotate: req}
+	case events.SubjectTenantSuspendRequested, events.SubjectTenantResumeRequested, events.SubjectTenantRestoreRequested:
+		req, err := events.DecodeLifecycleRequested(msg.Data())
+		if err != nil {
+			return s.reject(ctx, msg, err.Error())
+		}
+		kind := map[string]EventKind{events.SubjectTenantSuspendRequested: EvSuspendRequested,
+			events.SubjectTenantResumeRequested: EvResumeRequested, events.SubjectTenantRestoreRequested: EvRestoreRequested}[msg.Subject()]
+		id, ev = req.TenantID, Event{Kind: kind, Seq: seq, Lifecycle: req}
 	default:
 		s.logger(ctx).Warn("unexpected subject on the requests consumer", zap.String("subject", msg.Subject()))
 		return nil

@@ -82,10 +82,7 @@ func startAgents(t *testing.T, ctx context.Context, js jetstream.JetStream, id *
 				return
 			}
 			if outcome == "" {
-				outcome = events.OutcomeProvisioned
-				if cmd.Action == events.ActionDeprovision {
-					outcome = events.OutcomeDeprovisioned
-				}
+				outcome = cmd.Action.SuccessOutcome()
 			}
 			res := a.result(cmd, outcome)
 			if meta, err := msg.Metadata(); err == nil {
@@ -151,7 +148,7 @@ func (a *scriptedAgents) result(cmd *events.StoreCommand, outcome events.Outcome
 	res := &events.StoreResult{TenantID: cmd.TenantID, Generation: cmd.Generation, SagaID: cmd.SagaID, Store: cmd.Store,
 		Outcome: outcome, Attempt: cmd.Attempt, CompletedAt: time.Now().UTC(), DurationMS: 5}
 	switch outcome {
-	case events.OutcomeProvisioned:
+	case events.OutcomeProvisioned, events.OutcomeRotated:
 		pw, _ := secret.Generate()
 		a.mu.Lock()
 		a.secrets[string(cmd.Store)+"/"+cmd.TenantID] = pw.Reveal()
@@ -179,7 +176,13 @@ func (a *scriptedAgents) result(cmd *events.StoreCommand, outcome events.Outcome
 		a.mu.Unlock()
 		res.Verification = &events.Verification{Passed: true, Checks: []events.Check{{Name: "own_access", Passed: true}}}
 		res.Resources = map[string]string{"name": "tenant_" + cmd.TenantID}
-	case events.OutcomeProvisionFailed, events.OutcomeDeprovisionFailed:
+		if outcome == events.OutcomeRotated {
+			res.CredentialVersion = cmd.Version
+		}
+	case events.OutcomeRetired:
+		res.CredentialVersion = cmd.CredentialVersion
+	case events.OutcomeProvisionFailed, events.OutcomeDeprovisionFailed, events.OutcomeRotateFailed, events.OutcomeRetireFailed,
+		events.OutcomeSuspendFailed, events.OutcomeResumeFailed:
 		res.Reason = events.ReasonStoreError
 		res.Error = "scripted failure"
 	}
@@ -261,7 +264,8 @@ func newHarnessOn(t *testing.T, topo topology) *harness {
 	// The cluster replicates every write three times on a shared, loaded
 	// machine: its saga deadline is longer so that slowness is not failure.
 	h.cfg = Config{SagaTimeout: time.Duration(2*topo.replicas+1) * time.Second, ReconcileInterval: 100 * time.Millisecond, RetryMin: 300 * time.Millisecond,
-		RetryMax: time.Second, StuckAfter: time.Second, IdentityFile: idFile, Workers: 8, AckWait: 2 * time.Second}
+		RetryMax: time.Second, StuckAfter: time.Second, IdentityFile: idFile, Workers: 8, AckWait: 2 * time.Second,
+		RotateGraceDefault: 24 * time.Hour, RotateGraceMax: 168 * time.Hour, RetainMax: 720 * time.Hour}
 	h.agents = startAgents(t, ctx, js, id)
 	return h
 }

@@ -23,8 +23,8 @@ func (e *permanentError) Error() string { return e.msg }
 
 func permanent(format string, a ...any) error { return &permanentError{msg: fmt.Sprintf(format, a...)} }
 
-// sealFile builds the tenant's secrets file from the provisioned results
-// the seal names (read back from STORE_EVENTS at their sequences) and
+// sealFile builds the tenant's secrets file from the provisioned or rotated
+// results the seal names (read back from STORE_EVENTS at their sequences) and
 // encrypts it with SOPS. Plaintext credentials exist only in this
 // function's memory.
 func (s *Saga) sealFile(ctx context.Context, rec *events.TenantRecord, gen uint64, spec *events.SealSpec) ([]byte, error) {
@@ -44,6 +44,7 @@ func (s *Saga) sealFile(ctx context.Context, rec *events.TenantRecord, gen uint6
 		if err != nil {
 			return nil, permanent("%s: %v", store, err)
 		}
+		f.CredentialVersions.Set(store, max(ref.CredentialVersion, 1))
 	}
 	data, _, err := s.sealer.Seal(f)
 	if err != nil {
@@ -52,7 +53,7 @@ func (s *Saga) sealFile(ctx context.Context, rec *events.TenantRecord, gen uint6
 	return data, nil
 }
 
-// openCredential reads one provisioned result back from STORE_EVENTS and
+// openCredential reads one provisioned or rotated result back from STORE_EVENTS and
 // decrypts its credential with the control-plane identity.
 func (s *Saga) openCredential(ctx context.Context, tenant string, gen uint64, store events.Store, ref events.SealedResult) ([]byte, error) {
 	gctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -64,7 +65,7 @@ func (s *Saga) openCredential(ctx context.Context, tenant string, gen uint64, st
 	if err != nil {
 		return nil, fmt.Errorf("%s: read result %d: %w", store, ref.Seq, err)
 	}
-	if raw.Subject != events.EventSubject(store, events.OutcomeProvisioned) {
+	if raw.Subject != events.EventSubject(store, events.OutcomeProvisioned) && raw.Subject != events.EventSubject(store, events.OutcomeRotated) {
 		return nil, permanent("%s: result %d was published on %s", store, ref.Seq, raw.Subject)
 	}
 	res, err := events.DecodeStoreResult(raw.Data)

@@ -31,6 +31,11 @@ const (
 	EvEffectDone           EventKind = "effect_done"     // a publish effect was executed
 	EvObjectObserved       EventKind = "object_observed" // the sealed object as seen right after a put or delete
 	EvSealFailed           EventKind = "seal_failed"     // a seal cannot be built (permanent)
+	// Lifecycle requests (transition_lifecycle.go).
+	EvRotateRequested  EventKind = "rotate_requested"
+	EvSuspendRequested EventKind = "suspend_requested"
+	EvResumeRequested  EventKind = "resume_requested"
+	EvRestoreRequested EventKind = "restore_requested"
 )
 
 // Event is one input of Step.
@@ -41,6 +46,10 @@ type Event struct {
 	// Provision and Deprovision are the decoded requests.
 	Provision   *events.TenantRequested
 	Deprovision *events.DeprovisionRequested
+	// Rotate and Lifecycle are the decoded lifecycle requests (Lifecycle:
+	// suspend, resume, restore).
+	Rotate    *events.RotateRequested
+	Lifecycle *events.LifecycleRequested
 	// SagaID is the saga ID a provision request gets if it starts a new
 	// generation (chosen at random by the caller).
 	SagaID string
@@ -88,6 +97,8 @@ type Policy struct {
 	RetryMax    time.Duration
 	// KeepPast bounds how many settled past generations the record keeps.
 	KeepPast int
+	// Lifecycle bounds the lifecycle requests.
+	Lifecycle LifecyclePolicy
 }
 
 func (p Policy) backoff(retry int) time.Duration {
@@ -122,7 +133,13 @@ func Step(p Policy, cur *events.TenantRecord, ev Event, now time.Time) (*events.
 	case EvProvisionRequested:
 		d = t.provisionRequested(ev)
 	case EvDeprovisionRequested:
-		d = t.deprovisionRequested(ev)
+		if handled, dd := t.deprovisionLifecycle(ev); handled {
+			d = dd
+		} else {
+			d = t.deprovisionRequested(ev)
+		}
+	case EvRotateRequested, EvSuspendRequested, EvResumeRequested, EvRestoreRequested:
+		d = t.lifecycleRequested(ev)
 	case EvResult:
 		d = t.result(ev)
 	case EvTick:
@@ -293,6 +310,11 @@ func (t *step) storeResult(gen uint64, state events.TenantState, st *events.Stor
 				return Decision{RejectResult: fmt.Sprintf("a different result for attempt %d run %d was applied", res.Attempt, res.Run), RejectCode: rejectConflict}
 			}
 		}
+		if current && (lifecycleState(state) || st.CredentialVersion > 1) {
+			// A later run of a provision would reset a credential the
+			// lifecycle moved on (rotated, suspended): never applied.
+			return Decision{RejectResult: fmt.Sprintf("provision attempt %d run %d answered while the tenant is %s (credential version %d)", res.Attempt, res.Run, state, st.CredentialVersion), RejectCode: rejectStale}
+		}
 		t.changed = true
 		st.ResultAttempt, st.Run, st.ResultSeq = res.Attempt, res.Run, seq
 		expired := res.Outcome == events.OutcomeProvisionFailed && res.Reason == events.ReasonExpired
@@ -414,7 +436,7 @@ func (t *step) maybeSeal() {
 		if st == nil || st.State != events.StoreProvisioned || !st.Verified {
 			return
 		}
-		spec.Results[store] = events.SealedResult{Seq: st.CredentialSeq, CredentialID: st.CredentialID}
+		spec.Results[store] = events.SealedResult{Seq: st.CredentialSeq, CredentialID: st.CredentialID, CredentialVersion: st.CredentialVersion}
 	}
 	// Every store answered: the deadline guarded against silence and no
 	// longer applies; what is left is ours to finish.
@@ -446,6 +468,7 @@ func (t *step) maybeSettle() {
 		rec.Secrets = nil
 		// Deleted last, after every store is clean.
 		t.deleteSecrets()
+		t.purged()
 		t.announce(events.AuditTenantDeprovisioned, events.TenantOutcomeDeprovisioned)
 	}
 }
@@ -516,6 +539,7 @@ func (t *step) tick() {
 	if t.compactPast() {
 		t.changed = true
 	}
+	t.lifecycleTick()
 }
 
 // retry re-sends a deprovision whose backoff elapsed without it completing.
@@ -624,8 +648,8 @@ func (t *step) objectObserved(id string, obj ObjectState) {
 			del = e
 		}
 	}
-	switch rec.State {
-	case events.TenantProvisioning, events.TenantActive:
+	switch {
+	case rec.State == events.TenantProvisioning || rec.State == events.TenantActive || lifecycleState(rec.State):
 		if del != nil && !obj.Present {
 			t.remove(del.ID)
 		}
@@ -635,17 +659,17 @@ func (t *step) objectObserved(id string, obj ObjectState) {
 			t.sealed(seal, obj)
 		case seal != nil:
 			// Not (yet) the seal wanted: it stays pending.
-		case rec.State == events.TenantActive && rec.Secrets != nil && (!obj.Present || obj.SealID != rec.Secrets.SealID):
+		case (rec.State == events.TenantActive || lifecycleState(rec.State)) && rec.Secrets != nil && (!obj.Present || obj.SealID != rec.Secrets.SealID):
 			// Someone's late put or delete replaced the sealed file.
 			t.changed = true
 			t.maybeSeal()
-		case rec.State == events.TenantActive && rec.Secrets != nil && obj.SHA256 != rec.Secrets.SHA256:
+		case (rec.State == events.TenantActive || lifecycleState(rec.State)) && rec.Secrets != nil && obj.SHA256 != rec.Secrets.SHA256:
 			// The same seal put again (SOPS encrypts afresh): same
 			// content, the record follows the stored bytes.
 			t.changed = true
 			rec.Secrets.SHA256 = obj.SHA256
 		}
-	case events.TenantDeprovisioning:
+	case rec.State == events.TenantDeprovisioning:
 		// The file stays until every store is clean.
 	default: // rolling_back, failed, deprovisioned: no file wanted
 		switch {
@@ -681,6 +705,7 @@ func (t *step) sealed(seal *events.Effect, obj ObjectState) {
 		rec.Reason = ""
 		t.announce(events.AuditTenantProvisioned, events.TenantOutcomeProvisioned)
 	}
+	t.lifecycleSealed()
 }
 
 func (t *step) sealFailed(id, reason string) {
@@ -695,6 +720,10 @@ func (t *step) sealFailed(id, reason string) {
 	}
 	// An active tenant keeps the file it has; an operator has to look.
 	t.remove(id)
+	if rec.Lifecycle != nil && rec.Lifecycle.Sealing {
+		t.lifecycleSealFailed(reason)
+		return
+	}
 	rec.LastError = "re-sealing the credentials failed: " + reason
 }
 

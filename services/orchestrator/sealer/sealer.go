@@ -75,6 +75,32 @@ type File struct {
 	Postgres   Postgres `yaml:"postgres" json:"postgres"`
 	Qdrant     Qdrant   `yaml:"qdrant" json:"qdrant"`
 	Redis      Redis    `yaml:"redis" json:"redis"`
+	// CredentialVersions records which credential version each store's
+	// section holds (1 as provisioned; each rotation adds one).
+	CredentialVersions CredentialVersions `yaml:"credential_versions,omitempty" json:"credential_versions,omitempty"`
+}
+
+// CredentialVersions is the credential version of each store's section of
+// a secrets file (zero: not recorded).
+type CredentialVersions struct {
+	MinIO    int `yaml:"minio,omitempty" json:"minio,omitempty"`
+	Postgres int `yaml:"postgres,omitempty" json:"postgres,omitempty"`
+	Qdrant   int `yaml:"qdrant,omitempty" json:"qdrant,omitempty"`
+	Redis    int `yaml:"redis,omitempty" json:"redis,omitempty"`
+}
+
+// Set records store's credential version.
+func (v *CredentialVersions) Set(store events.Store, version int) {
+	switch store {
+	case events.StoreMinIO:
+		v.MinIO = version
+	case events.StorePostgres:
+		v.Postgres = version
+	case events.StoreQdrant:
+		v.Qdrant = version
+	case events.StoreRedis:
+		v.Redis = version
+	}
 }
 
 // String redacts: a File must never reach a log through fmt.

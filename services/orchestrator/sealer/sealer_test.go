@@ -26,6 +26,7 @@ func sample() *File {
 	must(f.SetSection(events.StorePostgres, []byte(`{"host":"127.0.0.1","port":5432,"database":"tenant_acme","user":"tenant_acme","password":"pg-secret-value-456","url":"postgres://tenant_acme:pg-secret-value-456@127.0.0.1:5432/tenant_acme"}`)))
 	must(f.SetSection(events.StoreQdrant, []byte(`{"host":"127.0.0.1","grpc_port":6334,"collection":"tenant_acme","api_key":"eyJhbGciOiJIUzI1NiJ9.jwt-value.sig"}`)))
 	must(f.SetSection(events.StoreRedis, []byte(`{"addr":"127.0.0.1:6379","username":"tenant_acme","password":"redis-secret-value-789","key_prefix":"tenant:acme:"}`)))
+	f.CredentialVersions = CredentialVersions{MinIO: 1, Postgres: 2, Qdrant: 1, Redis: 3}
 	return f
 }
 
@@ -60,6 +61,9 @@ func TestSealEncryptsCredentialsOnlyAndDecryptsWithOperatorKey(t *testing.T) {
 		plain, err := decrypt.DataWithFormat(out, formats.Yaml)
 		if err != nil {
 			t.Fatalf("%s key cannot decrypt: %v", name, err)
+		}
+		if !strings.Contains(string(plain), "credential_versions:\n    minio: 1\n    postgres: 2") {
+			t.Fatalf("%s: the decrypted file does not record the credential versions", name)
 		}
 		var got File
 		if err := yaml.Unmarshal(plain, &got); err != nil {
