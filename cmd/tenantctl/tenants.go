@@ -345,6 +345,7 @@ func printRecord(w io.Writer, rec *events.TenantRecord, rev uint64) {
 		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%dms\t%s\t%s\n", store, st.State, st.Verified, dash(st.IsolationMode), st.DurationMS, strings.Join(res, " "), errText)
 	}
 	_ = tw.Flush()
+	printLifecycle(w, rec)
 }
 
 func dash(s string) string {

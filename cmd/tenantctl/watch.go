@@ -109,8 +109,7 @@ func outcomeEvent(subject string, ev *events.TenantOutcomeEvent) tenantEvent {
 // outcomeSubjects are the saga outcomes watch follows: exactly those the
 // operator identity may subscribe to (pkg/busauth).
 func outcomeSubjects() []string {
-	return []string{events.SubjectTenantProvisioned, events.SubjectTenantProvisionFailed,
-		events.SubjectTenantDeprovisioned, events.SubjectTenantRejected}
+	return events.TenantOutcomeSubjects()
 }
 
 // describe renders e for people, without time or tenant.

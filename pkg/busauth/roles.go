@@ -195,8 +195,7 @@ func (p *perms) watchOutcomes() { p.subscribe(outcomeSubjects()...) }
 
 // outcomeSubjects are the saga outcomes and the dead letters.
 func outcomeSubjects() []string {
-	return []string{events.SubjectTenantProvisioned, events.SubjectTenantProvisionFailed,
-		events.SubjectTenantDeprovisioned, events.SubjectTenantRejected, events.SubjectAllDeadLetters}
+	return append(events.TenantOutcomeSubjects(), events.SubjectAllDeadLetters)
 }
 
 // observerAPI is the read-only JetStream API an observer may call:

@@ -236,3 +236,15 @@ func (a Action) FailureOutcome() Outcome {
 	}
 	return lifecycleActions[a][1]
 }
+
+// TenantOutcomeSubjects are every tenant.<outcome> the orchestrator
+// publishes: the saga's outcomes, the rejection, and the lifecycle's.
+func TenantOutcomeSubjects() []string {
+	var out []string
+	for _, o := range []Outcome{TenantOutcomeProvisioned, TenantOutcomeProvisionFailed, TenantOutcomeDeprovisioned, TenantOutcomeRejected,
+		TenantOutcomeRotated, TenantOutcomeRotationFailed, TenantOutcomeRetired, TenantOutcomeSuspended, TenantOutcomeResumed,
+		TenantOutcomeRetained, TenantOutcomeRestored} {
+		out = append(out, TenantOutcomeSubject(o))
+	}
+	return out
+}

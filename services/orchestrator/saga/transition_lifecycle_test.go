@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -677,10 +678,10 @@ func TestLifecycleMetrics(t *testing.T) {
 	s := &Saga{log: zap.NewNop(), metrics: newMetrics(nil), now: func() time.Time { return t0 }}
 	f := lfixtures(t)
 	rotating := f["rotating"]
-	s.observe(f["active"], rotating)
+	s.observe(context.Background(), f["active"], rotating)
 	done := cloneRecord(rotating)
 	done.State, done.Lifecycle = events.TenantActive, nil
-	s.observe(rotating, done)
+	s.observe(context.Background(), rotating, done)
 	for _, c := range []struct {
 		kind, state string
 		want        float64
