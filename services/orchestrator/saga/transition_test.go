@@ -581,3 +581,62 @@ func TestStepDeadlineExtension(t *testing.T) {
 		})
 	}
 }
+
+// A deprovision whose latest attempt is unanswered is not sent again while
+// its store's agents beat: it waits in their queue or runs. A failed
+// attempt, or silent agents, get the resend after the backoff as before.
+func TestStepNoResendWhileAgentsWork(t *testing.T) {
+	p := policy
+	p.MaxTimeout, p.ProgressWindow = 10*time.Minute, 15*time.Second
+	dep := fixtures(t)["deprovisioning"]     // every store: deprovision attempt 1 sent at t0+1h
+	at := t0.Add(time.Hour + 10*time.Second) // past the 5 s backoff
+	fresh, stale, listening := at.Add(-2*time.Second), at.Add(-time.Minute), at.Add(-time.Hour)
+	all := func(ts time.Time) map[events.Store]time.Time {
+		m := map[events.Store]time.Time{}
+		for _, s := range events.Stores() {
+			m[s] = ts
+		}
+		return m
+	}
+	failedMinIO := executed(must(t, dep, result(events.StoreMinIO, 1, saga1, events.OutcomeDeprovisionFailed, 1, 1, 900), t0.Add(time.Hour+time.Second)))
+	redisStale := all(fresh)
+	redisStale[events.StoreRedis] = stale
+	cases := []struct {
+		name     string
+		rec      *events.TenantRecord
+		policy   Policy
+		progress *Progress
+		resent   []events.Store
+	}{
+		{"no evidence: resend all", dep, p, nil, events.Stores()},
+		{"extension off: resend all", dep, policy, &Progress{Since: listening, Last: all(fresh)}, events.Stores()},
+		{"every store's agents beat: wait", dep, p, &Progress{Since: listening, Last: all(fresh)}, nil},
+		{"observer just started: wait", dep, p, &Progress{Since: at.Add(-time.Second)}, nil},
+		{"redis's agents silent: resend redis", dep, p, &Progress{Since: listening, Last: redisStale}, []events.Store{events.StoreRedis}},
+		{"minio answered failed: resend minio", failedMinIO, p, &Progress{Since: listening, Last: all(fresh)}, []events.Store{events.StoreMinIO}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			next, _ := Step(c.policy, c.rec, Event{Kind: EvTick, Progress: c.progress}, at)
+			var got []events.Store
+			if next != nil {
+				for _, e := range next.Outbox {
+					if e.Kind != events.EffectCommand {
+						continue
+					}
+					var cmd events.StoreCommand
+					if err := json.Unmarshal(e.Payload, &cmd); err != nil {
+						t.Fatal(err)
+					}
+					if cmd.Action != events.ActionDeprovision || cmd.Attempt != 2 {
+						t.Errorf("command %s %s attempt %d, want a deprovision attempt 2", cmd.Store, cmd.Action, cmd.Attempt)
+					}
+					got = append(got, cmd.Store)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.resent) {
+				t.Fatalf("resent to %v, want %v", got, c.resent)
+			}
+		})
+	}
+}
