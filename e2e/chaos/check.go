@@ -36,9 +36,13 @@ type result struct {
 	MissingAudits                          int
 	SecretsChecked, SecretsFailed          int
 	LoadSeconds, ConvergeSeconds, P50, P99 float64
-	FailedReasons                          []string
-	Notes                                  []string
-	Violations                             []string
+	// Baseline is the fault-free run with the same load (CHAOS_BASELINE),
+	// and P99Ratio the p99 under faults over its p99.
+	Baseline      *result
+	P99Ratio      float64
+	FailedReasons []string
+	Notes         []string
+	Violations    []string
 }
 
 func (r *result) violate(format string, args ...any) {
@@ -58,6 +62,10 @@ func (r *result) print(w io.Writer) {
 	fmt.Fprintf(w, "  audit:        %d TENANT_PROVISIONED, %d duplicate, %d missing\n", r.ProvisionedAudits, r.DuplicateAudits, r.MissingAudits)
 	fmt.Fprintf(w, "  secrets:      %d active tenants' files opened and credentials used, %d failed\n", r.SecretsChecked, r.SecretsFailed)
 	fmt.Fprintf(w, "  time:         load %.1fs, converge %.1fs after the last kill; requested->active p50 %.2fs p99 %.2fs\n", r.LoadSeconds, r.ConvergeSeconds, r.P50, r.P99)
+	if b := r.Baseline; b != nil {
+		fmt.Fprintf(w, "  fault-free:   %d active, %d deprovisioned, %d failed, %d unsettled; load %.1fs; requested->active p50 %.2fs p99 %.2fs\n", b.Active, b.Deprovisioned, b.Failed, b.Unsettled, b.LoadSeconds, b.P50, b.P99)
+		fmt.Fprintf(w, "  p99 ratio:    %.2f (under faults / fault-free)\n", r.P99Ratio)
+	}
 	for _, s := range r.FailedReasons {
 		fmt.Fprintf(w, "  failed:       %s\n", s)
 	}

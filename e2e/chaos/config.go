@@ -30,7 +30,12 @@ type config struct {
 	// again; dev-up.sh also rebuilds and re-checks everything, which takes
 	// far longer than CHAOS_RESTART_AFTER on a loaded machine.
 	RestartWithDevUp bool
-	Env              map[string]string // .dev/env
+	// Baseline runs the same load without faults first (CHAOS_BASELINE,
+	// default on; 0 turns it off), and MaxP99Ratio bounds the p99 under
+	// faults over the fault-free p99 (CHAOS_MAX_P99_RATIO, default 3).
+	Baseline    bool
+	MaxP99Ratio float64
+	Env         map[string]string // .dev/env
 }
 
 func loadConfig() (config, error) {
@@ -76,6 +81,15 @@ func loadConfig() (config, error) {
 		c.Targets = nil
 	}
 	c.RestartWithDevUp = os.Getenv("CHAOS_RESTART") == "devup"
+	c.Baseline = os.Getenv("CHAOS_BASELINE") != "0"
+	c.MaxP99Ratio = 3
+	if v := os.Getenv("CHAOS_MAX_P99_RATIO"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			errs = append(errs, fmt.Errorf("CHAOS_MAX_P99_RATIO=%q: want a positive number", v))
+		}
+		c.MaxP99Ratio = f
+	}
 	if c.Deprovision > c.Tenants {
 		errs = append(errs, fmt.Errorf("CHAOS_DEPROVISION=%d exceeds CHAOS_TENANTS=%d", c.Deprovision, c.Tenants))
 	}

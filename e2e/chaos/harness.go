@@ -222,6 +222,14 @@ func (h *harness) run(ctx context.Context) (*result, error) {
 		targets = append(targets, p)
 	}
 
+	if h.cfg.Baseline {
+		base, err := h.baseline(ctx)
+		if err != nil {
+			return nil, err
+		}
+		res.Baseline = base
+	}
+
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go h.watch(watchCtx)
@@ -236,16 +244,7 @@ func (h *harness) run(ctx context.Context) (*result, error) {
 
 	fmt.Printf("chaos: %d tenants (prefix %s), %d deprovisioned, a SIGKILL every %s among %v, for at most %s\n",
 		len(h.ids), h.cfg.Prefix, h.cfg.Deprovision, h.cfg.KillEvery, h.cfg.Targets, h.cfg.Duration)
-	for _, id := range h.ids {
-		h.mu.Lock()
-		h.asked[id] = time.Now()
-		h.mu.Unlock()
-		h.publish(loadCtx, events.SubjectTenantRequested, id, "provision")
-		select {
-		case <-loadCtx.Done():
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	h.load(loadCtx)
 	h.waitSettled(loadCtx, h.cfg.Duration)
 	stopLoad()
 	<-faultsDone
@@ -271,6 +270,17 @@ func (h *harness) run(ctx context.Context) (*result, error) {
 	stopWatch()
 
 	h.countStates(res)
+	if b := res.Baseline; b != nil {
+		if b.Failed > 0 || b.Unsettled > 0 {
+			res.violate("fault-free run: %d failed, %d unsettled (%v)", b.Failed, b.Unsettled, b.FailedReasons)
+		}
+		if b.P99 > 0 {
+			res.P99Ratio = res.P99 / b.P99
+			if res.P99Ratio > h.cfg.MaxP99Ratio {
+				res.violate("p99 under faults %.1fs is %.2fx the fault-free p99 %.1fs (want at most %.1fx)", res.P99, res.P99Ratio, b.P99, h.cfg.MaxP99Ratio)
+			}
+		}
+	}
 	if err := h.compare(ctx, res); err != nil {
 		return nil, err
 	}
@@ -278,6 +288,52 @@ func (h *harness) run(ctx context.Context) (*result, error) {
 		return nil, err
 	}
 	h.checkSecrets(ctx, res)
+	return res, nil
+}
+
+// load requests every tenant of the run, 50 ms apart.
+func (h *harness) load(ctx context.Context) {
+	for _, id := range h.ids {
+		h.mu.Lock()
+		h.asked[id] = time.Now()
+		h.mu.Unlock()
+		h.publish(ctx, events.SubjectTenantRequested, id, "provision")
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// baseline runs the same load (as many tenants, as many deprovisions,
+// under names of their own) with no fault, for the p99 the run under
+// faults is compared with. Its tenants stay in the registry and the stores
+// and are part of the comparison afterwards.
+func (h *harness) baseline(ctx context.Context) (*result, error) {
+	b := &harness{cfg: h.cfg, nc: h.nc, js: h.js, records: map[string]*events.TenantRecord{}, asked: map[string]time.Time{},
+		active: map[string]time.Time{}, deprov: map[string]bool{}}
+	for i := range h.cfg.Tenants {
+		b.ids = append(b.ids, fmt.Sprintf("%sbase%03d", h.cfg.Prefix, i))
+	}
+	res := &result{Tenants: len(b.ids), Deprovisions: h.cfg.Deprovision}
+	fmt.Printf("chaos: fault-free run first: %d tenants (prefix %sbase), %d deprovisioned\n", len(b.ids), h.cfg.Prefix, h.cfg.Deprovision)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go b.watch(watchCtx)
+	start := time.Now()
+	loadCtx, stopLoad := context.WithTimeout(ctx, h.cfg.Duration)
+	defer stopLoad()
+	b.load(loadCtx)
+	b.waitSettled(loadCtx, h.cfg.Duration)
+	res.LoadSeconds = time.Since(start).Seconds()
+	stopWatch()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	b.countStates(res)
+	res.Violations = nil // reported by the run, with the ratio
+	fmt.Printf("chaos: fault-free run: %d active, %d deprovisioned, %d failed, %d unsettled in %.1fs; requested->active p50 %.2fs p99 %.2fs\n",
+		res.Active, res.Deprovisioned, res.Failed, res.Unsettled, res.LoadSeconds, res.P50, res.P99)
 	return res, nil
 }
 

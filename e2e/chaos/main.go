@@ -24,7 +24,10 @@
 // "nats-meta-leader" kills whichever node of a 3-node cluster (make up
 // NATS_CLUSTER=3) is the JetStream meta leader at that moment, found from
 // the monitoring ports NATS_MONITOR_PORT..+2 or CHAOS_NATS_MONITORS),
-// CHAOS_SEED, CHAOS_ROOT (the repository, default the working directory).
+// CHAOS_SEED, CHAOS_ROOT (the repository, default the working directory),
+// CHAOS_BASELINE (1: first run the same load without faults and compare
+// the p99 requested->active; 0 skips it), CHAOS_MAX_P99_RATIO (3: the
+// p99 under faults over the fault-free p99 above it is a violation).
 // Connection settings come from .dev/env (NATS_URL, NATS_CREDS if set,
 // AUDIT_PG_URL, SOPS_AGE_KEY_FILE, PATH for tenantctl).
 package main

@@ -68,6 +68,11 @@ const (
 //     cfg.CommandTimeout, whichever is first); one cut by its deadline is
 //     answered provision_failed, reason store_error; a deprovision is bound
 //     by cfg.CommandTimeout only;
+//   - while its loop fetches or a command is in its hands (waiting for
+//     the tenant's lock included), a replica publishes an
+//     events.AgentProgress on events.ProgressSubject(store) every few
+//     seconds (about cfg.AckWait/4): the orchestrator extends a saga's
+//     deadline while the agents it waits for show that evidence;
 //   - every reply carries Run, the delivery count of the command it
 //     answers;
 //   - a command is acked only after its reply's publish is acknowledged by
@@ -187,6 +192,14 @@ type runtime struct {
 
 	stopping chan struct{} // closed when the loop stops fetching
 	stopOnce sync.Once
+
+	// inFlight counts the commands this replica holds; lastBeat is when it
+	// last published its progress (unix nanoseconds).
+	inFlight atomic.Int64
+	lastBeat atomic.Int64
+	// publishProgress sends a heartbeat on core NATS; nil without a
+	// connection (unit tests).
+	publishProgress func(subject string, data []byte) error
 }
 
 func newRuntime(svc *service.Service, store Store, cfg Config, recipients []age.Recipient, m *Metrics) *runtime {
@@ -194,7 +207,7 @@ func newRuntime(svc *service.Service, store Store, cfg Config, recipients []age.
 	if source == "" {
 		source = string(store.Kind()) + "-agent"
 	}
-	return &runtime{
+	r := &runtime{
 		store:         store,
 		kind:          store.Kind(),
 		cfg:           cfg,
@@ -209,6 +222,10 @@ func newRuntime(svc *service.Service, store Store, cfg Config, recipients []age.
 		holder:        source + "/" + newCredentialID()[:8],
 		stopping:      make(chan struct{}),
 	}
+	if svc.NATS != nil {
+		r.publishProgress = svc.NATS.Publish
+	}
+	return r
 }
 
 // useLocker sets the tenant locks and the waits derived from their TTL.
@@ -274,6 +291,7 @@ func (r *runtime) loop(ctx context.Context, cons jetstream.Consumer) error {
 		case slots <- struct{}{}:
 		}
 		msg, err := cons.Next(jetstream.FetchMaxWait(r.fetchWait))
+		r.beat() // fetching: alive, and free to take a command
 		if err != nil {
 			<-slots
 			switch {
@@ -476,6 +494,8 @@ func (r *runtime) handle(d *delivery) {
 	start := r.now()
 	r.metrics.inFlightAdd(r.kind, 1)
 	defer r.metrics.inFlightAdd(r.kind, -1)
+	r.inFlight.Add(1)
+	defer r.inFlight.Add(-1)
 	stopProgress := r.keepAlive(d.msg)
 	id, v := r.decide(d)
 	label := r.settle(d, id, &v, start, stopProgress)
@@ -547,11 +567,38 @@ func (r *runtime) keepAlive(msg jetstream.Msg) (stop func()) {
 				if err := msg.InProgress(); err != nil {
 					r.log.Debug("in-progress signal failed", zap.String("error", SanitizeText(err.Error())))
 				}
+				r.beat()
 			}
 		}
 	})
 	var once sync.Once
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
+}
+
+// beat publishes this replica's progress (events.AgentProgress on
+// events.ProgressSubject) unless it did so less than progressEvery/2 ago.
+// It is called by the fetch loop each time a pull returns and by every
+// command's keepAlive, so a replica beats while it fetches or holds a
+// command, and falls silent when it dies or its loop and commands are all
+// stuck. The orchestrator extends a saga's deadline only while every store
+// it waits for beats (services/orchestrator/saga). Best effort: a lost beat
+// is covered by the next ones.
+func (r *runtime) beat() {
+	if r.publishProgress == nil {
+		return
+	}
+	now := r.now()
+	last := r.lastBeat.Load()
+	if now.UnixNano()-last < int64(r.progressEvery/2) || !r.lastBeat.CompareAndSwap(last, now.UnixNano()) {
+		return
+	}
+	data, err := events.Encode(&events.AgentProgress{Store: r.kind, Source: r.holder, InFlight: int(r.inFlight.Load()), At: now.UTC()})
+	if err != nil {
+		return
+	}
+	if err := r.publishProgress(events.ProgressSubject(r.kind), data); err != nil {
+		r.log.Debug("progress not published", zap.String("error", SanitizeText(err.Error())))
+	}
 }
 
 // partialCommand is read from a command that failed validation, to answer

@@ -799,3 +799,39 @@ func TestDrainHandsBackWhatDoesNotStop(t *testing.T) {
 		t.Error("drain did not signal stopping")
 	}
 }
+
+func TestProgressIsPublishedWhileACommandRuns(t *testing.T) {
+	h := newHarness(t, &scriptStore{before: func(ctx context.Context, call string) error {
+		if call == "provision" {
+			time.Sleep(1200 * time.Millisecond) // several heartbeat periods (AckWait/4)
+		}
+		return nil
+	}}, func(c *Config) { c.AckWait = time.Second })
+	var mu sync.Mutex
+	var beats []*events.AgentProgress
+	h.rt.publishProgress = func(subject string, data []byte) error {
+		p, err := events.DecodeAgentProgress(data)
+		if err != nil {
+			t.Errorf("heartbeat does not decode: %v", err)
+			return nil
+		}
+		if subject != events.ProgressSubject(events.StoreRedis) {
+			t.Errorf("heartbeat on %q", subject)
+		}
+		mu.Lock()
+		beats = append(beats, p)
+		mu.Unlock()
+		return nil
+	}
+	h.deliverCmd(t, command(events.ActionProvision), 1)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(beats) < 2 {
+		t.Fatalf("%d heartbeats during a 1.2 s command with AckWait 1s, want at least 2", len(beats))
+	}
+	for _, b := range beats {
+		if b.Store != events.StoreRedis || b.InFlight != 1 || b.Source != h.rt.holder {
+			t.Errorf("heartbeat %+v, want store redis, in_flight 1, source %s", b, h.rt.holder)
+		}
+	}
+}

@@ -253,6 +253,8 @@ func rolePerms(r Role) (perms, error) {
 		p.publish(events.SubjectAllCommands, events.SubjectAllAudit, events.DeadLetterSubject(string(r)))
 		p.kvWrite(events.KVTenants, "")
 		p.objWrite(events.ObjectStoreSecrets)
+		// The agents' heartbeats, which extend a busy saga's deadline.
+		p.subscribe(events.SubjectAllProgress)
 	case RoleMinIOAgent, RolePGAgent, RoleQdrantAgent, RoleRedisAgent:
 		s := r.Store()
 		p.durable(events.StreamStoreCommands, events.AgentConsumer(s))
@@ -260,7 +262,7 @@ func rolePerms(r Role) (perms, error) {
 		// requester's reply subject only (pkg/agent ServeInventory).
 		p.subscribe(events.InventorySubject(s))
 		p.answers = events.MaxInventoryChunks
-		p.publish("store.evt."+string(s)+".>", events.SubjectAllAudit,
+		p.publish("store.evt."+string(s)+".>", events.ProgressSubject(s), events.SubjectAllAudit,
 			events.DeadLetterSubject(string(r)), events.DeadLetterSubject(string(s)))
 		// Every lock is readable (and watchable); only its own store's keys
 		// <store>.<tenant> are writable.

@@ -79,6 +79,11 @@ type StoreStatus struct {
 	// does not discard a slow success of the attempt before it, while a
 	// provision that ran after an earlier round starts a new one.
 	Round int `json:"round,omitempty"`
+	// FailedAttempt is the latest deprovision attempt answered
+	// deprovision_failed. While it is below Attempt the latest command has
+	// not been answered: the saga does not send another while the store's
+	// agents show they are working (it waits in their queue or runs).
+	FailedAttempt int `json:"failed_attempt,omitempty"`
 	// ProvisionAttempt numbers the provision commands sent to this store
 	// in this generation (0 for the first; a re-provision of an active
 	// tenant's store after a failed re-run sends the next).

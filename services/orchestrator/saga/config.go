@@ -12,6 +12,22 @@ type Config struct {
 	// back. The deadline is stored in the registry, so a restarted
 	// orchestrator keeps it.
 	SagaTimeout time.Duration `env:"SAGA_TIMEOUT" envDefault:"60s"`
+	// MaxTimeout is the hard cap: past SagaTimeout the deadline is
+	// extended while the agents of every store that has not answered show
+	// they are alive and working (their heartbeats, events.AgentProgress),
+	// up to MaxTimeout, which is also the deadline the provision commands
+	// carry. A burst of sign-ups queued behind busy agents, or an agent
+	// restarting after a crash, then delays a tenant instead of failing
+	// it; a dead agent still fails it at SagaTimeout. Zero (or a value not
+	// above SagaTimeout) disables extension.
+	MaxTimeout time.Duration `env:"SAGA_MAX_TIMEOUT" envDefault:"10m"`
+	// ProgressWindow is how recent a store's last heartbeat must be for
+	// its agents to count as working, and how far one extension moves the
+	// deadline. Agents beat every few seconds (AGENT_ACK_WAIT/4, 2.5 s by
+	// default); 15 s covers an agent restarting after a SIGKILL and a NATS
+	// node failing over, and still notices a dead agent within 15 s of
+	// the deadline. Zero disables extension.
+	ProgressWindow time.Duration `env:"SAGA_PROGRESS_WINDOW" envDefault:"15s"`
 	// ReconcileInterval is how often every replica re-drives in-flight
 	// sagas from the registry: deadlines, compensation retries, work a
 	// crashed replica left half done.
@@ -78,6 +94,12 @@ func (c *Config) Validate() error {
 		if positive[name] <= 0 {
 			errs = append(errs, fmt.Errorf("%s: must be positive", name))
 		}
+	}
+	if c.MaxTimeout < 0 {
+		errs = append(errs, errors.New("SAGA_MAX_TIMEOUT: must not be negative"))
+	}
+	if c.ProgressWindow < 0 {
+		errs = append(errs, errors.New("SAGA_PROGRESS_WINDOW: must not be negative"))
 	}
 	if c.RetryMax < c.RetryMin {
 		errs = append(errs, errors.New("COMPENSATION_BACKOFF_MAX: must be >= COMPENSATION_BACKOFF_MIN"))

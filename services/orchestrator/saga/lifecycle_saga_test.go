@@ -375,6 +375,13 @@ func TestLifecycleRequestsIdempotent(t *testing.T) {
 	h.startSaga()
 	h.provisionActive("acme")
 	h.publish(events.SubjectTenantSuspendRequested, `{"tenant_id":"acme","request_id":"s1"}`)
+	// s1 must be the request that starts the suspension: the requests
+	// consumer runs several workers, and had s2 gone first, s1 (published
+	// earlier, a lower stream sequence) would be dropped as an earlier
+	// request without its request_id being remembered.
+	h.waitFor("acme", 60*time.Second, "s1 started the suspension", func(r *events.TenantRecord) bool {
+		return slices.Contains(r.LifecycleRequestIDs, "s1")
+	})
 	h.publish(events.SubjectTenantSuspendRequested, `{"tenant_id":"acme","request_id":"s2"}`)
 	h.waitSettled("acme", events.TenantSuspended, 60*time.Second)
 	h.publish(events.SubjectTenantResumeRequested, `{"tenant_id":"acme","request_id":"r1"}`)

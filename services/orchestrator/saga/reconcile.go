@@ -23,6 +23,16 @@ import (
 // every tenant ever provisioned.
 func (s *Saga) reconcileLoop(ctx context.Context) {
 	watch := newRegistryWatch()
+	var beats *progressWatch
+	if nc := s.js.Conn(); nc != nil && s.policy().extends() {
+		w, err := watchProgress(nc, s.now)
+		if err != nil {
+			s.log.Warn("agents' heartbeats unavailable: deadlines will not be extended", zap.Error(err))
+		} else {
+			beats = w
+			defer w.stop()
+		}
+	}
 	go func() {
 		for ctx.Err() == nil {
 			if err := watch.run(ctx, s.reg, unsettled); err != nil && ctx.Err() == nil {
@@ -39,22 +49,27 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := s.reconcile(ctx, watch.candidates(s.now())); err != nil && ctx.Err() == nil {
+		var progress *Progress
+		if beats != nil {
+			progress = beats.snapshot()
+		}
+		if err := s.reconcile(ctx, watch.candidates(s.now()), progress); err != nil && ctx.Err() == nil {
 			s.log.Warn("reconcile pass incomplete", zap.Error(err))
 		}
 	}
 }
 
 // reconcile makes one pass over ids: it feeds each record the clock (Step
-// rolls back sagas past their deadline, retries compensation whose backoff
+// rolls back sagas past their deadline unless the agents they wait for are
+// working (progress), retries compensation whose backoff
 // has elapsed) and executes effects a replica left pending.
-func (s *Saga) reconcile(ctx context.Context, ids []string) error {
+func (s *Saga) reconcile(ctx context.Context, ids []string, progress *Progress) error {
 	var firstErr error
 	for _, k := range ids {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := s.reconcileOne(ctx, k); err != nil {
+		if err := s.reconcileOne(ctx, k, progress); err != nil {
 			s.log.Warn("reconcile tenant", zap.String("tenant", k), zap.Error(err))
 			if firstErr == nil {
 				firstErr = err
@@ -177,8 +192,11 @@ func (w *registryWatch) candidates(now time.Time) []string {
 	return out
 }
 
-func (s *Saga) reconcileOne(ctx context.Context, id string) error {
-	rec, _, changed, err := s.write(ctx, id, Event{Kind: EvTick})
+func (s *Saga) reconcileOne(ctx context.Context, id string, progress *Progress) error {
+	rec, d, changed, err := s.write(ctx, id, Event{Kind: EvTick, Progress: progress})
+	if err == nil && changed && d.Note != "" {
+		s.log.Info(d.Note, zap.String("tenant", id))
+	}
 	if err != nil || rec == nil || len(rec.Outbox) == 0 {
 		return err
 	}

@@ -64,6 +64,21 @@ type Event struct {
 	Object ObjectState
 	// Reason explains EvSealFailed.
 	Reason string
+	// Progress is the evidence of working agents the caller has seen
+	// (EvTick); nil when it has none, and then a passed deadline is never
+	// extended.
+	Progress *Progress
+}
+
+// Progress is what one observer knows about the store agents' heartbeats
+// (events.AgentProgress), by its own clock.
+type Progress struct {
+	// Since is when the observer began listening: it cannot know of a
+	// heartbeat before that, so silence shorter than the window since
+	// then proves nothing.
+	Since time.Time
+	// Last is when a heartbeat of each store's agents was last received.
+	Last map[events.Store]time.Time
 }
 
 // ObjectState is what the object store holds under <id>.sops.yaml.
@@ -99,7 +114,21 @@ type Policy struct {
 	KeepPast int
 	// Lifecycle bounds the lifecycle requests.
 	Lifecycle LifecyclePolicy
+	// MaxTimeout is the hard cap of a provisioning saga, and the Deadline
+	// its provision commands carry. Between SagaTimeout and MaxTimeout the
+	// deadline is extended, ProgressWindow at a time, while the agents of
+	// every store that has not answered show fresh progress. MaxTimeout <=
+	// SagaTimeout or ProgressWindow <= 0 disables extension.
+	MaxTimeout time.Duration
+	// ProgressWindow is how old the last heartbeat of a store's agents may
+	// be for them to count as working.
+	ProgressWindow time.Duration
 }
+
+// hardTimeout is how long a provision command may run: its Deadline.
+func (p Policy) hardTimeout() time.Duration { return max(p.MaxTimeout, p.SagaTimeout) }
+
+func (p Policy) extends() bool { return p.ProgressWindow > 0 && p.MaxTimeout > p.SagaTimeout }
 
 func (p Policy) backoff(retry int) time.Duration {
 	d := p.RetryMin
@@ -143,7 +172,7 @@ func Step(p Policy, cur *events.TenantRecord, ev Event, now time.Time) (*events.
 	case EvResult:
 		d = t.result(ev)
 	case EvTick:
-		t.tick()
+		d = t.tick(ev.Progress)
 	case EvEffectDone:
 		t.effectDone(ev.EffectID)
 	case EvObjectObserved:
@@ -199,7 +228,18 @@ func (t *step) provisionRequested(ev Event) Decision {
 		// race with the new seal; the new seal overwrites it anyway.
 		next.Outbox = slices.DeleteFunc(next.Outbox, func(e *events.Effect) bool { return e.Kind == events.EffectDeleteSecrets })
 	}
+	// Two deadlines. The record's Deadline (SagaTimeout) is when the saga
+	// stops waiting unless the agents it waits for show they are working
+	// (tick); the commands carry the hard one (MaxTimeout), so that a
+	// command queued behind a busy agent, or running long, while the saga
+	// extends its deadline is still executed. An agent never touches the
+	// store after the Deadline its command carries (pkg/agent: checked
+	// when a delivery starts and bound on every store call), and a rollback
+	// before it is safe: a provision that runs after the compensation
+	// began is answered, and its result starts another compensation round
+	// (storeResult), as for any late result.
 	deadline := t.now.Add(t.p.SagaTimeout)
+	hard := t.now.Add(t.p.hardTimeout())
 	*next = events.TenantRecord{
 		TenantID: req.TenantID, State: events.TenantProvisioning, Generation: gen, SagaID: ev.SagaID,
 		RequestID: req.RequestID, RequestedBy: req.RequestedBy, Labels: req.Labels, RequestSeq: ev.Seq,
@@ -208,11 +248,11 @@ func (t *step) provisionRequested(ev Event) Decision {
 	}
 	t.rec, t.changed = next, true
 	t.compactPast()
-	t.audit(events.AuditTenantProvisioningStarted, "", "", map[string]any{"request_id": req.RequestID, "labels": req.Labels, "deadline": deadline, "request_seq": ev.Seq})
+	t.audit(events.AuditTenantProvisioningStarted, "", "", map[string]any{"request_id": req.RequestID, "labels": req.Labels, "deadline": deadline, "max_deadline": hard, "request_seq": ev.Seq})
 	for _, store := range events.Stores() {
 		now := t.now
-		next.Stores[store] = &events.StoreStatus{State: events.StorePending, StartedAt: &now, CommandSentAt: &now, ProvisionDeadline: &deadline}
-		t.command(store, events.ActionProvision, 0, deadline)
+		next.Stores[store] = &events.StoreStatus{State: events.StorePending, StartedAt: &now, CommandSentAt: &now, ProvisionDeadline: &hard}
+		t.command(store, events.ActionProvision, 0, hard)
 	}
 	return Decision{}
 }
@@ -384,6 +424,7 @@ func (t *step) storeResult(gen uint64, state events.TenantState, st *events.Stor
 	t.changed = true
 	t.storeAudit(gen, res, st)
 	if res.Outcome == events.OutcomeDeprovisionFailed {
+		st.FailedAttempt = max(st.FailedAttempt, res.Attempt)
 		st.Reason, st.Error = res.Reason, res.Error
 		t.rec.LastError = fmt.Sprintf("g%d %s deprovision attempt %d: %s %s", gen, res.Store, res.Attempt, res.Reason, res.Error)
 		return Decision{}
@@ -510,21 +551,27 @@ func (t *step) startRound(gen uint64, store events.Store, st *events.StoreStatus
 
 // ---- the clock ----
 
-func (t *step) tick() {
+func (t *step) tick(progress *Progress) Decision {
 	rec := t.rec
 	if rec == nil {
-		return
+		return Decision{}
 	}
+	var d Decision
 	if rec.State == events.TenantProvisioning && rec.Deadline != nil && t.now.After(*rec.Deadline) {
 		t.changed = true
-		t.startRollback(fmt.Sprintf("deadline of %s exceeded; no answer from: %s", t.p.SagaTimeout, pendingStores(rec)))
+		if next, why := t.extension(progress); why == "" {
+			rec.Deadline = &next
+			d.Note = "deadline extended: the agents of " + pendingStores(rec) + " are working"
+		} else {
+			t.startRollback(why)
+		}
 	}
 	for _, store := range events.Stores() {
 		st := rec.Stores[store]
 		if st == nil {
 			continue
 		}
-		t.retry(rec.Generation, store, st)
+		t.retry(rec.Generation, store, st, progress)
 		if rec.State == events.TenantActive && st.State == events.StorePending {
 			t.reprovision(store, st)
 		}
@@ -532,7 +579,7 @@ func (t *step) tick() {
 	for _, pg := range rec.Past {
 		for _, store := range events.Stores() {
 			if st := pg.Stores[store]; st != nil {
-				t.retry(pg.Generation, store, st)
+				t.retry(pg.Generation, store, st, progress)
 			}
 		}
 	}
@@ -540,15 +587,84 @@ func (t *step) tick() {
 		t.changed = true
 	}
 	t.lifecycleTick()
+	return d
 }
 
-// retry re-sends a deprovision whose backoff elapsed without it completing.
-func (t *step) retry(gen uint64, store events.Store, st *events.StoreStatus) {
+// working reports whether store's agents count as working by progress:
+// a heartbeat within ProgressWindow, or an observer that has listened for
+// less than that (it cannot know yet).
+func (t *step) working(store events.Store, progress *Progress) bool {
+	if progress == nil || t.p.ProgressWindow <= 0 {
+		return false
+	}
+	if t.now.Sub(progress.Since) < t.p.ProgressWindow {
+		return true
+	}
+	last, ok := progress.Last[store]
+	return ok && t.now.Sub(last) <= t.p.ProgressWindow
+}
+
+// extension decides on a provisioning deadline that has passed: it returns
+// the new deadline when every store that has not answered has agents that
+// are demonstrably working — they sent a heartbeat within ProgressWindow
+// (or the observer has listened for less than that, and cannot know yet) —
+// and the commands' own deadline (the hard cap) is still ahead; otherwise
+// the reason to roll back. A command waiting in the queue behind a busy
+// agent pool, or one that runs long, keeps the tenant; an agent that is
+// dead does not. The deadline moves ProgressWindow at a time, so a replica
+// that restarts (and has heard nothing yet) finds it in the future, and the
+// evidence is looked at again then.
+func (t *step) extension(progress *Progress) (time.Time, string) {
+	rec := t.rec
+	pending := pendingStores(rec)
+	silence := fmt.Sprintf("deadline of %s exceeded; no answer from: %s", t.p.SagaTimeout, pending)
+	if !t.p.extends() || progress == nil {
+		return time.Time{}, silence
+	}
+	var hard *time.Time
+	var silent []string
+	for _, store := range events.Stores() {
+		st := rec.Stores[store]
+		if st == nil || st.State != events.StorePending {
+			continue
+		}
+		if st.ProvisionDeadline != nil && (hard == nil || st.ProvisionDeadline.Before(*hard)) {
+			hard = st.ProvisionDeadline
+		}
+		if !t.working(store, progress) {
+			silent = append(silent, string(store))
+		}
+	}
+	switch {
+	case hard == nil || !t.now.Before(*hard):
+		return time.Time{}, fmt.Sprintf("hard deadline of %s (SAGA_MAX_TIMEOUT) exceeded; no answer from: %s", t.p.hardTimeout(), pending)
+	case len(silent) > 0:
+		return time.Time{}, fmt.Sprintf("%s (no heartbeat within %s from the agents of: %s)", silence, t.p.ProgressWindow, strings.Join(silent, ", "))
+	}
+	next := t.now.Add(t.p.ProgressWindow)
+	if next.After(*hard) {
+		next = *hard
+	}
+	return next, ""
+}
+
+// retry re-sends a deprovision whose backoff elapsed without it
+// completing — unless its latest attempt is unanswered and the store's
+// agents show they are working: the command waits in their queue (a
+// durable work queue) or runs, and another copy would only queue behind it
+// and run again (in a chaos run of 2 x 200 tenants, 200 MinIO deprovisions
+// became over a thousand store calls). A failed attempt, silent agents, or
+// an attempt unanswered for longer than the hard cap are retried with
+// backoff as before.
+func (t *step) retry(gen uint64, store events.Store, st *events.StoreStatus, progress *Progress) {
 	if st.State != events.StoreDeprovisioning || st.CommandSentAt == nil {
 		return
 	}
 	if t.now.Sub(*st.CommandSentAt) < t.p.backoff(st.Attempt-st.Round) {
 		return
+	}
+	if st.FailedAttempt < st.Attempt && t.working(store, progress) && t.now.Sub(*st.CommandSentAt) < t.p.hardTimeout() {
+		return // (a command unanswered for longer than the hard cap is sent again all the same)
 	}
 	t.changed = true
 	st.Attempt++

@@ -478,3 +478,165 @@ func TestStepSealFailure(t *testing.T) {
 		t.Fatalf("state %s last error %q", rec.State, rec.LastError)
 	}
 }
+
+// Past its deadline a provisioning saga waits on while the agents of every
+// store that has not answered beat (events.AgentProgress), up to the hard
+// cap its commands carry; a silent store's agent fails it at the deadline.
+func TestStepDeadlineExtension(t *testing.T) {
+	p := policy
+	p.MaxTimeout, p.ProgressWindow = 10*time.Minute, 15*time.Second
+	prov, _ := Step(p, nil, provisionReq(10, saga1), t0)
+	prov = executed(prov)
+	// minio and postgres answered; qdrant and redis are pending.
+	for i, store := range []events.Store{events.StoreMinIO, events.StorePostgres} {
+		next, _ := Step(p, prov, result(store, 1, saga1, events.OutcomeProvisioned, 0, 1, uint64(101+i)), t0.Add(time.Second))
+		prov = executed(next)
+	}
+	if got := *prov.Deadline; !got.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("deadline %v, want SAGA_TIMEOUT after the request", got)
+	}
+	first, _ := Step(p, nil, provisionReq(10, saga1), t0)
+	for _, e := range first.Outbox {
+		if e.Kind != events.EffectCommand {
+			continue
+		}
+		var cmd events.StoreCommand
+		if err := json.Unmarshal(e.Payload, &cmd); err != nil {
+			t.Fatal(err)
+		}
+		if !cmd.Deadline.Equal(t0.Add(10 * time.Minute)) {
+			t.Fatalf("%s command deadline %v, want the hard cap (SAGA_MAX_TIMEOUT) %v", cmd.Store, cmd.Deadline, t0.Add(10*time.Minute))
+		}
+	}
+
+	past := t0.Add(61 * time.Second)
+	fresh := past.Add(-3 * time.Second)
+	stale := past.Add(-20 * time.Second)
+	listening := t0.Add(-time.Hour)
+	beats := func(since time.Time, last map[events.Store]time.Time) *Progress {
+		return &Progress{Since: since, Last: last}
+	}
+	cases := []struct {
+		name     string
+		policy   Policy
+		progress *Progress
+		at       time.Time
+		want     events.TenantState // "" for no change
+		deadline time.Time          // when extended
+		reason   string             // substring of the rollback reason
+	}{
+		{"before the deadline", p, nil, t0.Add(59 * time.Second), "", time.Time{}, ""},
+		{"no evidence at all", p, nil, past, events.TenantRollingBack, time.Time{}, "no answer from: qdrant, redis"},
+		{"every pending store beats", p, beats(listening, map[events.Store]time.Time{events.StoreQdrant: fresh, events.StoreRedis: fresh}), past,
+			events.TenantProvisioning, past.Add(15 * time.Second), ""},
+		{"only answered stores' heartbeats matter", p, beats(listening, map[events.Store]time.Time{events.StoreQdrant: fresh, events.StoreRedis: fresh, events.StoreMinIO: stale}), past,
+			events.TenantProvisioning, past.Add(15 * time.Second), ""},
+		{"one pending store is silent", p, beats(listening, map[events.Store]time.Time{events.StoreQdrant: fresh, events.StoreRedis: stale}), past,
+			events.TenantRollingBack, time.Time{}, "no heartbeat within 15s from the agents of: redis"},
+		{"one pending store never beat", p, beats(listening, map[events.Store]time.Time{events.StoreQdrant: fresh}), past,
+			events.TenantRollingBack, time.Time{}, "agents of: redis"},
+		{"observer just started: cannot know yet", p, beats(past.Add(-5*time.Second), nil), past,
+			events.TenantProvisioning, past.Add(15 * time.Second), ""},
+		{"hard cap reached although beating", p, beats(listening, map[events.Store]time.Time{events.StoreQdrant: t0.Add(10 * time.Minute), events.StoreRedis: t0.Add(10 * time.Minute)}), t0.Add(10*time.Minute + time.Second),
+			events.TenantRollingBack, time.Time{}, "SAGA_MAX_TIMEOUT"},
+		{"extension stops at the hard cap", p, beats(listening, map[events.Store]time.Time{events.StoreQdrant: t0.Add(595 * time.Second), events.StoreRedis: t0.Add(595 * time.Second)}), t0.Add(595 * time.Second),
+			events.TenantProvisioning, t0.Add(10 * time.Minute), ""},
+		{"extension disabled", policy, beats(listening, map[events.Store]time.Time{events.StoreQdrant: fresh, events.StoreRedis: fresh}), past,
+			events.TenantRollingBack, time.Time{}, "no answer from"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			next, d := Step(c.policy, prov, Event{Kind: EvTick, Progress: c.progress}, c.at)
+			if c.want == "" {
+				if next != nil {
+					t.Fatalf("changed the record to %s", next.State)
+				}
+				return
+			}
+			if next == nil {
+				t.Fatalf("changed nothing (%+v), want %s", d, c.want)
+			}
+			if err := next.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			if next.State != c.want {
+				t.Fatalf("state %s (reason %q), want %s", next.State, next.Reason, c.want)
+			}
+			if c.want == events.TenantProvisioning {
+				if next.Deadline == nil || !next.Deadline.Equal(c.deadline) {
+					t.Fatalf("deadline %v, want %v", next.Deadline, c.deadline)
+				}
+				if len(next.Outbox) != 0 {
+					t.Fatalf("an extension emitted effects: %+v", next.Outbox)
+				}
+				// Looked at again when the extension runs out.
+				if again, _ := Step(c.policy, next, Event{Kind: EvTick, Progress: c.progress}, c.at.Add(time.Second)); again != nil {
+					t.Fatalf("extended deadline not kept: %s", again.State)
+				}
+				return
+			}
+			if !strings.Contains(next.Reason, c.reason) {
+				t.Fatalf("reason %q, want it to contain %q", next.Reason, c.reason)
+			}
+		})
+	}
+}
+
+// A deprovision whose latest attempt is unanswered is not sent again while
+// its store's agents beat: it waits in their queue or runs. A failed
+// attempt, or silent agents, get the resend after the backoff as before.
+func TestStepNoResendWhileAgentsWork(t *testing.T) {
+	p := policy
+	p.MaxTimeout, p.ProgressWindow = 10*time.Minute, 15*time.Second
+	dep := fixtures(t)["deprovisioning"]     // every store: deprovision attempt 1 sent at t0+1h
+	at := t0.Add(time.Hour + 10*time.Second) // past the 5 s backoff
+	fresh, stale, listening := at.Add(-2*time.Second), at.Add(-time.Minute), at.Add(-time.Hour)
+	all := func(ts time.Time) map[events.Store]time.Time {
+		m := map[events.Store]time.Time{}
+		for _, s := range events.Stores() {
+			m[s] = ts
+		}
+		return m
+	}
+	failedMinIO := executed(must(t, dep, result(events.StoreMinIO, 1, saga1, events.OutcomeDeprovisionFailed, 1, 1, 900), t0.Add(time.Hour+time.Second)))
+	redisStale := all(fresh)
+	redisStale[events.StoreRedis] = stale
+	cases := []struct {
+		name     string
+		rec      *events.TenantRecord
+		policy   Policy
+		progress *Progress
+		resent   []events.Store
+	}{
+		{"no evidence: resend all", dep, p, nil, events.Stores()},
+		{"extension off: resend all", dep, policy, &Progress{Since: listening, Last: all(fresh)}, events.Stores()},
+		{"every store's agents beat: wait", dep, p, &Progress{Since: listening, Last: all(fresh)}, nil},
+		{"observer just started: wait", dep, p, &Progress{Since: at.Add(-time.Second)}, nil},
+		{"redis's agents silent: resend redis", dep, p, &Progress{Since: listening, Last: redisStale}, []events.Store{events.StoreRedis}},
+		{"minio answered failed: resend minio", failedMinIO, p, &Progress{Since: listening, Last: all(fresh)}, []events.Store{events.StoreMinIO}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			next, _ := Step(c.policy, c.rec, Event{Kind: EvTick, Progress: c.progress}, at)
+			var got []events.Store
+			if next != nil {
+				for _, e := range next.Outbox {
+					if e.Kind != events.EffectCommand {
+						continue
+					}
+					var cmd events.StoreCommand
+					if err := json.Unmarshal(e.Payload, &cmd); err != nil {
+						t.Fatal(err)
+					}
+					if cmd.Action != events.ActionDeprovision || cmd.Attempt != 2 {
+						t.Errorf("command %s %s attempt %d, want a deprovision attempt 2", cmd.Store, cmd.Action, cmd.Attempt)
+					}
+					got = append(got, cmd.Store)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.resent) {
+				t.Fatalf("resent to %v, want %v", got, c.resent)
+			}
+		})
+	}
+}
