@@ -24,7 +24,7 @@ const (
 func (s TenantState) InFlight() bool {
 	switch s {
 	case TenantProvisioning, TenantRollingBack, TenantDeprovisioning,
-		TenantRotating, TenantSuspending, TenantResuming, TenantRetaining, TenantRestoring:
+		TenantRotating, TenantSuspending, TenantResuming, TenantRetaining, TenantRestoring, TenantUpdating:
 		return true
 	}
 	return false
@@ -99,6 +99,11 @@ type StoreStatus struct {
 	// Step is the store's last lifecycle command (rotate, retire, suspend,
 	// resume) and what came of it (lifecycle_record.go).
 	Step *StoreStep `json:"step,omitempty"`
+	// Limits are the plan limits the store read back when it last applied
+	// the tenant's plan, Usage what the tenant used of them then
+	// (plan_orch.go).
+	Limits *Plan            `json:"limits,omitempty"`
+	Usage  map[string]int64 `json:"usage,omitempty"`
 }
 
 // PastGeneration is what the registry keeps of an earlier generation of a
@@ -176,17 +181,20 @@ type SecretsRef struct {
 // "tenants". It is JSON a person can read with `nats kv get tenants <id>`,
 // and every write of it is a compare-and-set on the KV revision.
 type TenantRecord struct {
-	TenantID    string                 `json:"tenant_id"`
-	State       TenantState            `json:"state"`
-	Generation  uint64                 `json:"generation"`
-	SagaID      string                 `json:"saga_id"`
-	RequestID   string                 `json:"request_id,omitempty"`
-	RequestedBy string                 `json:"requested_by,omitempty"`
-	Labels      map[string]string      `json:"labels,omitempty"`
-	Stores      map[Store]*StoreStatus `json:"stores"`
-	Secrets     *SecretsRef            `json:"secrets,omitempty"`
-	Reason      string                 `json:"reason,omitempty"`
-	LastError   string                 `json:"last_error,omitempty"`
+	TenantID    string            `json:"tenant_id"`
+	State       TenantState       `json:"state"`
+	Generation  uint64            `json:"generation"`
+	SagaID      string            `json:"saga_id"`
+	RequestID   string            `json:"request_id,omitempty"`
+	RequestedBy string            `json:"requested_by,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	// Plan is the tenant's plan (plan.go): set when provisioning starts
+	// and when an update (tenant.update.requested) has applied a new one.
+	Plan      string                 `json:"plan,omitempty"`
+	Stores    map[Store]*StoreStatus `json:"stores"`
+	Secrets   *SecretsRef            `json:"secrets,omitempty"`
+	Reason    string                 `json:"reason,omitempty"`
+	LastError string                 `json:"last_error,omitempty"`
 	// Deadline is when the running provisioning saga gives up and rolls
 	// back. It lives here, not in a timer, so any replica recomputes it
 	// after a restart.
