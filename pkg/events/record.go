@@ -250,7 +250,7 @@ func (m *TenantRecord) Validate() error {
 	}
 	switch m.State {
 	case TenantProvisioning, TenantActive, TenantRollingBack, TenantFailed, TenantDeprovisioning, TenantDeprovisioned,
-		TenantRotating, TenantSuspending, TenantSuspended, TenantResuming, TenantRetaining, TenantRetained, TenantRestoring:
+		TenantRotating, TenantSuspending, TenantSuspended, TenantResuming, TenantRetaining, TenantRetained, TenantRestoring, TenantUpdating:
 	default:
 		return fieldErr(m, "state", fmt.Sprintf("unknown state %q", Truncate(string(m.State), 64)), nil)
 	}
