@@ -294,3 +294,33 @@ func TestPlansAndDryRun(t *testing.T) {
 		t.Fatalf("update of a suspended tenant: state %s plan %q", rec.State, rec.Plan)
 	}
 }
+
+// TestPlansOnTheAuthenticatedBus: the dry run and the update with every
+// service on its own identity (DESIGN.md §11): the orchestrator may keep a
+// dry run's answers in the dry-runs bucket, the requester may send the
+// update request.
+func TestPlansOnTheAuthenticatedBus(t *testing.T) {
+	s := startAuthenticatedSystem(t, 60*time.Second)
+	path := filepath.Join(t.TempDir(), "plans.yaml")
+	if err := os.WriteFile(path, []byte(e2ePlans), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.sagaCfg.PlansFile = path
+	s.startOrchestrator()
+	s.request(events.SubjectTenantRequested, `{"tenant_id":"auth-plan","plan":"small","dry_run":true,"request_id":"d1"}`)
+	if ev := s.waitPlanned("auth-plan", "d1", 2*time.Minute); len(ev.DryRun) != 4 || len(ev.Failed) != 0 {
+		t.Fatalf("tenant.planned %+v", ev)
+	}
+	if s.record("auth-plan") != nil {
+		t.Fatal("a dry run created a record")
+	}
+	s.request(events.SubjectTenantRequested, `{"tenant_id":"auth-plan","plan":"small"}`)
+	s.waitState("auth-plan", events.TenantActive, 3*time.Minute)
+	s.request(events.SubjectTenantUpdateRequested, `{"tenant_id":"auth-plan","plan":"large"}`)
+	rec := s.waitFor("auth-plan", 3*time.Minute, "on plan large", func(r *events.TenantRecord) bool {
+		return r.State == events.TenantActive && r.Plan == "large" && r.Announced == events.TenantActive
+	})
+	if l := rec.Stores[events.StorePostgres].Limits; l == nil || l.Postgres == nil || l.Postgres.ConnectionLimit != 4 {
+		t.Fatalf("postgres limits %+v", l)
+	}
+}
