@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
@@ -216,4 +217,36 @@ func printDryRun(w io.Writer, ev *events.TenantOutcomeEvent) error {
 		}
 	}
 	return nil
+}
+
+// printPlan prints the tenant's plan and, per store, the limits read back
+// and the usage reported (status).
+func printPlan(w io.Writer, rec *events.TenantRecord) {
+	if rec.Plan == "" {
+		return
+	}
+	fmt.Fprintf(w, "\nplan:        %s\n", rec.Plan)
+	for _, store := range events.Stores() {
+		st := rec.Stores[store]
+		if st == nil || (st.Limits == nil && len(st.Usage) == 0) {
+			continue
+		}
+		limits := "-"
+		if st.Limits != nil {
+			if b, err := json.Marshal(st.Limits.ForStore(store)); err == nil {
+				limits = strings.TrimSuffix(strings.TrimPrefix(string(b), `{"name":"`+st.Limits.Name+`"`), "}")
+				limits = strings.TrimPrefix(limits, ",")
+			}
+		}
+		var usage []string
+		for k, v := range st.Usage {
+			usage = append(usage, fmt.Sprintf("%s=%d", k, v))
+		}
+		sort.Strings(usage)
+		fmt.Fprintf(w, "  %-9s limits %s", store, dash(limits))
+		if len(usage) > 0 {
+			fmt.Fprintf(w, "  usage %s", strings.Join(usage, " "))
+		}
+		fmt.Fprintln(w)
+	}
 }

@@ -137,3 +137,18 @@ func TestPlanCommands(t *testing.T) {
 		t.Fatalf("update without --plan: exit %d %s", code, errOut)
 	}
 }
+
+func TestPrintPlan(t *testing.T) {
+	rec := &events.TenantRecord{TenantID: "acme", Plan: "small", Stores: map[events.Store]*events.StoreStatus{
+		events.StorePostgres: {Limits: &events.Plan{Name: "small", Postgres: &events.PostgresPlan{ConnectionLimit: 5}}, Usage: map[string]int64{"database_bytes": 7}},
+		events.StoreRedis:    {Limits: &events.Plan{Name: "small"}},
+	}}
+	var b strings.Builder
+	printPlan(&b, rec)
+	out := b.String()
+	for _, want := range []string{"plan:        small", `postgres  limits "postgres":{"connection_limit":5}  usage database_bytes=7`, "redis     limits -"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
