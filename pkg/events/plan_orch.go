@@ -73,9 +73,9 @@ func checkPlanName(m Payload, name string) error {
 	return nil
 }
 
-// KVDryRuns holds the store answers of dry runs in flight, one key per
-// dry run and store (DryRunKey), until the orchestrator has all four and
-// answers tenant.planned. Keys expire after DryRunTTL.
+// KVDryRuns holds the dry runs in flight, one key per dry run (its saga
+// ID): the request and each store's answer, until the orchestrator has all
+// four and answers tenant.planned. Keys expire after DryRunTTL.
 const KVDryRuns = "dry-runs"
 
 // DryRunTTL is how long a dry run's answers are kept.
@@ -84,9 +84,6 @@ const DryRunTTL = time.Hour
 // DryRunSagaPrefix begins the saga ID of every dry run's commands: their
 // results are gathered in KVDryRuns, never applied to a tenant record.
 const DryRunSagaPrefix = "dry-run-"
-
-// DryRunKey is the KVDryRuns key of store s's answer to dry run saga.
-func DryRunKey(saga string, s Store) string { return saga + "." + string(s) }
 
 // DryRuns returns the configuration of the dry runs' bucket.
 func (t Topology) DryRuns() jetstream.KeyValueConfig {

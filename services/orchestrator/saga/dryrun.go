@@ -17,19 +17,21 @@ import (
 // a plan command to every store and answers tenant.planned with the four
 // answers, changing nothing — not the stores, not the registry. Its
 // commands carry a saga ID beginning with events.DryRunSagaPrefix; their
-// results are never applied to a tenant record: each is kept in the
-// dry-runs bucket (events.KVDryRuns, keys expire after an hour) until all
-// four are in, then whoever stored the last one publishes tenant.planned
-// and audits TENANT_PLANNED (both with IDs derived from the dry run's saga
-// ID, so two replicas finishing at once answer once).
+// results are never applied to a tenant record. The dry run is one key of
+// the dry-runs bucket (events.KVDryRuns, expiring after an hour), named by
+// its saga ID: the request, and each store's answer added by a
+// compare-and-set (so of two replicas adding the last two answers, exactly
+// one writes the fourth, whatever replica of the bucket each read from).
+// Whoever writes the fourth publishes tenant.planned and audits
+// TENANT_PLANNED, both with IDs derived from the saga ID, so a redelivery
+// answers once.
 //
 // The dry run's saga ID and its commands' attempt number come from the
 // request's stream sequence: a redelivered request sends the same
 // commands (de-duplicated by the stream), a new request gets new ones.
 
-// dryRunHead is the dry-runs bucket's record of the request, under
-// <saga>.request: what tenant.planned needs besides the answers, and the
-// proof that a result answers a dry run we sent.
+// dryRunHead is the dry run's request: what tenant.planned needs besides
+// the answers, and the proof that a result answers a dry run we sent.
 type dryRunHead struct {
 	TenantID    string `json:"tenant_id"`
 	Plan        string `json:"plan"`
@@ -39,7 +41,13 @@ type dryRunHead struct {
 	RequestedBy string `json:"requested_by,omitempty"`
 }
 
-// dryRunAnswer is one store's answer, under <saga>.<store>.
+// dryRunDoc is the value of a dry run's key.
+type dryRunDoc struct {
+	Head    dryRunHead                     `json:"request"`
+	Answers map[events.Store]*dryRunAnswer `json:"answers,omitempty"`
+}
+
+// dryRunAnswer is one store's answer.
 type dryRunAnswer struct {
 	Outcome events.Outcome `json:"outcome"`
 	DryRun  *events.DryRun `json:"dry_run,omitempty"`
@@ -84,7 +92,8 @@ func (s *Saga) dryRun(ctx context.Context, msg jetstream.Msg, req *events.Tenant
 		return err
 	}
 	head := dryRunHead{TenantID: req.TenantID, Plan: plan.Name, Generation: gen, Attempt: attempt, RequestID: req.RequestID, RequestedBy: req.RequestedBy}
-	if _, err := kv.Put(ctx, saga+".request", mustJSON(head)); err != nil {
+	// Create, not put: a redelivered request keeps the answers in.
+	if _, err := kv.Create(ctx, saga, mustJSON(dryRunDoc{Head: head})); err != nil && !isConflict(err) {
 		return fmt.Errorf("dry run %s: %w", saga, err)
 	}
 	now := s.now()
@@ -114,50 +123,49 @@ func (s *Saga) dryRunResult(ctx context.Context, subject events.Store, res *even
 	if err != nil {
 		return true, err
 	}
-	head, err := s.dryRunHead(ctx, kv, res.SagaID)
-	if err != nil {
-		return true, err
-	}
-	if head == nil || head.TenantID != res.TenantID || head.Generation != res.Generation || head.Attempt != res.Attempt {
-		s.metrics.resultsRejected.WithLabelValues(rejectSaga).Inc()
-		s.logger(ctx).Warn("dry run: result for no dry run of ours (or one expired)", zap.String("saga", events.Truncate(res.SagaID, 128)))
-		return true, nil
-	}
-	ans := dryRunAnswer{Outcome: res.Outcome, DryRun: res.DryRun, Reason: res.Reason, Error: res.Error}
-	if _, err := kv.Put(ctx, events.DryRunKey(res.SagaID, res.Store), mustJSON(ans)); err != nil {
-		return true, err
-	}
-	answers := map[events.Store]*dryRunAnswer{}
-	for _, store := range events.Stores() {
-		e, err := kv.Get(ctx, events.DryRunKey(res.SagaID, store))
+	ans := &dryRunAnswer{Outcome: res.Outcome, DryRun: res.DryRun, Reason: res.Reason, Error: res.Error}
+	for {
+		e, err := kv.Get(ctx, res.SagaID)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return true, nil // not every store has answered yet
+			s.metrics.resultsRejected.WithLabelValues(rejectSaga).Inc()
+			s.logger(ctx).Warn("dry run: result for no dry run of ours (or one expired)", zap.String("saga", events.Truncate(res.SagaID, 128)))
+			return true, nil
 		}
 		if err != nil {
 			return true, err
 		}
-		var a dryRunAnswer
-		if err := json.Unmarshal(e.Value(), &a); err != nil {
-			return true, fmt.Errorf("dry run %s: %s's answer: %w", res.SagaID, store, err)
+		var doc dryRunDoc
+		if err := json.Unmarshal(e.Value(), &doc); err != nil {
+			return true, fmt.Errorf("dry run %s: %w", res.SagaID, err)
 		}
-		answers[store] = &a
+		if h := doc.Head; h.TenantID != res.TenantID || h.Generation != res.Generation || h.Attempt != res.Attempt {
+			s.metrics.resultsRejected.WithLabelValues(rejectSaga).Inc()
+			s.logger(ctx).Warn("dry run: result does not answer the dry run's commands", zap.String("saga", res.SagaID), zap.String("store", string(res.Store)))
+			return true, nil
+		}
+		if doc.Answers == nil {
+			doc.Answers = map[events.Store]*dryRunAnswer{}
+		}
+		if _, ok := doc.Answers[res.Store]; ok {
+			// A redelivered result: answer again if complete (the
+			// publishes are de-duplicated), else nothing to add.
+			if len(doc.Answers) == len(events.Stores()) {
+				return true, s.answerDryRun(ctx, res.SagaID, &doc.Head, doc.Answers)
+			}
+			return true, nil
+		}
+		doc.Answers[res.Store] = ans
+		if _, err := kv.Update(ctx, res.SagaID, mustJSON(doc), e.Revision()); err != nil {
+			if isConflict(err) {
+				continue // another answer came in: read again
+			}
+			return true, err
+		}
+		if len(doc.Answers) < len(events.Stores()) {
+			return true, nil
+		}
+		return true, s.answerDryRun(ctx, res.SagaID, &doc.Head, doc.Answers)
 	}
-	return true, s.answerDryRun(ctx, res.SagaID, head, answers)
-}
-
-func (s *Saga) dryRunHead(ctx context.Context, kv jetstream.KeyValue, saga string) (*dryRunHead, error) {
-	e, err := kv.Get(ctx, saga+".request")
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var h dryRunHead
-	if err := json.Unmarshal(e.Value(), &h); err != nil {
-		return nil, nil
-	}
-	return &h, nil
 }
 
 // answerDryRun publishes TENANT_PLANNED and tenant.planned.
