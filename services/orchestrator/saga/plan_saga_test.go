@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,6 +173,72 @@ func TestPlanProvisionUpdateAndDryRun(t *testing.T) {
 		h.waitAudits(events.AuditTenantRequestRejected, "acme", 5)
 		if rec := h.record("acme"); rec.State != events.TenantSuspended || rec.Plan != "large" {
 			t.Fatalf("state %s plan %q", rec.State, rec.Plan)
+		}
+	})
+}
+
+// An update a store fails is retried until it succeeds (the tenant is
+// never rolled back); one a store refuses for good ends active on the
+// previous plan with tenant.plan_failed.
+func TestPlanUpdateRetriedOrRefused(t *testing.T) {
+	eachTopology(t, func(t *testing.T, h *harness) {
+		h.withPlans()
+		h.startSaga()
+		h.publish(events.SubjectTenantRequested, `{"tenant_id":"acme","plan":"small"}`)
+		h.waitSettled("acme", events.TenantActive, 60*time.Second)
+
+		var mu sync.Mutex
+		fails := 2
+		h.agents.set(events.StorePostgres, func(cmd *events.StoreCommand) (events.Outcome, bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			if cmd.Action == events.ActionApplyPlan && fails > 0 {
+				fails--
+				return events.OutcomeApplyPlanFailed, true
+			}
+			return "", true
+		})
+		h.publish(events.SubjectTenantUpdateRequested, `{"tenant_id":"acme","plan":"large"}`)
+		h.waitOutcome(events.TenantOutcomePlanApplied, "acme", 1)
+		rec := h.waitFor("acme", 60*time.Second, "on plan large", func(r *events.TenantRecord) bool {
+			return r.State == events.TenantActive && r.Plan == "large" && len(r.Outbox) == 0
+		})
+		if n := len(h.agents.commands(events.StorePostgres, events.ActionApplyPlan)); n != 3 {
+			t.Errorf("postgres got %d apply_plan commands, want 3 (two failures retried)", n)
+		}
+		if n := len(h.agents.commands(events.StoreRedis, events.ActionApplyPlan)); n != 1 {
+			t.Errorf("redis got %d apply_plan commands, want 1", n)
+		}
+		if rec.Stores[events.StorePostgres].Limits.Postgres.ConnectionLimit != 50 {
+			t.Errorf("postgres limits %+v", rec.Stores[events.StorePostgres].Limits)
+		}
+
+		// Redis cannot enforce what "small" asks now: refused for good.
+		h.agents.set(events.StoreRedis, func(cmd *events.StoreCommand) (events.Outcome, bool) {
+			if cmd.Action == events.ActionApplyPlan {
+				res := h.agents.result(cmd, events.OutcomeApplyPlanFailed)
+				res.Reason, res.Error = events.ReasonUnsupported, "max_memory_bytes: Redis has no per-user memory limit"
+				if err := h.agents.send(res); err != nil {
+					t.Errorf("send: %v", err)
+				}
+				return "", false
+			}
+			return "", true
+		})
+		h.publish(events.SubjectTenantUpdateRequested, `{"tenant_id":"acme","plan":"small"}`)
+		failed := h.waitOutcome(events.TenantOutcomePlanFailed, "acme", 1)
+		if !strings.Contains(failed.Reason, "redis") || !strings.Contains(failed.Reason, "unsupported") {
+			t.Fatalf("tenant.plan_failed reason %q", failed.Reason)
+		}
+		rec = h.waitSettled("acme", events.TenantActive, 60*time.Second)
+		if rec.Plan != "large" {
+			t.Fatalf("plan %q after a refused update, want the previous one", rec.Plan)
+		}
+		if n := len(h.agents.commands(events.StoreRedis, events.ActionApplyPlan)); n != 2 {
+			t.Errorf("redis got %d apply_plan commands, want 2 (a refusal is not retried)", n)
+		}
+		if n := h.auditCount(events.AuditTenantPlanApplied, "acme"); n != 2 {
+			t.Errorf("TENANT_PLAN_APPLIED %d times, want 2 (provision, first update)", n)
 		}
 	})
 }
