@@ -181,20 +181,17 @@ type SecretsRef struct {
 // "tenants". It is JSON a person can read with `nats kv get tenants <id>`,
 // and every write of it is a compare-and-set on the KV revision.
 type TenantRecord struct {
-	TenantID    string            `json:"tenant_id"`
-	State       TenantState       `json:"state"`
-	Generation  uint64            `json:"generation"`
-	SagaID      string            `json:"saga_id"`
-	RequestID   string            `json:"request_id,omitempty"`
-	RequestedBy string            `json:"requested_by,omitempty"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	// Plan is the tenant's plan (plan.go): set when provisioning starts
-	// and when an update (tenant.update.requested) has applied a new one.
-	Plan      string                 `json:"plan,omitempty"`
-	Stores    map[Store]*StoreStatus `json:"stores"`
-	Secrets   *SecretsRef            `json:"secrets,omitempty"`
-	Reason    string                 `json:"reason,omitempty"`
-	LastError string                 `json:"last_error,omitempty"`
+	TenantID    string                 `json:"tenant_id"`
+	State       TenantState            `json:"state"`
+	Generation  uint64                 `json:"generation"`
+	SagaID      string                 `json:"saga_id"`
+	RequestID   string                 `json:"request_id,omitempty"`
+	RequestedBy string                 `json:"requested_by,omitempty"`
+	Labels      map[string]string      `json:"labels,omitempty"`
+	Stores      map[Store]*StoreStatus `json:"stores"`
+	Secrets     *SecretsRef            `json:"secrets,omitempty"`
+	Reason      string                 `json:"reason,omitempty"`
+	LastError   string                 `json:"last_error,omitempty"`
 	// Deadline is when the running provisioning saga gives up and rolls
 	// back. It lives here, not in a timer, so any replica recomputes it
 	// after a restart.
@@ -241,6 +238,9 @@ type TenantRecord struct {
 	Trace     map[string]string `json:"trace,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
 	UpdatedAt time.Time         `json:"updated_at"`
+	// Plan is the tenant's plan (plan.go): set when provisioning starts
+	// and when an update (tenant.update.requested) has applied a new one.
+	Plan string `json:"plan,omitempty"`
 }
 
 // Validate checks the identity fields and every state value.
