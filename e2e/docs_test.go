@@ -554,6 +554,7 @@ func genContract(t *testing.T, b *docBlocks) {
 	fmt.Fprintf(&jb, "kv     %-15s history %d, key = tenant ID, value = events.TenantRecord (JSON, indented)\n", kv.Bucket, kv.History)
 	fmt.Fprintf(&jb, "object %-15s object <id>.sops.yaml\n", topo.ObjectStore().Bucket)
 	fmt.Fprintf(&jb, "kv     %-15s history %d, key = <store>.<tenant>.g<generation> or <store>.<tenant>.foreign, value = events.Orphan (orphan sweep)\n", topo.Orphans().Bucket, topo.Orphans().History)
+	fmt.Fprintf(&jb, "kv     %-15s history %d, ttl %s, key = the dry run's saga ID, value = its request and each store's answer (compare-and-set)\n", topo.DryRuns().Bucket, topo.DryRuns().History, shortDuration(topo.DryRuns().TTL))
 	jb.WriteString("\n# durable consumers\n")
 	for _, st := range events.Stores() {
 		c := events.AgentConsumerConfig(st, agent.DefaultConfig().AckWait, agent.ConsumerMaxAckPending)

@@ -76,7 +76,8 @@ PostgreSQL unreachable.`,
 	// format resolved by the root's (a cobra global: set once).
 	traverseHooks.Do(func() { cobra.EnableTraverseRunHooks = true })
 	pf.DurationVar(&g.timeout, "timeout", 2*time.Minute, "how long to wait for NATS and for --wait")
-	root.AddCommand(newKeysCmd(g), newProvisionCmd(g), newDeprovisionCmd(g), newStatusCmd(g), newListCmd(g), newSecretsCmd(g), newAuditCmd(g), newBusCmd(g), newDoctorCmd(g), newWatchCmd(g))
+	root.AddCommand(newUpdateCmd(g)) // plans (plan.go)
+	root.AddCommand(newKeysCmd(g), withPlanFlags(g, newProvisionCmd(g)), newDeprovisionCmd(g), newStatusCmd(g), newListCmd(g), newSecretsCmd(g), newAuditCmd(g), newBusCmd(g), newDoctorCmd(g), newWatchCmd(g))
 	return root, g
 }
 

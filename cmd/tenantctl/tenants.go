@@ -346,6 +346,7 @@ func printRecord(w io.Writer, rec *events.TenantRecord, rev uint64) {
 	}
 	_ = tw.Flush()
 	printLifecycle(w, rec)
+	printPlan(w, rec) // plan.go
 }
 
 func dash(s string) string {

@@ -221,7 +221,8 @@ func topologyStreams() []string {
 		names = append(names, s.Name)
 	}
 	return append(names, kvStream(events.KVTenants), objStream(events.ObjectStoreSecrets),
-		kvStream(events.KVAgentLocks), kvStream(events.KVAuditAnchors), kvStream(events.KVOrphans))
+		kvStream(events.KVAgentLocks), kvStream(events.KVAuditAnchors), kvStream(events.KVOrphans),
+		kvStream(events.KVDryRuns))
 }
 
 func rolePerms(r Role) (perms, error) {
@@ -244,6 +245,8 @@ func rolePerms(r Role) (perms, error) {
 		p.durable(events.StreamTenants, events.ConsumerOrchestratorObserve)
 		p.publish(events.SubjectAllInventory)
 		p.kvWrite(events.KVOrphans, "")
+		// Dry runs: each store's answer until all four are in.
+		p.kvWrite(events.KVDryRuns, "")
 		// Sealing re-reads each store's result by sequence.
 		p.publish(api+"STREAM.MSG.GET."+events.StreamStoreEvents, api+"DIRECT.GET."+events.StreamStoreEvents,
 			api+"DIRECT.GET."+events.StreamStoreEvents+".>")

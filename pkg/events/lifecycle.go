@@ -243,7 +243,7 @@ func TenantOutcomeSubjects() []string {
 	var out []string
 	for _, o := range []Outcome{TenantOutcomeProvisioned, TenantOutcomeProvisionFailed, TenantOutcomeDeprovisioned, TenantOutcomeRejected,
 		TenantOutcomeRotated, TenantOutcomeRotationFailed, TenantOutcomeRetired, TenantOutcomeSuspended, TenantOutcomeResumed,
-		TenantOutcomeRetained, TenantOutcomeRestored} {
+		TenantOutcomeRetained, TenantOutcomeRestored, TenantOutcomePlanApplied, TenantOutcomePlanned, TenantOutcomePlanFailed} {
 		out = append(out, TenantOutcomeSubject(o))
 	}
 	return out

@@ -46,6 +46,8 @@ type LifecycleOp struct {
 	Failed  map[Store]string `json:"failed,omitempty"`
 	// Retire are the stores a retire phase revokes the old credentials of.
 	Retire []Store `json:"retire,omitempty"`
+	// Plan is the plan an update (LifecyclePlan) applies.
+	Plan string `json:"plan,omitempty"`
 }
 
 // StoreStep is one store's last lifecycle command and its result. Attempt

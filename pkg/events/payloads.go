@@ -132,11 +132,19 @@ type TenantRequested struct {
 	RequestID   string            `json:"request_id,omitempty"`
 	RequestedBy string            `json:"requested_by,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
+	// Plan names the tenant's plan (plan.go; "" is DefaultPlanName).
+	// DryRun asks every agent what a provision with the plan would do,
+	// changing nothing (answered tenant.planned).
+	Plan   string `json:"plan,omitempty"`
+	DryRun bool   `json:"dry_run,omitempty"`
 }
 
 // Validate checks the tenant ID and the optional fields' limits.
 func (m *TenantRequested) Validate() error {
 	if err := checkTenant(m, m.TenantID); err != nil {
+		return err
+	}
+	if err := checkPlanName(m, m.Plan); err != nil {
 		return err
 	}
 	if err := checkText(m, "request_id", m.RequestID, maxRequestIDLen); err != nil {
@@ -211,6 +219,12 @@ type TenantOutcomeEvent struct {
 	SecretsRef    string    `json:"secrets_ref,omitempty"`
 	SecretsSHA256 string    `json:"secrets_sha256,omitempty"`
 	OccurredAt    time.Time `json:"occurred_at"`
+	// Plan is the plan applied (plan_applied) or tried (planned); DryRun
+	// is every store's answer to a dry run (planned), Failed the stores
+	// that could not answer it and why (plan_orch.go).
+	Plan   string            `json:"plan,omitempty"`
+	DryRun map[Store]*DryRun `json:"dry_run,omitempty"`
+	Failed map[Store]string  `json:"failed,omitempty"`
 }
 
 // Validate checks the outcome and that a rejection or failure says why.
@@ -224,12 +238,16 @@ func (m *TenantOutcomeEvent) Validate() error {
 		if m.Generation == 0 {
 			return fieldErr(m, "generation", "required", nil)
 		}
-	case TenantOutcomeProvisionFailed, TenantOutcomeRotationFailed:
+	case TenantOutcomeProvisionFailed, TenantOutcomeRotationFailed, TenantOutcomePlanFailed:
 		if err := checkTenant(m, m.TenantID); err != nil {
 			return err
 		}
 		if m.Reason == "" {
 			return fieldErr(m, "reason", "required for "+string(m.Outcome), nil)
+		}
+	case TenantOutcomePlanApplied, TenantOutcomePlanned:
+		if err := checkTenant(m, m.TenantID); err != nil {
+			return err
 		}
 	case TenantOutcomeRejected:
 		if m.Reason == "" {

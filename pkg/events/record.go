@@ -24,7 +24,7 @@ const (
 func (s TenantState) InFlight() bool {
 	switch s {
 	case TenantProvisioning, TenantRollingBack, TenantDeprovisioning,
-		TenantRotating, TenantSuspending, TenantResuming, TenantRetaining, TenantRestoring:
+		TenantRotating, TenantSuspending, TenantResuming, TenantRetaining, TenantRestoring, TenantUpdating:
 		return true
 	}
 	return false
@@ -104,6 +104,11 @@ type StoreStatus struct {
 	// Step is the store's last lifecycle command (rotate, retire, suspend,
 	// resume) and what came of it (lifecycle_record.go).
 	Step *StoreStep `json:"step,omitempty"`
+	// Limits are the plan limits the store read back when it last applied
+	// the tenant's plan, Usage what the tenant used of them then
+	// (plan_orch.go).
+	Limits *Plan            `json:"limits,omitempty"`
+	Usage  map[string]int64 `json:"usage,omitempty"`
 }
 
 // PastGeneration is what the registry keeps of an earlier generation of a
@@ -238,6 +243,9 @@ type TenantRecord struct {
 	Trace     map[string]string `json:"trace,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
 	UpdatedAt time.Time         `json:"updated_at"`
+	// Plan is the tenant's plan (plan.go): set when provisioning starts
+	// and when an update (tenant.update.requested) has applied a new one.
+	Plan string `json:"plan,omitempty"`
 }
 
 // Validate checks the identity fields and every state value.
@@ -247,7 +255,7 @@ func (m *TenantRecord) Validate() error {
 	}
 	switch m.State {
 	case TenantProvisioning, TenantActive, TenantRollingBack, TenantFailed, TenantDeprovisioning, TenantDeprovisioned,
-		TenantRotating, TenantSuspending, TenantSuspended, TenantResuming, TenantRetaining, TenantRetained, TenantRestoring:
+		TenantRotating, TenantSuspending, TenantSuspended, TenantResuming, TenantRetaining, TenantRetained, TenantRestoring, TenantUpdating:
 	default:
 		return fieldErr(m, "state", fmt.Sprintf("unknown state %q", Truncate(string(m.State), 64)), nil)
 	}

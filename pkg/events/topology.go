@@ -182,6 +182,9 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	if _, err := js.CreateOrUpdateKeyValue(ctx, t.Orphans()); err != nil {
 		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVOrphans, err))
 	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, t.DryRuns()); err != nil {
+		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVDryRuns, err))
+	}
 	return errors.Join(errs...)
 }
 
@@ -208,7 +211,7 @@ func OrchestratorRequestsConfig(ackWait time.Duration) jetstream.ConsumerConfig 
 	return jetstream.ConsumerConfig{
 		Durable:        ConsumerOrchestratorRequests,
 		Description:    "tenant requests for the orchestrator",
-		FilterSubjects: []string{SubjectTenantRequested, SubjectTenantDeprovisionRequested, SubjectTenantRotateRequested, SubjectTenantSuspendRequested, SubjectTenantResumeRequested, SubjectTenantRestoreRequested},
+		FilterSubjects: []string{SubjectTenantRequested, SubjectTenantDeprovisionRequested, SubjectTenantRotateRequested, SubjectTenantSuspendRequested, SubjectTenantResumeRequested, SubjectTenantRestoreRequested, SubjectTenantUpdateRequested},
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        ackWait,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,

@@ -69,6 +69,7 @@ var LiveStates = map[events.TenantState]bool{
 	events.TenantResuming:       true,
 	events.TenantRotating:       true,
 	events.TenantRestoring:      true,
+	events.TenantUpdating:       true,
 }
 
 // Complete are the states in which a tenant must hold every resource of
@@ -77,6 +78,7 @@ var Complete = map[events.TenantState]bool{
 	events.TenantActive:    true,
 	events.TenantSuspended: true,
 	events.TenantRotating:  true,
+	events.TenantUpdating:  true,
 }
 
 // Expected lists, per store, the kinds of resource (each with tenantprov's

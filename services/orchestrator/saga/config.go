@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/tenantprov/tenantprov/pkg/events"
 )
 
 // Config is the saga's configuration (environment variables in tags).
@@ -60,6 +62,10 @@ type Config struct {
 	RotateGraceMax     time.Duration `env:"ROTATE_GRACE_MAX" envDefault:"168h"`
 	// RetainMax is the longest retention a deprovision may ask for.
 	RetainMax time.Duration `env:"RETAIN_MAX" envDefault:"2160h"`
+	// PlansFile is the YAML file of named plans (events.ParsePlans); empty:
+	// one built-in "default" plan that limits nothing. An invalid file
+	// stops the service at start.
+	PlansFile string `env:"PLANS_FILE"`
 }
 
 // Lifecycle defaults, for a Config built in code that leaves them zero.
@@ -112,6 +118,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RetainMax < 0 {
 		errs = append(errs, errors.New("RETAIN_MAX: must not be negative (0: the default)"))
+	}
+	if _, err := events.LoadPlans(c.PlansFile); err != nil {
+		errs = append(errs, fmt.Errorf("PLANS_FILE: %w", err))
 	}
 	if c.Workers < 1 {
 		errs = append(errs, errors.New("ORCHESTRATOR_WORKERS: must be >= 1"))

@@ -29,7 +29,7 @@ func (s *Saga) apply(ctx context.Context, id string, ev Event) (*events.TenantRe
 
 func (s *Saga) policy() Policy {
 	return Policy{SagaTimeout: s.cfg.SagaTimeout, RetryMin: s.cfg.RetryMin, RetryMax: s.cfg.RetryMax, KeepPast: 4,
-		Lifecycle: s.cfg.lifecyclePolicy(), MaxTimeout: s.cfg.MaxTimeout, ProgressWindow: s.cfg.ProgressWindow}
+		Lifecycle: s.cfg.lifecyclePolicy(), MaxTimeout: s.cfg.MaxTimeout, ProgressWindow: s.cfg.ProgressWindow, Plans: s.plans}
 }
 
 // observe logs and counts the state change from a to b.

@@ -29,6 +29,9 @@ func (s *Saga) handleRequest(ctx context.Context, msg jetstream.Msg) error {
 		if err != nil {
 			return s.reject(ctx, msg, err.Error())
 		}
+		if req.DryRun {
+			return s.dryRun(ctx, msg, req, seq) // never the registry (dryrun.go)
+		}
 		id, ev = req.TenantID, Event{Kind: EvProvisionRequested, Seq: seq, Provision: req, SagaID: newSagaID(req.TenantID)}
 	case events.SubjectTenantDeprovisionRequested:
 		req, err := events.DecodeDeprovisionRequested(msg.Data())
@@ -50,6 +53,12 @@ func (s *Saga) handleRequest(ctx context.Context, msg jetstream.Msg) error {
 		kind := map[string]EventKind{events.SubjectTenantSuspendRequested: EvSuspendRequested,
 			events.SubjectTenantResumeRequested: EvResumeRequested, events.SubjectTenantRestoreRequested: EvRestoreRequested}[msg.Subject()]
 		id, ev = req.TenantID, Event{Kind: kind, Seq: seq, Lifecycle: req}
+	case events.SubjectTenantUpdateRequested:
+		req, err := events.DecodeUpdateRequested(msg.Data())
+		if err != nil {
+			return s.reject(ctx, msg, err.Error())
+		}
+		id, ev = req.TenantID, Event{Kind: EvUpdateRequested, Seq: seq, Update: req}
 	default:
 		s.logger(ctx).Warn("unexpected subject on the requests consumer", zap.String("subject", msg.Subject()))
 		return nil

@@ -29,6 +29,9 @@ func (s *Saga) handleResult(ctx context.Context, msg jetstream.Msg) error {
 		return fmt.Errorf("result metadata: %w", err)
 	}
 	ev := Event{Kind: EvResult, Seq: meta.Sequence.Stream, Result: res, SubjectStore: subjectStore(msg.Subject())}
+	if dry, err := s.dryRunResult(ctx, ev.SubjectStore, res); dry {
+		return err // a dry run's answer, never a tenant saga's (dryrun.go)
+	}
 	if sweep, err := s.sweepResult(ctx, ev.SubjectStore, res); sweep {
 		return err // the orphan sweep's removal, never a tenant saga's (orphans.go)
 	}

@@ -49,6 +49,7 @@ type Saga struct {
 	identity *age.X25519Identity
 	sealer   *sealer.Sealer
 	metrics  *Metrics
+	plans    events.Plans
 	now      func() time.Time
 	// crashAfterWrite makes this replica write registry records but
 	// execute none of their effects, as a replica that dies right after
@@ -81,12 +82,16 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *zap.Logge
 	if err != nil {
 		return nil, fmt.Errorf("open stream %s: %w", events.StreamStoreEvents, err)
 	}
+	plans, err := events.LoadPlans(cfg.PlansFile)
+	if err != nil {
+		return nil, fmt.Errorf("PLANS_FILE: %w", err)
+	}
 	if m == nil {
 		m = newMetrics(nil)
 	}
 	return &Saga{
 		cfg: cfg, log: log, js: js, reg: &Registry{kv: kv}, secrets: obj, results: results,
-		identity: id, sealer: sl, metrics: m, now: func() time.Time { return time.Now().UTC() },
+		identity: id, sealer: sl, metrics: m, plans: plans, now: func() time.Time { return time.Now().UTC() },
 	}, nil
 }
 

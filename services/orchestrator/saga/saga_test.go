@@ -176,13 +176,20 @@ func (a *scriptedAgents) result(cmd *events.StoreCommand, outcome events.Outcome
 		a.mu.Unlock()
 		res.Verification = &events.Verification{Passed: true, Checks: []events.Check{{Name: "own_access", Passed: true}}}
 		res.Resources = map[string]string{"name": "tenant_" + cmd.TenantID}
+		if cmd.Plan != nil {
+			res.Limits = cmd.Plan.ForStore(cmd.Store)
+		}
 		if outcome == events.OutcomeRotated {
 			res.CredentialVersion = cmd.Version
 		}
 	case events.OutcomeRetired:
 		res.CredentialVersion = cmd.CredentialVersion
+	case events.OutcomePlanApplied:
+		res.Limits = cmd.Plan.ForStore(cmd.Store) // plans (plan_saga_test.go)
+	case events.OutcomePlanned:
+		res.DryRun = scriptedDryRun(cmd)
 	case events.OutcomeProvisionFailed, events.OutcomeDeprovisionFailed, events.OutcomeRotateFailed, events.OutcomeRetireFailed,
-		events.OutcomeSuspendFailed, events.OutcomeResumeFailed:
+		events.OutcomeSuspendFailed, events.OutcomeResumeFailed, events.OutcomeApplyPlanFailed, events.OutcomePlanFailed:
 		res.Reason = events.ReasonStoreError
 		res.Error = "scripted failure"
 	}

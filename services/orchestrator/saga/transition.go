@@ -50,6 +50,8 @@ type Event struct {
 	// suspend, resume, restore).
 	Rotate    *events.RotateRequested
 	Lifecycle *events.LifecycleRequested
+	// Update is tenant.update.requested (transition_plan.go).
+	Update *events.UpdateRequested
 	// SagaID is the saga ID a provision request gets if it starts a new
 	// generation (chosen at random by the caller).
 	SagaID string
@@ -123,6 +125,8 @@ type Policy struct {
 	// ProgressWindow is how old the last heartbeat of a store's agents may
 	// be for them to count as working.
 	ProgressWindow time.Duration
+	// Plans are the configured plans (nil: the built-in default only).
+	Plans events.Plans
 }
 
 // hardTimeout is how long a provision command may run: its Deadline.
@@ -169,6 +173,8 @@ func Step(p Policy, cur *events.TenantRecord, ev Event, now time.Time) (*events.
 		}
 	case EvRotateRequested, EvSuspendRequested, EvResumeRequested, EvRestoreRequested:
 		d = t.lifecycleRequested(ev)
+	case EvUpdateRequested:
+		d = t.updateRequested(ev)
 	case EvResult:
 		d = t.result(ev)
 	case EvTick:
@@ -197,6 +203,9 @@ type step struct {
 
 func (t *step) provisionRequested(ev Event) Decision {
 	req, rec := ev.Provision, t.rec
+	if d, bad := t.rejectUnknownPlan(req); bad {
+		return d
+	}
 	if rec != nil {
 		if ev.Seq != 0 && ev.Seq <= rec.RequestSeq {
 			return Decision{Note: "request already handled (stream sequence)"}
@@ -206,7 +215,7 @@ func (t *step) provisionRequested(ev Event) Decision {
 			return Decision{Note: "tenant is " + string(rec.State) + ": nothing to do"}
 		case events.TenantRollingBack, events.TenantDeprovisioning:
 			return Decision{RejectRequest: fmt.Sprintf("tenant %s is %s; request again after it settles", rec.TenantID, rec.State)}
-		case events.TenantRotating, events.TenantSuspending, events.TenantSuspended, events.TenantResuming, events.TenantRestoring:
+		case events.TenantRotating, events.TenantSuspending, events.TenantSuspended, events.TenantResuming, events.TenantRestoring, events.TenantUpdating:
 			return Decision{Note: "tenant is " + string(rec.State) + ": it exists; nothing to do"}
 		case events.TenantRetaining, events.TenantRetained:
 			return Decision{RejectRequest: fmt.Sprintf("tenant %s is %s: its data is kept for restore; send tenant.restore.requested, or wait for the purge", rec.TenantID, rec.State)}
@@ -242,7 +251,7 @@ func (t *step) provisionRequested(ev Event) Decision {
 	hard := t.now.Add(t.p.hardTimeout())
 	*next = events.TenantRecord{
 		TenantID: req.TenantID, State: events.TenantProvisioning, Generation: gen, SagaID: ev.SagaID,
-		RequestID: req.RequestID, RequestedBy: req.RequestedBy, Labels: req.Labels, RequestSeq: ev.Seq,
+		RequestID: req.RequestID, RequestedBy: req.RequestedBy, Labels: req.Labels, RequestSeq: ev.Seq, Plan: planName(req.Plan),
 		Stores: map[events.Store]*events.StoreStatus{}, Deadline: &deadline, CreatedAt: created,
 		Past: next.Past, Outbox: next.Outbox, EffectSeq: next.EffectSeq,
 	}
@@ -465,6 +474,7 @@ func (t *step) applyProvisioned(st *events.StoreStatus, res *events.StoreResult)
 	st.CredentialID = res.CredentialID
 	st.CredentialSeq = st.ResultSeq
 	st.Reason, st.Error = "", ""
+	planLimits(st, res)
 }
 
 // maybeSeal asks for a (new) sealed file once every store of a
@@ -868,6 +878,9 @@ func (t *step) commandFor(gen uint64, store events.Store, action events.Action, 
 	}
 	cmd := &events.StoreCommand{TenantID: t.rec.TenantID, Generation: gen, SagaID: saga, Store: store, Action: action,
 		Attempt: attempt, IssuedAt: t.now, Deadline: deadline}
+	if action == events.ActionProvision && gen == t.rec.Generation && t.rec.Plan != "" {
+		cmd.Plan = t.storePlan(t.rec.Plan, store)
+	}
 	t.emit(&events.Effect{Kind: events.EffectCommand, Generation: gen, Subject: events.CommandSubject(store, action),
 		MsgID: events.CommandMsgID(cmd), Payload: mustJSON(cmd)})
 }
@@ -923,6 +936,9 @@ func (t *step) storeAudit(gen uint64, res *events.StoreResult, st *events.StoreS
 func (t *step) announce(typ events.AuditType, outcome events.Outcome) {
 	rec := t.rec
 	details := map[string]any{"stores": storeSummary(rec), "reason": rec.Reason}
+	if rec.Plan != "" {
+		details["plan"] = rec.Plan
+	}
 	ev := &events.TenantOutcomeEvent{
 		Outcome: outcome, TenantID: rec.TenantID, Generation: rec.Generation, SagaID: rec.SagaID,
 		RequestID: rec.RequestID, Reason: rec.Reason, OccurredAt: t.now,
@@ -933,6 +949,7 @@ func (t *step) announce(typ events.AuditType, outcome events.Outcome) {
 		details["secrets_sha256"] = rec.Secrets.SHA256
 	}
 	t.audit(typ, "", "", details)
+	t.planAnnounced(typ)
 	msgID := events.MsgID{Kind: "tenant", Tenant: rec.TenantID, Generation: rec.Generation, Step: string(outcome)}.String()
 	t.emit(&events.Effect{Kind: events.EffectOutcome, Generation: rec.Generation, Subject: events.TenantOutcomeSubject(outcome),
 		MsgID: msgID, Payload: mustJSON(ev), Announces: rec.State})

@@ -55,13 +55,14 @@ var lifecycleStates = map[events.LifecycleKind]events.TenantState{
 	events.LifecycleResume:  events.TenantResuming,
 	events.LifecycleRetain:  events.TenantRetaining,
 	events.LifecycleRestore: events.TenantRestoring,
+	events.LifecyclePlan:    events.TenantUpdating,
 }
 
 // lifecycleInFlight reports whether s is one of the states a lifecycle
 // operation runs in.
 func lifecycleInFlight(s events.TenantState) bool {
 	switch s {
-	case events.TenantRotating, events.TenantSuspending, events.TenantResuming, events.TenantRetaining, events.TenantRestoring:
+	case events.TenantRotating, events.TenantSuspending, events.TenantResuming, events.TenantRetaining, events.TenantRestoring, events.TenantUpdating:
 		return true
 	}
 	return false
@@ -381,6 +382,11 @@ func (t *step) lifecycleCommand(store events.Store, st *events.StoreStatus, acti
 	case events.ActionRetire:
 		step.Version = cur
 		cmd.CredentialVersion = cur
+	case events.ActionApplyPlan:
+		cmd.Plan = t.storePlan(op.Plan, store)
+		if cmd.Plan == nil { // the plan left the configuration since the request
+			cmd.Plan = &events.Plan{Name: op.Plan}
+		}
 	}
 	st.Step = step
 	t.emit(&events.Effect{Kind: events.EffectCommand, Generation: rec.Generation, Subject: events.CommandSubject(store, action),
@@ -395,6 +401,9 @@ func (t *step) advance() {
 		return
 	}
 	action := op.Phases[op.Phase]
+	if t.planPhaseFailed() {
+		return
+	}
 	for _, store := range t.phaseStores() {
 		s := t.rec.Stores[store].Step
 		if s == nil || s.Action != action || s.Round == 0 {
@@ -559,6 +568,9 @@ func (t *step) finishOp() {
 		if len(op.Failed) > 0 {
 			rec.Reason = "kept their retained credential: " + failedSummary(op.Failed)
 		}
+	case events.LifecyclePlan:
+		t.planApplied(op) // transition_plan.go
+		return
 	}
 	if typ != "" {
 		details := map[string]any{"stores": storeSummary(rec), "request_id": op.RequestID, "reason": rec.Reason}
@@ -660,6 +672,12 @@ func (t *step) lifecycleResult(ev Event) Decision {
 			res.Reason, res.Error = "verification_failed", "the new credential did not pass the isolation checks"
 		}
 	}
+	if action == events.ActionApplyPlan && success && rec.Lifecycle != nil {
+		if ok, why := planVerified(t.storePlan(rec.Lifecycle.Plan, res.Store), res.Limits); !ok {
+			success = false // limits that do not hold are not recorded as applied
+			res.Reason, res.Error = events.ReasonVerifyFailed, "the limits read back differ from the plan: "+why
+		}
+	}
 	if s.State != events.StepSent {
 		switch {
 		case ev.Seq == s.ResultSeq:
@@ -689,6 +707,9 @@ func (t *step) applyStep(store events.Store, st *events.StoreStatus, res *events
 	s.ResultAttempt, s.Run, s.ResultSeq = res.Attempt, res.Run, seq
 	if success {
 		s.State, s.Reason, s.Error = events.StepDone, "", ""
+		if res.Outcome == events.OutcomePlanApplied {
+			planLimits(st, res)
+		}
 		if res.Outcome == events.OutcomeRotated {
 			st.CredentialSeq, st.CredentialID, st.CredentialVersion = seq, res.CredentialID, res.CredentialVersion
 			if op != nil && !slices.Contains(op.Rotated, store) {
@@ -775,7 +796,7 @@ func (t *step) lifecycleTick() {
 				rec.LastError = fmt.Sprintf("%s rotate attempt %d: no answer before the deadline", store, s.Attempt)
 			case action == events.ActionRotate:
 			case s.State == events.StepSent && s.Deadline != nil && t.now.After(*s.Deadline),
-				s.State == events.StepFailed && s.SentAt != nil && t.now.Sub(*s.SentAt) >= t.p.backoff(s.Retries):
+				s.State == events.StepFailed && s.SentAt != nil && t.now.Sub(*s.SentAt) >= t.p.backoff(s.Retries) && !(action == events.ActionApplyPlan && planPermanent(s.Reason)):
 				t.lifecycleCommand(store, st, action, false)
 			}
 		}
