@@ -630,7 +630,8 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 
 	waitStart := r.now()
 	l, err := r.lock(ctx, id, cmd)
-	r.metrics.lockWaited(r.kind, r.now().Sub(waitStart))
+	lockWait := r.now().Sub(waitStart)
+	r.metrics.lockWaited(r.kind, lockWait)
 	if err != nil {
 		switch {
 		case errors.Is(err, errShuttingDown):
@@ -656,10 +657,16 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 		}
 	}()
 
+	var v verdict
 	if cmd.Action == events.ActionProvision {
-		return r.provision(ctx, id, tenant, cmd, delivery)
+		v = r.provision(ctx, id, tenant, cmd, delivery)
+	} else {
+		v = r.deprovision(ctx, id, tenant, cmd, delivery)
 	}
-	return r.deprovision(ctx, id, tenant, cmd, delivery)
+	if v.reply != nil {
+		v.reply.TimingsMS = stepTimings(v.reply.TimingsMS, d.msg, waitStart, lockWait)
+	}
+	return v
 }
 
 // expired answers a provision whose deadline passed before this delivery
@@ -729,7 +736,9 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err)
 	}
+	t0 := r.now()
 	presp, err := r.store.Provision(ctx, ProvisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID, Password: password})
+	t1 := r.now()
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err, password)
 	}
@@ -737,6 +746,7 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 		return r.fail(id, events.ReasonStoreError, "the store provisioned the tenant but returned no credential")
 	}
 	vresp, err := r.store.Verify(ctx, VerifyRequest{Tenant: tenant, Generation: cmd.Generation, Credential: presp.Credential})
+	t2 := r.now()
 	secrets := append([]secret.String{password}, credentialSecrets(presp.Credential)...)
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err, secrets...)
@@ -745,6 +755,7 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	ver := &events.Verification{Passed: VerifyResponse{Checks: checks}.Passed(), Checks: checks}
 
 	res := r.newResult(id, events.OutcomeProvisioned)
+	res.TimingsMS = map[string]float64{events.StepProvision: events.RoundMS(t1.Sub(t0)), events.StepVerify: events.RoundMS(t2.Sub(t1))}
 	res.Resources = presp.Resources
 	res.Verification = ver
 	res.IsolationMode = presp.IsolationMode
@@ -773,15 +784,18 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	}
 	res.Credential = armored
 	res.CredentialID = newCredentialID()
+	res.TimingsMS[events.StepSeal] = events.RoundMS(r.now().Sub(t2))
 	return verdict{reply: res, settle: settleAck}
 }
 
 func (r *runtime) deprovision(ctx context.Context, id ident, tenant events.TenantID, cmd *events.StoreCommand, delivery uint64) verdict {
+	t0 := r.now()
 	dresp, err := r.store.Deprovision(ctx, DeprovisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID})
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err)
 	}
 	res := r.newResult(id, events.OutcomeDeprovisioned)
+	res.TimingsMS = map[string]float64{events.StepDeprovision: events.RoundMS(r.now().Sub(t0))}
 	for _, s := range dresp.Skipped {
 		res.Warnings = append(res.Warnings, "left alone (not created by tenantprov): "+s)
 	}

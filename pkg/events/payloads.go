@@ -356,6 +356,10 @@ type StoreResult struct {
 	Warnings      []string  `json:"warnings,omitempty"`
 	DurationMS    int64     `json:"duration_ms"`
 	CompletedAt   time.Time `json:"completed_at"`
+	// TimingsMS breaks DurationMS down by step (optional, diagnostics
+	// only): StepQueue, StepLock, StepProvision, StepVerify, StepSeal,
+	// StepDeprovision, in milliseconds.
+	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
 }
 
 // Validate checks identity fields, that a success carries what the

@@ -86,6 +86,10 @@ type StoreStatus struct {
 	// last one applied. A result that is not newer is never applied.
 	ResultAttempt int    `json:"result_attempt,omitempty"`
 	Run           uint64 `json:"run,omitempty"`
+	// TimingsMS is the agent's per-step breakdown of its last applied
+	// result (StoreResult.TimingsMS) plus StepResult: from the agent's
+	// completion to the orchestrator applying the result. Diagnostics.
+	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
 }
 
 // PastGeneration is what the registry keeps of an earlier generation of a
@@ -192,8 +196,11 @@ type TenantRecord struct {
 	// order; EffectSeq numbers them.
 	Outbox    []*Effect `json:"outbox,omitempty"`
 	EffectSeq uint64    `json:"effect_seq,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	// Timings is where the current (or last) saga's time went: see
+	// SagaTimings. Diagnostics only; no decision depends on it.
+	Timings   *SagaTimings `json:"timings,omitempty"`
+	CreatedAt time.Time    `json:"created_at"`
+	UpdatedAt time.Time    `json:"updated_at"`
 }
 
 // Validate checks the identity fields and every state value.

@@ -86,7 +86,9 @@ func (s *Saga) flush(ctx context.Context, rec *events.TenantRecord) error {
 		if !progressed {
 			return nil
 		}
+		start := time.Now()
 		next, _, err := s.reg.Get(ctx, rec.TenantID)
+		s.book.add(rec.TenantID, events.StepRegistry, time.Since(start))
 		if err != nil || next == nil {
 			return err
 		}
@@ -105,9 +107,11 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 		m.Header.Set(events.HeaderSource, Source)
 		m.Header.Set(events.HeaderTenantID, id)
 		m.Header.Set(events.HeaderGeneration, strconv.FormatUint(e.Generation, 10))
+		start := time.Now()
 		if err := s.publishMsg(ctx, m); err != nil {
 			return err
 		}
+		s.book.add(id, effectStep(e.Kind), time.Since(start))
 		_, _, _, err := s.write(ctx, id, Event{Kind: EvEffectDone, EffectID: e.ID})
 		return err
 	case events.EffectPutSecrets:
@@ -124,7 +128,9 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 		if info, err := s.secrets.GetInfo(ctx, events.TenantID(id).SecretsObject()); err == nil && info.Metadata[metaSealID] == e.Seal.ID {
 			return s.observeObject(ctx, id, e.ID)
 		}
+		sealStart := time.Now()
 		data, err := s.sealFile(ctx, rec, e.Generation, e.Seal)
+		s.book.add(id, events.StepSeal, time.Since(sealStart))
 		var perm *permanentError
 		if errors.As(err, &perm) {
 			s.log.Error("sealing failed", zap.String("tenant", id), zap.Error(err))
@@ -136,7 +142,9 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 		}
 		meta := jetstream.ObjectMeta{Name: events.TenantID(id).SecretsObject(), Metadata: map[string]string{metaSealID: e.Seal.ID}}
 		pctx, cancel := context.WithTimeout(ctx, 3*opTimeout)
+		putStart := time.Now()
 		_, err = s.secrets.Put(pctx, meta, bytes.NewReader(data))
+		s.book.add(id, events.StepObject, time.Since(putStart))
 		cancel()
 		if err != nil {
 			return fmt.Errorf("store sealed secrets: %w", err)
@@ -163,7 +171,9 @@ const metaSealID = "tenantprov-seal-id"
 func (s *Saga) observeObject(ctx context.Context, id, effectID string) error {
 	obj := ObjectState{}
 	ictx, cancel := context.WithTimeout(ctx, opTimeout)
+	start := time.Now()
 	info, err := s.secrets.GetInfo(ictx, events.TenantID(id).SecretsObject(), jetstream.GetObjectInfoShowDeleted())
+	s.book.add(id, events.StepObject, time.Since(start))
 	cancel()
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound):
@@ -189,17 +199,33 @@ func (s *Saga) observeObject(ctx context.Context, id, effectID string) error {
 func (s *Saga) write(ctx context.Context, id string, ev Event) (*events.TenantRecord, Decision, bool, error) {
 	var d Decision
 	var before *events.TenantRecord
+	pending := s.book.take(id)
+	start := time.Now()
 	rec, changed, err := s.reg.Update(ctx, id, func(cur *events.TenantRecord) (*events.TenantRecord, error) {
 		before = cur
-		next, dd := Step(s.policy(), cur, ev, s.now())
+		now := s.now()
+		next, dd := Step(s.policy(), cur, ev, now)
 		d = dd
 		if next == nil {
 			return nil, errNoChange
 		}
+		foldTimings(cur, next, ev, pending, now)
 		return next, nil
 	})
+	if err != nil || !changed {
+		s.book.giveBack(id, pending)
+	}
 	if err == nil && changed {
 		s.observe(before, rec)
+	}
+	switch {
+	case err == nil && (rec == nil || !unsettled(rec)):
+		s.book.drop(id) // settled: nothing more to time
+	default:
+		s.book.add(id, events.StepRegistry, time.Since(start))
+		if changed {
+			s.book.wrote(id)
+		}
 	}
 	return rec, d, changed, err
 }
@@ -241,3 +267,14 @@ func (s *Saga) publishMsg(ctx context.Context, m *nats.Msg) error {
 // opTimeout bounds one request to JetStream (a publish, a registry read or
 // write); the caller retries.
 const opTimeout = 10 * time.Second
+
+// effectStep is the timing step a publish effect counts against.
+func effectStep(k events.EffectKind) string {
+	switch k {
+	case events.EffectCommand:
+		return events.StepCommands
+	case events.EffectOutcome:
+		return events.StepOutcome
+	}
+	return events.StepAudit
+}

@@ -47,6 +47,7 @@ type Saga struct {
 	identity *age.X25519Identity
 	sealer   *sealer.Sealer
 	metrics  *Metrics
+	book     *timingBook
 	now      func() time.Time
 	// crashAfterWrite makes this replica write registry records but
 	// execute none of their effects, as a replica that dies right after
@@ -84,7 +85,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *zap.Logge
 	}
 	return &Saga{
 		cfg: cfg, log: log, js: js, reg: &Registry{kv: kv}, secrets: obj, results: results,
-		identity: id, sealer: sl, metrics: m, now: func() time.Time { return time.Now().UTC() },
+		identity: id, sealer: sl, metrics: m, book: newTimingBook(), now: func() time.Time { return time.Now().UTC() },
 	}, nil
 }
 
