@@ -38,7 +38,9 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := s.reconcile(ctx, watch.candidates()); err != nil && ctx.Err() == nil {
+		ids := watch.candidates()
+		s.metrics.candidates.Set(float64(len(ids)))
+		if err := s.reconcile(ctx, ids); err != nil && ctx.Err() == nil {
 			s.log.Warn("reconcile pass incomplete", zap.Error(err))
 		}
 	}
