@@ -62,6 +62,17 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer sys.close()
+	if os.Getenv("BENCH_CLEANUP") != "" {
+		n, err := sys.cleanup(ctx, "")
+		progress("cleanup: deprovisioned %d tenants earlier runs left active", n)
+		return err
+	}
+	// Whatever happens, leave no tenant of this run behind.
+	defer func() {
+		if n, err := sys.cleanup(context.WithoutCancel(ctx), cfg.Prefix+"-"); n > 0 || err != nil {
+			progress("cleanup: deprovisioned %d tenants of this run left active (%v)", n, err)
+		}
+	}()
 	alone := newStoreAlone()
 	rep := &report{cfg: cfg, alone: alone}
 
@@ -190,6 +201,7 @@ func run(ctx context.Context) error {
 // burst is one batch of requests sent at once.
 type burst struct {
 	n         int
+	failed    int     // requests that did not succeed (counted out of rate)
 	rate      float64 // tenants per minute, first request → last outcome
 	p50       time.Duration
 	breakdown map[string]time.Duration
@@ -207,7 +219,14 @@ func burstOf(rs []result) *burst {
 			last = r.done
 		}
 	}
-	return &burst{n: len(rs), rate: perMinute(len(rs), last.Sub(first)), p50: p50(tookOf(rs))}
+	failed := 0
+	for _, r := range rs {
+		if r.failed {
+			failed++
+		}
+	}
+	// Only successes count towards the rate.
+	return &burst{n: len(rs), failed: failed, rate: perMinute(len(rs)-failed, last.Sub(first)), p50: p50(tookOf(rs))}
 }
 
 func minTime(a, b time.Time) time.Time {

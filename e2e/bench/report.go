@@ -80,6 +80,11 @@ func (r *report) print(w io.Writer) {
 		row(fmt.Sprintf("%d deprovisions, mean burst rate (tenants/min)", n*r.cfg.FlatSize), fmt.Sprintf("%.0f", total/float64(n)), fmt.Sprintf("%.0f", a.deprovisionRate),
 			ratio(total/float64(n), a.deprovisionRate), "≥ 0.8")
 	}
+	for _, b := range append(append(append([]*burst{}, r.bursts...), r.flat...), r.flatDeprov...) {
+		if b.failed > 0 {
+			fmt.Fprintf(w, "!! a burst of %d had %d failures (saga deadline: SAGA_TIMEOUT); they are not counted in its rate\n", b.n, b.failed)
+		}
+	}
 	fmt.Fprintf(w, "\nflatness, per kept burst (p50, tenants/min):")
 	for i, b := range r.flat {
 		fmt.Fprintf(w, " %d:%s/%.0f", i+1, ms(b.p50), b.rate)

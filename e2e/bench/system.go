@@ -29,7 +29,25 @@ type system struct {
 	kv  jetstream.KeyValue
 
 	mu      sync.Mutex
-	waiting map[string]chan *events.TenantOutcomeEvent // tenant/outcome
+	waiting map[string]waiter // by tenant
+}
+
+// waiter is a requester waiting for the outcome of one request. A
+// duplicate publish of an earlier outcome (two executors of one effect:
+// the stream drops the second, a core subscriber sees both) is not it.
+type waiter struct {
+	ch     chan *events.TenantOutcomeEvent
+	deprov bool
+}
+
+func (w waiter) wants(o events.Outcome) bool {
+	switch o {
+	case events.TenantOutcomeRejected:
+		return true
+	case events.TenantOutcomeDeprovisioned:
+		return w.deprov
+	}
+	return !w.deprov
 }
 
 func connect(ctx context.Context, cfg config, creds string, role busauth.Role) (*nats.Conn, jetstream.JetStream, error) {
@@ -59,7 +77,7 @@ func openSystem(ctx context.Context, cfg config) (*system, error) {
 		nc.Close()
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	s := &system{cfg: cfg, nc: nc, js: js, kv: kv, waiting: map[string]chan *events.TenantOutcomeEvent{}}
+	s := &system{cfg: cfg, nc: nc, js: js, kv: kv, waiting: map[string]waiter{}}
 	for _, subj := range []string{events.SubjectTenantProvisioned, events.SubjectTenantProvisionFailed, events.SubjectTenantDeprovisioned, events.SubjectTenantRejected} {
 		if _, err := nc.Subscribe(subj, s.onOutcome); err != nil {
 			nc.Close()
@@ -81,11 +99,13 @@ func (s *system) onOutcome(m *nats.Msg) {
 		return
 	}
 	s.mu.Lock()
-	ch := s.waiting[ev.TenantID]
-	delete(s.waiting, ev.TenantID)
+	w, ok := s.waiting[ev.TenantID]
+	if ok && w.wants(ev.Outcome) {
+		delete(s.waiting, ev.TenantID)
+	}
 	s.mu.Unlock()
-	if ch != nil {
-		ch <- ev
+	if ok && w.wants(ev.Outcome) {
+		w.ch <- ev
 	}
 }
 
@@ -97,6 +117,7 @@ type result struct {
 	done    time.Time
 	outcome events.Outcome
 	reason  string
+	failed  bool
 }
 
 // run sends one request per tenant (deprovision or provision), at most
@@ -111,7 +132,7 @@ func (s *system) run(ctx context.Context, ids []string, deprovision bool) ([]res
 	s.mu.Lock()
 	for i, id := range ids {
 		chans[i] = make(chan *events.TenantOutcomeEvent, 1)
-		s.waiting[id] = chans[i]
+		s.waiting[id] = waiter{ch: chans[i], deprov: deprovision}
 	}
 	s.mu.Unlock()
 	sem := make(chan struct{}, 64)
@@ -145,6 +166,7 @@ func (s *system) run(ctx context.Context, ids []string, deprovision bool) ([]res
 			if deprovision {
 				want = events.TenantOutcomeDeprovisioned
 			}
+			out[i].failed = ev.Outcome != want
 			if ev.Outcome != want {
 				failed = append(failed, fmt.Sprintf("%s: %s (%s)", ids[i], ev.Outcome, ev.Reason))
 			}
@@ -154,8 +176,11 @@ func (s *system) run(ctx context.Context, ids []string, deprovision bool) ([]res
 			return nil, ctx.Err()
 		}
 	}
+	if len(failed) > 0 && len(ids) == 1 {
+		return out, fmt.Errorf("%s did not succeed", failed[0])
+	}
 	if len(failed) > 0 {
-		return out, fmt.Errorf("%d of %d did not succeed, e.g. %s", len(failed), len(ids), failed[0])
+		progress("!! %d of %d did not succeed, e.g. %s", len(failed), len(ids), failed[0])
 	}
 	return out, nil
 }
@@ -314,4 +339,33 @@ func purgeRecords(ctx context.Context, cfg config, keys []string) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// cleanup deprovisions every tenant this bench requested (requested_by
+// bench-e2e, ID starting with prefix; every prefix when prefix is empty)
+// that the registry holds as active: what an interrupted run left behind.
+func (s *system) cleanup(ctx context.Context, prefix string) (int, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var ids []string
+	for k := range lister.Keys() {
+		if !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		e, err := s.kv.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		rec, err := events.DecodeTenantRecord(e.Value())
+		if err == nil && rec.RequestedBy == "bench-e2e" && rec.State == events.TenantActive {
+			ids = append(ids, k)
+		}
+	}
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	_, err = s.run(ctx, ids, true)
+	return len(ids), err
 }

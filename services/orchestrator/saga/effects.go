@@ -59,44 +59,6 @@ func sagaKind(s events.TenantState) string {
 	return "provision"
 }
 
-// flush executes the pending effects of rec in order, each followed by the
-// compare-and-set that marks it done, and stops at the first failure (the
-// effect stays pending: the caller's message is redelivered, or the
-// reconciler finds it). Executing an effect twice is harmless: publishes
-// carry their message ID, and object puts and deletes are checked by
-// observing the object afterwards.
-func (s *Saga) flush(ctx context.Context, rec *events.TenantRecord) error {
-	if s.crashAfterWrite.Load() {
-		return nil
-	}
-	done := map[string]bool{}
-	// Executing an effect may complete a step that emits more (a seal
-	// observed makes the tenant active and announces it): a few rounds.
-	for range 4 {
-		progressed := false
-		for _, e := range rec.Outbox {
-			if done[e.ID] {
-				continue
-			}
-			done[e.ID], progressed = true, true
-			if err := s.execute(ctx, rec, e); err != nil {
-				return fmt.Errorf("effect %s (%s): %w", e.ID, e.Kind, err)
-			}
-		}
-		if !progressed {
-			return nil
-		}
-		start := time.Now()
-		next, _, err := s.reg.Get(ctx, rec.TenantID)
-		s.book.add(rec.TenantID, events.StepRegistry, time.Since(start))
-		if err != nil || next == nil {
-			return err
-		}
-		rec = next
-	}
-	return nil
-}
-
 func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.Effect) error {
 	id := rec.TenantID
 	switch e.Kind {
@@ -197,6 +159,13 @@ func (s *Saga) observeObject(ctx context.Context, id, effectID string) error {
 // the executors themselves call write). It reports whether the record
 // changed.
 func (s *Saga) write(ctx context.Context, id string, ev Event) (*events.TenantRecord, Decision, bool, error) {
+	return s.writeEvents(ctx, id, ev)
+}
+
+// writeEvents runs evs through Step one after the other and stores the
+// outcome with one compare-and-set (a batch of executed effects is marked
+// done in one write). The decision returned is the first event's.
+func (s *Saga) writeEvents(ctx context.Context, id string, evs ...Event) (*events.TenantRecord, Decision, bool, error) {
 	var d Decision
 	var before *events.TenantRecord
 	pending := s.book.take(id)
@@ -204,12 +173,21 @@ func (s *Saga) write(ctx context.Context, id string, ev Event) (*events.TenantRe
 	rec, changed, err := s.reg.Update(ctx, id, func(cur *events.TenantRecord) (*events.TenantRecord, error) {
 		before = cur
 		now := s.now()
-		next, dd := Step(s.policy(), cur, ev, now)
-		d = dd
+		var next *events.TenantRecord
+		at := cur
+		for i, ev := range evs {
+			n, dd := Step(s.policy(), at, ev, now)
+			if i == 0 {
+				d = dd
+			}
+			if n != nil {
+				next, at = n, n
+			}
+		}
 		if next == nil {
 			return nil, errNoChange
 		}
-		foldTimings(cur, next, ev, pending, now)
+		foldTimings(cur, next, evs[0], pending, now)
 		return next, nil
 	})
 	if err != nil || !changed {
