@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strings"
@@ -115,8 +116,21 @@ func run(ctx context.Context) error {
 	rep.breakdownBefore, rep.deprovBreakdown = breakdown(provRecs), breakdown(deprovRecs)
 	progress("one tenant at a time: requested→active p50 %s (stores alone: slowest %s %s), deprovision p50 %s", ms(rep.serial), alone.slowest, ms(alone.slowestWork), ms(rep.serialDeprov))
 
-	// Phase 2: the stores' own concurrent throughput.
-	if err := measureConcurrent(ctx, set, cfg, alone, progress); err != nil {
+	// Phase 2: the stores' own concurrent throughput (BENCH_CPUPROFILE=file
+	// profiles the store code here, the same code the agents run).
+	if f := os.Getenv("BENCH_CPUPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			return err
+		}
+		defer out.Close()
+	}
+	err = measureConcurrent(ctx, set, cfg, alone, progress)
+	pprof.StopCPUProfile()
+	if err != nil {
 		return err
 	}
 
@@ -133,7 +147,7 @@ func run(ctx context.Context) error {
 		b := burstOf(rs)
 		b.breakdown = breakdown(sys.records(ctx, ids))
 		progress("burst of %d: %.0f tenants/min, p50 %s", n, b.rate, ms(b.p50))
-		ds, err := sys.run(ctx, ids, true)
+		ds, err := sys.run(ctx, succeeded(rs), true)
 		if err != nil {
 			return fmt.Errorf("deprovision burst of %d: %w", n, err)
 		}
@@ -157,7 +171,7 @@ func run(ctx context.Context) error {
 		}
 		b := burstOf(rs)
 		rep.flat = append(rep.flat, b)
-		live = append(live, ids)
+		live = append(live, succeeded(rs))
 		p, _ := readProc(cfg.Root, "orchestrator")
 		rep.rssLive = p.rssKB
 		progress("kept burst %d/%d (%d live): %.0f tenants/min, p50 %s, orchestrator RSS %d MB", bi+1, cfg.FlatBursts, (bi+1)*cfg.FlatSize, b.rate, ms(b.p50), p.rssKB/1024)
@@ -227,6 +241,17 @@ func burstOf(rs []result) *burst {
 	}
 	// Only successes count towards the rate.
 	return &burst{n: len(rs), failed: failed, rate: perMinute(len(rs)-failed, last.Sub(first)), p50: p50(tookOf(rs))}
+}
+
+// succeeded are the tenants of rs whose request succeeded.
+func succeeded(rs []result) []string {
+	var ids []string
+	for _, r := range rs {
+		if !r.failed {
+			ids = append(ids, r.id)
+		}
+	}
+	return ids
 }
 
 func minTime(a, b time.Time) time.Time {

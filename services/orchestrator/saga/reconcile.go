@@ -24,7 +24,7 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 	watch := newRegistryWatch()
 	go func() {
 		for ctx.Err() == nil {
-			if err := watch.run(ctx, s.reg, unsettled); err != nil && ctx.Err() == nil {
+			if err := watch.run(ctx, s.reg, unsettled, s.settled); err != nil && ctx.Err() == nil {
 				s.log.Warn("registry watch stopped; restarting", zap.Error(err))
 				time.Sleep(time.Second)
 			}
@@ -75,7 +75,7 @@ type registryWatch struct {
 
 func newRegistryWatch() *registryWatch { return &registryWatch{ids: map[string]bool{}} }
 
-func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*events.TenantRecord) bool) error {
+func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*events.TenantRecord) bool, settled func(id string)) error {
 	kw, err := reg.kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch registry: %w", err)
@@ -97,6 +97,9 @@ func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*
 				w.ids[e.Key()] = true
 			} else if err == nil || e.Operation() != jetstream.KeyValuePut {
 				delete(w.ids, e.Key()) // settled, or deleted
+				w.mu.Unlock()
+				settled(e.Key())
+				continue
 			}
 			w.mu.Unlock()
 		}
@@ -111,6 +114,14 @@ func (w *registryWatch) candidates() []string {
 		out = append(out, id)
 	}
 	return out
+}
+
+// settled forgets what this process kept about tenant id while its saga
+// ran (the registry's guess, pending timings): the saga settled, perhaps on
+// another replica, so these stay O(in-flight).
+func (s *Saga) settled(id string) {
+	s.reg.forget(id)
+	s.book.drop(id)
 }
 
 func (s *Saga) reconcileOne(ctx context.Context, id string) error {
