@@ -170,6 +170,9 @@ func run(ctx context.Context) error {
 			return fmt.Errorf("flat burst %d: %w", bi+1, err)
 		}
 		b := burstOf(rs)
+		if bi == 0 || bi == cfg.FlatBursts-1 {
+			b.breakdown = breakdown(sys.records(ctx, ids))
+		}
 		rep.flat = append(rep.flat, b)
 		live = append(live, succeeded(rs))
 		p, _ := readProc(cfg.Root, "orchestrator")

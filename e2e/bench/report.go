@@ -103,4 +103,8 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "per-step breakdown, burst of %d (p50 ms):\n%s", b.n, fmtBreakdown(b.breakdown))
 	}
 	fmt.Fprintf(w, "per-step breakdown, deprovision one at a time (p50 ms):\n%s", fmtBreakdown(r.deprovBreakdown))
+	if n := len(r.flat); n > 1 {
+		fmt.Fprintf(w, "per-step breakdown, first kept burst (p50 ms):\n%s", fmtBreakdown(r.flat[0].breakdown))
+		fmt.Fprintf(w, "per-step breakdown, last kept burst, %d live (p50 ms):\n%s", n*r.cfg.FlatSize, fmtBreakdown(r.flat[n-1].breakdown))
+	}
 }
