@@ -8,12 +8,12 @@ MAINS := $(sort $(dir $(wildcard services/*/main.go cmd/*/main.go)))
 BIN := $(CURDIR)/bin
 FUZZTIME ?= 10s
 
-.PHONY: all build test lint fuzz tools deps up down bench clean help chaos
+.PHONY: all build test lint fuzz tools deps up down bench bench-e2e clean help chaos
 
 all: build
 
 help: ## list targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 build: ## build the six services and tenantctl into bin/
 	@mkdir -p $(BIN)
@@ -50,6 +50,9 @@ up: ## start the whole system locally under .dev/ (stores, NATS, six services); 
 
 chaos: ## fault suite on the stack of `make up` (not in `make test`): load under SIGKILLs, then stores vs registry, audit, secrets; CHAOS_TENANTS=200 CHAOS_DEPROVISION=100 CHAOS_DURATION=10m
 	CHAOS_ROOT=$(CURDIR) go run ./e2e/chaos
+
+bench-e2e: ## on the stack of `make up`: stores alone vs the system in one run, prints the ratios (BENCH_SERIAL=7 BENCH_BURSTS=50,500 BENCH_FLAT_BURSTS=10 BENCH_FLAT_SIZE=100 BENCH_RECORDS=10000)
+	BENCH_ROOT=$(CURDIR) go run ./e2e/bench
 
 down: ## stop exactly what `make up` started
 	scripts/dev-down.sh

@@ -21,8 +21,11 @@ type Config struct {
 	// or several separated by commas or spaces. Credentials leave the agent
 	// only encrypted to these. Required.
 	ControlPlaneRecipient string `env:"CONTROL_PLANE_RECIPIENT"`
-	// MaxInFlight bounds the commands this replica works on at once.
-	MaxInFlight int `env:"AGENT_MAX_IN_FLIGHT" envDefault:"8"`
+	// MaxInFlight bounds the commands this replica works on at once. The
+	// default matches the orchestrator's ORCHESTRATOR_WORKERS (16): with 8
+	// a burst ran at half the store's own 16-at-once throughput, queued in
+	// the slowest agent (issue 13).
+	MaxInFlight int `env:"AGENT_MAX_IN_FLIGHT" envDefault:"16"`
 	// AckWait is the consumer's ack wait: how long JetStream waits for an
 	// ack or an InProgress signal before it redelivers a command. The
 	// runtime signals InProgress every AckWait/4 while a command runs, so
@@ -80,7 +83,7 @@ const (
 // envDefault values); ControlPlaneRecipient has none and must be set.
 func DefaultConfig() Config {
 	return Config{
-		MaxInFlight:     8,
+		MaxInFlight:     16,
 		AckWait:         10 * time.Second,
 		CommandTimeout:  90 * time.Second,
 		MaxDeliver:      20,

@@ -700,7 +700,8 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 	lctx, lspan := startSpan(ctx, "lock "+events.AgentLockKey(r.kind, cmd.TenantID))
 	l, err := r.lock(lctx, id, cmd)
 	endSpan(lspan, err)
-	r.metrics.lockWaited(r.kind, r.now().Sub(waitStart))
+	lockWait := r.now().Sub(waitStart)
+	r.metrics.lockWaited(r.kind, lockWait)
 	if err != nil {
 		switch {
 		case errors.Is(err, errShuttingDown):
@@ -726,16 +727,21 @@ func (r *runtime) execute(d *delivery, id ident, cmd *events.StoreCommand) verdi
 		}
 	}()
 
-	if cmd.Action == events.ActionProvision {
-		return r.provision(ctx, id, tenant, cmd, delivery)
+	var v verdict
+	switch {
+	case cmd.Action == events.ActionProvision:
+		v = r.provision(ctx, id, tenant, cmd, delivery)
+	case isPlanAction(cmd.Action): // plan_run.go
+		v = r.runPlan(ctx, id, tenant, cmd, delivery)
+	case cmd.Action.Lifecycle(): // lifecycle_run.go
+		v = r.lifecycle(ctx, id, tenant, cmd, delivery)
+	default:
+		v = r.deprovision(ctx, id, tenant, cmd, delivery)
 	}
-	if isPlanAction(cmd.Action) { // plan_run.go
-		return r.runPlan(ctx, id, tenant, cmd, delivery)
+	if v.reply != nil {
+		v.reply.TimingsMS = stepTimings(v.reply.TimingsMS, d.msg, waitStart, lockWait)
 	}
-	if cmd.Action.Lifecycle() { // lifecycle_run.go
-		return r.lifecycle(ctx, id, tenant, cmd, delivery)
-	}
-	return r.deprovision(ctx, id, tenant, cmd, delivery)
+	return v
 }
 
 // expired answers a provision whose deadline passed before this delivery
@@ -805,7 +811,9 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err)
 	}
+	t0 := r.now()
 	presp, err := r.store.Provision(ctx, ProvisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID, Password: password, Plan: cmd.Plan.ForStore(r.kind)})
+	t1 := r.now()
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err, password)
 	}
@@ -817,6 +825,7 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 		return *pv
 	}
 	vresp, err := r.store.Verify(ctx, VerifyRequest{Tenant: tenant, Generation: cmd.Generation, Credential: presp.Credential})
+	t2 := r.now()
 	secrets := append([]secret.String{password}, credentialSecrets(presp.Credential)...)
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err, secrets...)
@@ -825,6 +834,7 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	ver := &events.Verification{Passed: VerifyResponse{Checks: checks}.Passed(), Checks: checks}
 
 	res := r.newResult(id, events.OutcomeProvisioned)
+	res.TimingsMS = map[string]float64{events.StepProvision: events.RoundMS(t1.Sub(t0)), events.StepVerify: events.RoundMS(t2.Sub(t1))}
 	res.Resources = presp.Resources
 	res.Verification = ver
 	res.IsolationMode = presp.IsolationMode
@@ -854,15 +864,18 @@ func (r *runtime) provision(ctx context.Context, id ident, tenant events.TenantI
 	}
 	res.Credential = armored
 	res.CredentialID = newCredentialID()
+	res.TimingsMS[events.StepSeal] = events.RoundMS(r.now().Sub(t2))
 	return verdict{reply: res, settle: settleAck}
 }
 
 func (r *runtime) deprovision(ctx context.Context, id ident, tenant events.TenantID, cmd *events.StoreCommand, delivery uint64) verdict {
+	t0 := r.now()
 	dresp, err := r.store.Deprovision(ctx, DeprovisionRequest{Tenant: tenant, Generation: cmd.Generation, SagaID: cmd.SagaID})
 	if err != nil {
 		return r.storeFailure(ctx, id, cmd, delivery, err)
 	}
 	res := r.newResult(id, events.OutcomeDeprovisioned)
+	res.TimingsMS = map[string]float64{events.StepDeprovision: events.RoundMS(r.now().Sub(t0))}
 	for _, s := range dresp.Skipped {
 		res.Warnings = append(res.Warnings, "left alone (not created by tenantprov): "+s)
 	}

@@ -316,6 +316,11 @@ func TestProvisionRepliesWithSealedCredentialThenAcks(t *testing.T) {
 	if len(pw) != 43 {
 		t.Errorf("generated password has %d characters, want 43", len(pw))
 	}
+	for _, step := range []string{events.StepLock, events.StepProvision, events.StepVerify, events.StepSeal} {
+		if _, ok := res.TimingsMS[step]; !ok {
+			t.Errorf("result timings %v: no %q", res.TimingsMS, step)
+		}
+	}
 	if strings.Contains(string(m.Data), pw) {
 		t.Error("the reply carries the password in plain text")
 	}

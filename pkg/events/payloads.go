@@ -430,6 +430,10 @@ type StoreResult struct {
 	// Usage is what the tenant uses of what a plan limits, as the store
 	// reported it with the limits (keys in plan.go: UsageDatabaseBytes, …).
 	Usage map[string]int64 `json:"usage,omitempty"`
+	// TimingsMS breaks DurationMS down by step (optional, diagnostics
+	// only): StepQueue, StepLock, StepProvision, StepVerify, StepSeal,
+	// StepDeprovision, in milliseconds.
+	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
 }
 
 // Validate checks identity fields, that a success carries what the

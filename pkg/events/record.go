@@ -109,6 +109,10 @@ type StoreStatus struct {
 	// (plan_orch.go).
 	Limits *Plan            `json:"limits,omitempty"`
 	Usage  map[string]int64 `json:"usage,omitempty"`
+	// TimingsMS is the agent's per-step breakdown of its last applied
+	// result (StoreResult.TimingsMS) plus StepResult: from the agent's
+	// completion to the orchestrator applying the result. Diagnostics.
+	TimingsMS map[string]float64 `json:"timings_ms,omitempty"`
 }
 
 // PastGeneration is what the registry keeps of an earlier generation of a
@@ -240,9 +244,12 @@ type TenantRecord struct {
 	// request that started the running saga (provisioning with its
 	// rollback, or deprovisioning): the saga's trace, which work with no
 	// message of its own to follow (the reconciler's) continues. Optional.
-	Trace     map[string]string `json:"trace,omitempty"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
+	Trace map[string]string `json:"trace,omitempty"`
+	// Timings is where the current (or last) saga's time went: see
+	// SagaTimings. Diagnostics only; no decision depends on it.
+	Timings   *SagaTimings `json:"timings,omitempty"`
+	CreatedAt time.Time    `json:"created_at"`
+	UpdatedAt time.Time    `json:"updated_at"`
 	// Plan is the tenant's plan (plan.go): set when provisioning starts
 	// and when an update (tenant.update.requested) has applied a new one.
 	Plan string `json:"plan,omitempty"`

@@ -64,42 +64,6 @@ func sagaKind(s events.TenantState) string {
 	return "provision"
 }
 
-// flush executes the pending effects of rec in order, each followed by the
-// compare-and-set that marks it done, and stops at the first failure (the
-// effect stays pending: the caller's message is redelivered, or the
-// reconciler finds it). Executing an effect twice is harmless: publishes
-// carry their message ID, and object puts and deletes are checked by
-// observing the object afterwards.
-func (s *Saga) flush(ctx context.Context, rec *events.TenantRecord) error {
-	if s.crashAfterWrite.Load() {
-		return nil
-	}
-	done := map[string]bool{}
-	// Executing an effect may complete a step that emits more (a seal
-	// observed makes the tenant active and announces it): a few rounds.
-	for range 4 {
-		progressed := false
-		for _, e := range rec.Outbox {
-			if done[e.ID] {
-				continue
-			}
-			done[e.ID], progressed = true, true
-			if err := s.execute(ctx, rec, e); err != nil {
-				return fmt.Errorf("effect %s (%s): %w", e.ID, e.Kind, err)
-			}
-		}
-		if !progressed {
-			return nil
-		}
-		next, _, err := s.reg.Get(ctx, rec.TenantID)
-		if err != nil || next == nil {
-			return err
-		}
-		rec = next
-	}
-	return nil
-}
-
 func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.Effect) (err error) {
 	ctx, span := startEffect(ctx, e)
 	defer func() { endSpan(span, err) }()
@@ -113,9 +77,11 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 		m.Header.Set(events.HeaderTenantID, id)
 		m.Header.Set(events.HeaderGeneration, strconv.FormatUint(e.Generation, 10))
 		injectTrace(ctx, m)
+		start := time.Now()
 		if err := s.publishMsg(ctx, m); err != nil {
 			return err
 		}
+		s.book.add(id, effectStep(e.Kind), time.Since(start))
 		_, _, _, err := s.write(ctx, id, Event{Kind: EvEffectDone, EffectID: e.ID})
 		return err
 	case events.EffectPutSecrets:
@@ -133,7 +99,9 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 			return s.observeObject(ctx, id, e.ID)
 		}
 		sctx, sspan := startSpan(ctx, "seal secrets (sops)")
+		sealStart := time.Now()
 		data, err := s.sealFile(sctx, rec, e.Generation, e.Seal)
+		s.book.add(id, events.StepSeal, time.Since(sealStart))
 		endSpan(sspan, err)
 		var perm *permanentError
 		if errors.As(err, &perm) {
@@ -147,7 +115,9 @@ func (s *Saga) execute(ctx context.Context, rec *events.TenantRecord, e *events.
 		meta := jetstream.ObjectMeta{Name: events.TenantID(id).SecretsObject(), Metadata: map[string]string{metaSealID: e.Seal.ID}}
 		pctx, pspan := startSpan(ctx, "put object "+meta.Name)
 		pctx, cancel := context.WithTimeout(pctx, 3*opTimeout)
+		putStart := time.Now()
 		_, err = s.secrets.Put(pctx, meta, bytes.NewReader(data))
+		s.book.add(id, events.StepObject, time.Since(putStart))
 		cancel()
 		endSpan(pspan, err)
 		if err != nil {
@@ -181,7 +151,9 @@ const metaSealID = "tenantprov-seal-id"
 func (s *Saga) observeObject(ctx context.Context, id, effectID string) error {
 	obj := ObjectState{}
 	ictx, cancel := context.WithTimeout(ctx, opTimeout)
+	start := time.Now()
 	info, err := s.secrets.GetInfo(ictx, events.TenantID(id).SecretsObject(), jetstream.GetObjectInfoShowDeleted())
+	s.book.add(id, events.StepObject, time.Since(start))
 	cancel()
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound):
@@ -205,20 +177,52 @@ func (s *Saga) observeObject(ctx context.Context, id, effectID string) error {
 // the executors themselves call write). It reports whether the record
 // changed.
 func (s *Saga) write(ctx context.Context, id string, ev Event) (*events.TenantRecord, Decision, bool, error) {
+	return s.writeEvents(ctx, id, ev)
+}
+
+// writeEvents runs evs through Step one after the other and stores the
+// outcome with one compare-and-set (a batch of executed effects is marked
+// done in one write). The decision returned is the first event's.
+func (s *Saga) writeEvents(ctx context.Context, id string, evs ...Event) (*events.TenantRecord, Decision, bool, error) {
 	var d Decision
 	var before *events.TenantRecord
+	pending := s.book.take(id)
+	start := time.Now()
 	rec, changed, err := s.reg.Update(ctx, id, func(cur *events.TenantRecord) (*events.TenantRecord, error) {
 		before = cur
-		next, dd := Step(s.policy(), cur, ev, s.now())
-		d = dd
+		now := s.now()
+		var next *events.TenantRecord
+		at := cur
+		for i, ev := range evs {
+			n, dd := Step(s.policy(), at, ev, now)
+			if i == 0 {
+				d = dd
+			}
+			if n != nil {
+				next, at = n, n
+			}
+		}
 		if next == nil {
 			return nil, errNoChange
 		}
-		traceStep(ctx, cur, next, ev)
+		traceStep(ctx, cur, next, evs[0])
+		foldTimings(cur, next, evs[0], pending, now)
 		return next, nil
 	})
+	if err != nil || !changed {
+		s.book.giveBack(id, pending)
+	}
 	if err == nil && changed {
 		s.observe(ctx, before, rec)
+	}
+	switch {
+	case err == nil && (rec == nil || !unsettled(rec)):
+		s.book.drop(id) // settled: nothing more to time
+	default:
+		s.book.add(id, events.StepRegistry, time.Since(start))
+		if changed {
+			s.book.wrote(id)
+		}
 	}
 	return rec, d, changed, err
 }
@@ -272,4 +276,15 @@ func (s *Saga) observeLifecycle(a, b *events.TenantRecord) {
 		s.metrics.sagas.WithLabelValues(string(a.Lifecycle.Kind), string(b.State)).Inc()
 		s.metrics.duration.WithLabelValues(string(a.Lifecycle.Kind)).Observe(s.now().Sub(a.Lifecycle.StartedAt).Seconds())
 	}
+}
+
+// effectStep is the timing step a publish effect counts against.
+func effectStep(k events.EffectKind) string {
+	switch k {
+	case events.EffectCommand:
+		return events.StepCommands
+	case events.EffectOutcome:
+		return events.StepOutcome
+	}
+	return events.StepAudit
 }

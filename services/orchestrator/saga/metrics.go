@@ -9,6 +9,9 @@ type Metrics struct {
 	// resultsRejected counts store results dropped by reason.
 	resultsRejected *prometheus.CounterVec
 	duration        *prometheus.HistogramVec
+	// candidates is the size of the reconciler's set: the records that
+	// may need it (in flight or unsettled), not all tenants.
+	candidates prometheus.Gauge
 }
 
 // NewMetrics registers the saga's metrics with reg (nil: unregistered).
@@ -33,9 +36,13 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from request to settled state.",
 			Buckets: prometheus.ExponentialBuckets(0.1, 2, 12),
 		}, []string{"kind"}),
+		candidates: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tenantprov_orchestrator_reconcile_candidates",
+			Help: "Registry records the reconciler looked at in its last pass (in flight or unsettled; settled tenants are not visited).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sagas, m.rejected, m.resultsRejected, m.duration)
+		reg.MustRegister(m.sagas, m.rejected, m.resultsRejected, m.duration, m.candidates)
 	}
 	return m
 }

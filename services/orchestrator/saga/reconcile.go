@@ -35,7 +35,7 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 	}
 	go func() {
 		for ctx.Err() == nil {
-			if err := watch.run(ctx, s.reg, unsettled); err != nil && ctx.Err() == nil {
+			if err := watch.run(ctx, s.reg, unsettled, s.settled); err != nil && ctx.Err() == nil {
 				s.log.Warn("registry watch stopped; restarting", zap.Error(err))
 				time.Sleep(time.Second)
 			}
@@ -53,7 +53,9 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 		if beats != nil {
 			progress = beats.snapshot()
 		}
-		if err := s.reconcile(ctx, watch.candidates(s.now()), progress); err != nil && ctx.Err() == nil {
+		ids := watch.candidates(s.now())
+		s.metrics.candidates.Set(float64(len(ids)))
+		if err := s.reconcile(ctx, ids, progress); err != nil && ctx.Err() == nil {
 			s.log.Warn("reconcile pass incomplete", zap.Error(err))
 		}
 	}
@@ -132,7 +134,7 @@ func (h *dueHeap) Pop() any {
 	return e
 }
 
-func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*events.TenantRecord) bool) error {
+func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*events.TenantRecord) bool, settled func(id string)) error {
 	kw, err := reg.kv.WatchAll(ctx)
 	if err != nil {
 		return fmt.Errorf("watch registry: %w", err)
@@ -151,11 +153,15 @@ func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*
 			}
 			w.mu.Lock()
 			rec, err := events.DecodeTenantRecord(e.Value())
+			forget := false
 			if err == nil && e.Operation() == jetstream.KeyValuePut && attention(rec) {
 				w.ids[e.Key()] = true
 			} else if err == nil || e.Operation() != jetstream.KeyValuePut {
 				delete(w.ids, e.Key()) // settled, or deleted
+				forget = true
 			}
+			// A settled record may still have a step scheduled (a
+			// rotation's retire, a retained tenant's purge).
 			switch {
 			case err == nil && e.Operation() == jetstream.KeyValuePut:
 				if at, ok := w.sched[e.Key()]; rec.Scheduled == nil || !ok || !at.Equal(rec.Scheduled.DueAt) {
@@ -165,6 +171,9 @@ func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*
 				w.schedule(e.Key(), nil)
 			}
 			w.mu.Unlock()
+			if forget {
+				settled(e.Key())
+			}
 		}
 	}
 }
@@ -190,6 +199,14 @@ func (w *registryWatch) candidates(now time.Time) []string {
 		}
 	}
 	return out
+}
+
+// settled forgets what this process kept about tenant id while its saga
+// ran (the registry's guess, pending timings): the saga settled, perhaps on
+// another replica, so these stay O(in-flight).
+func (s *Saga) settled(id string) {
+	s.reg.forget(id)
+	s.book.drop(id)
 }
 
 func (s *Saga) reconcileOne(ctx context.Context, id string, progress *Progress) error {

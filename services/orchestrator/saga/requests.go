@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -15,9 +16,12 @@ import (
 )
 
 func (s *Saga) handleRequest(ctx context.Context, msg jetstream.Msg) error {
-	var seq uint64
+	var (
+		seq    uint64
+		stored time.Time
+	)
 	if meta, err := msg.Metadata(); err == nil {
-		seq = meta.Sequence.Stream
+		seq, stored = meta.Sequence.Stream, meta.Timestamp
 	}
 	var (
 		id string
@@ -62,6 +66,10 @@ func (s *Saga) handleRequest(ctx context.Context, msg jetstream.Msg) error {
 	default:
 		s.logger(ctx).Warn("unexpected subject on the requests consumer", zap.String("subject", msg.Subject()))
 		return nil
+	}
+	if !stored.IsZero() {
+		s.book.requested(id, stored)
+		s.book.add(id, events.StepQueue, max(time.Since(stored), 0))
 	}
 	rec, d, err := s.apply(ctx, id, ev)
 	if err != nil {

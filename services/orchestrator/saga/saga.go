@@ -50,6 +50,7 @@ type Saga struct {
 	sealer   *sealer.Sealer
 	metrics  *Metrics
 	plans    events.Plans
+	book     *timingBook
 	now      func() time.Time
 	// crashAfterWrite makes this replica write registry records but
 	// execute none of their effects, as a replica that dies right after
@@ -91,7 +92,7 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *zap.Logge
 	}
 	return &Saga{
 		cfg: cfg, log: log, js: js, reg: &Registry{kv: kv}, secrets: obj, results: results,
-		identity: id, sealer: sl, metrics: m, plans: plans, now: func() time.Time { return time.Now().UTC() },
+		identity: id, sealer: sl, metrics: m, plans: plans, book: newTimingBook(), now: func() time.Time { return time.Now().UTC() },
 	}, nil
 }
 

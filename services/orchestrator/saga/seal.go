@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -30,21 +31,35 @@ func permanent(format string, a ...any) error { return &permanentError{msg: fmt.
 func (s *Saga) sealFile(ctx context.Context, rec *events.TenantRecord, gen uint64, spec *events.SealSpec) ([]byte, error) {
 	f := &sealer.File{TenantID: rec.TenantID, Generation: gen}
 	defer func() { *f = sealer.File{} }()
-	for _, store := range events.Stores() {
-		ref, ok := spec.Results[store]
-		if !ok {
+	stores := events.Stores()
+	for _, store := range stores {
+		if _, ok := spec.Results[store]; !ok {
 			return nil, permanent("seal %s: no result for %s", spec.ID, store)
 		}
-		plain, err := s.openCredential(ctx, rec.TenantID, gen, store, ref)
-		if err != nil {
-			return nil, err
+	}
+	// The four results are read back at once (one round trip, not four).
+	plains := make([][]byte, len(stores))
+	errs := make([]error, len(stores))
+	var wg sync.WaitGroup
+	for i, store := range stores {
+		wg.Go(func() {
+			plains[i], errs[i] = s.openCredential(ctx, rec.TenantID, gen, store, spec.Results[store])
+		})
+	}
+	wg.Wait()
+	defer func() {
+		for _, p := range plains {
+			clear(p)
 		}
-		err = f.SetSection(store, plain)
-		clear(plain)
-		if err != nil {
+	}()
+	for i, store := range stores {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		if err := f.SetSection(store, plains[i]); err != nil {
 			return nil, permanent("%s: %v", store, err)
 		}
-		f.CredentialVersions.Set(store, max(ref.CredentialVersion, 1))
+		f.CredentialVersions.Set(store, max(spec.Results[store].CredentialVersion, 1))
 	}
 	data, _, err := s.sealer.Seal(f)
 	if err != nil {

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/tenantprov/tenantprov/pkg/events"
+)
+
+// report is everything one run measured.
+type report struct {
+	cfg   config
+	alone *storeAlone
+
+	serial, serialDeprov             time.Duration
+	breakdownBefore, deprovBreakdown map[string]time.Duration
+	bursts                           []*burst
+	flat, flatDeprov                 []*burst
+
+	rssStart, rssLive, rssRecords, rssEnd int64
+	idleLive, idleRecords                 idle
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func (r *report) print(w io.Writer) {
+	a := r.alone
+	fmt.Fprintf(w, "\n== bench-e2e %s (prefix %s)\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), r.cfg.Prefix)
+	fmt.Fprintf(w, "\nstores alone (same servers, same run):\n")
+	for _, s := range events.Stores() {
+		fmt.Fprintf(w, "  %-9s provision %7s + verify %7s = %7s   deprovision %7s   (p50 of %d)\n", s,
+			ms(a.serialProv[s]), ms(a.serialVer[s]), ms(a.serial[s]), ms(a.serialDepro[s]), r.cfg.StoreSerial)
+	}
+	fmt.Fprintf(w, "  concurrent (%d tenants, %d at once, four stores each): %.0f tenants/min provisioned, %.0f tenants/min deprovisioned\n",
+		r.cfg.StoreTenants, r.cfg.StoreConcurrency, a.provisionRate, a.deprovisionRate)
+
+	fmt.Fprintf(w, "\n%-58s %12s %14s %8s %s\n", "what", "measured", "stores alone", "ratio", "target")
+	row := func(what, measured, stores string, rt float64, target string) {
+		fmt.Fprintf(w, "%-58s %12s %14s %8.2f %s\n", what, measured, stores, rt, target)
+	}
+	row(fmt.Sprintf("one tenant requested→active (p50 of %d)", r.cfg.Serial), ms(r.serial), ms(a.slowestWork),
+		ratio(float64(r.serial), float64(a.slowestWork)), "≤ 1.25 (slowest store: "+string(a.slowest)+")")
+	row(fmt.Sprintf("one tenant deprovisioned (p50 of %d)", r.cfg.Serial), ms(r.serialDeprov), ms(a.slowestDep),
+		ratio(float64(r.serialDeprov), float64(a.slowestDep)), "≤ 1.25")
+	for _, b := range r.bursts {
+		row(fmt.Sprintf("burst of %d provisioned (tenants/min)", b.n), fmt.Sprintf("%.0f", b.rate), fmt.Sprintf("%.0f", a.provisionRate),
+			ratio(b.rate, a.provisionRate), "≥ 0.8")
+		if b.deprov != nil {
+			row(fmt.Sprintf("burst of %d deprovisioned (tenants/min)", b.n), fmt.Sprintf("%.0f", b.deprov.rate), fmt.Sprintf("%.0f", a.deprovisionRate),
+				ratio(b.deprov.rate, a.deprovisionRate), "≥ 0.8")
+		}
+	}
+	if n := len(r.flat); n > 0 {
+		first, last := r.flat[0], r.flat[n-1]
+		row(fmt.Sprintf("%d bursts of %d kept: last p50 / first p50", n, r.cfg.FlatSize), ms(last.p50), ms(first.p50),
+			ratio(float64(last.p50), float64(first.p50)), "≤ 1.25 (stores-alone column: first burst)")
+		row(fmt.Sprintf("%d bursts of %d kept: last rate / first rate", n, r.cfg.FlatSize), fmt.Sprintf("%.0f", last.rate), fmt.Sprintf("%.0f", first.rate),
+			ratio(last.rate, first.rate), "≥ 0.8")
+		total := 0.0
+		for _, b := range r.flat {
+			total += b.rate
+		}
+		row(fmt.Sprintf("%d kept tenants, mean burst rate (tenants/min)", n*r.cfg.FlatSize), fmt.Sprintf("%.0f", total/float64(n)), fmt.Sprintf("%.0f", a.provisionRate),
+			ratio(total/float64(n), a.provisionRate), "≥ 0.8")
+	}
+	if n := len(r.flatDeprov); n > 0 {
+		first, last := r.flatDeprov[0], r.flatDeprov[n-1]
+		row(fmt.Sprintf("%d deprovisions in bursts of %d: last p50 / first p50", n*r.cfg.FlatSize, r.cfg.FlatSize), ms(last.p50), ms(first.p50),
+			ratio(float64(last.p50), float64(first.p50)), "≤ 1.25")
+		total := 0.0
+		for _, b := range r.flatDeprov {
+			total += b.rate
+		}
+		row(fmt.Sprintf("%d deprovisions, mean burst rate (tenants/min)", n*r.cfg.FlatSize), fmt.Sprintf("%.0f", total/float64(n)), fmt.Sprintf("%.0f", a.deprovisionRate),
+			ratio(total/float64(n), a.deprovisionRate), "≥ 0.8")
+	}
+	for _, b := range append(append(append([]*burst{}, r.bursts...), r.flat...), r.flatDeprov...) {
+		if b.failed > 0 {
+			fmt.Fprintf(w, "!! a burst of %d had %d failures (saga deadline: SAGA_TIMEOUT); they are not counted in its rate\n", b.n, b.failed)
+		}
+	}
+	fmt.Fprintf(w, "\nflatness, per kept burst (p50, tenants/min):")
+	for i, b := range r.flat {
+		fmt.Fprintf(w, " %d:%s/%.0f", i+1, ms(b.p50), b.rate)
+	}
+	fmt.Fprintf(w, "\ndeprovision, per burst (p50, tenants/min):")
+	for i, b := range r.flatDeprov {
+		fmt.Fprintf(w, " %d:%s/%.0f", i+1, ms(b.p50), b.rate)
+	}
+	fmt.Fprintf(w, "\n\norchestrator RSS: %d MB at start of the kept bursts, %d MB with %d live, %d MB with %d more registry records (target ≤ 64 MB), %d MB at the end\n",
+		r.rssStart/1024, r.rssLive/1024, len(r.flat)*r.cfg.FlatSize, r.rssRecords/1024, r.cfg.Records, r.rssEnd/1024)
+	fmt.Fprintf(w, "orchestrator periodic work, idle %s: %.1f ms CPU/s with %d live tenants, %.1f ms CPU/s with %d more records; reconcile candidates %v → %v (in-flight sagas, not tenants)\n",
+		r.cfg.Idle, r.idleLive.cpuPerSec, len(r.flat)*r.cfg.FlatSize, r.idleRecords.cpuPerSec, r.cfg.Records, r.idleLive.candidates, r.idleRecords.candidates)
+
+	fmt.Fprintf(w, "\nper-step breakdown, one tenant at a time (p50 ms; registry records' timings):\n%s", fmtBreakdown(r.breakdownBefore))
+	for _, b := range r.bursts {
+		fmt.Fprintf(w, "per-step breakdown, burst of %d (p50 ms):\n%s", b.n, fmtBreakdown(b.breakdown))
+	}
+	fmt.Fprintf(w, "per-step breakdown, deprovision one at a time (p50 ms):\n%s", fmtBreakdown(r.deprovBreakdown))
+	if n := len(r.flat); n > 1 {
+		fmt.Fprintf(w, "per-step breakdown, first kept burst (p50 ms):\n%s", fmtBreakdown(r.flat[0].breakdown))
+		fmt.Fprintf(w, "per-step breakdown, last kept burst, %d live (p50 ms):\n%s", n*r.cfg.FlatSize, fmtBreakdown(r.flat[n-1].breakdown))
+	}
+}
