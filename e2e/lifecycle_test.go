@@ -81,16 +81,28 @@ func (c storeClient) write(ctx context.Context) error {
 // read is one authenticated request per store reading what write wrote;
 // the errors are per store.
 func (c storeClient) read(ctx context.Context) map[events.Store]error {
-	return map[events.Store]error{
-		events.StorePostgres: c.pgRead(ctx, ""),
-		events.StoreRedis: c.redis(ctx, func(rc *redis.Client) error {
+	out := map[events.Store]error{}
+	for _, st := range events.Stores() {
+		out[st] = c.readStore(ctx, st)
+	}
+	return out
+}
+
+// readStore is one authenticated request to st reading what write wrote.
+func (c storeClient) readStore(ctx context.Context, st events.Store) error {
+	switch st {
+	case events.StorePostgres:
+		return c.pgRead(ctx, "")
+	case events.StoreRedis:
+		return c.redis(ctx, func(rc *redis.Client) error {
 			v, err := rc.Get(ctx, c.f.Redis.KeyPrefix+lifeKey).Result()
 			if err == nil && v != lifeValue {
 				err = fmt.Errorf("key holds %q", v)
 			}
 			return err
-		}),
-		events.StoreMinIO: c.minio(ctx, func(mc *minio.Client) error {
+		})
+	case events.StoreMinIO:
+		return c.minio(ctx, func(mc *minio.Client) error {
 			o, err := mc.GetObject(ctx, c.f.MinIO.Bucket, lifeObject, minio.GetObjectOptions{})
 			if err != nil {
 				return err
@@ -101,15 +113,17 @@ func (c storeClient) read(ctx context.Context) map[events.Store]error {
 				err = fmt.Errorf("object holds %q", b)
 			}
 			return err
-		}),
-		events.StoreQdrant: c.qdrant(ctx, func(qc *qdrant.Client, qctx context.Context) error {
+		})
+	case events.StoreQdrant:
+		return c.qdrant(ctx, func(qc *qdrant.Client, qctx context.Context) error {
 			pts, err := qc.Get(qctx, &qdrant.GetPoints{CollectionName: c.f.Qdrant.Collection, Ids: []*qdrant.PointId{qdrant.NewIDNum(7)}, WithPayload: qdrant.NewWithPayload(true)})
 			if err == nil && (len(pts) != 1 || pts[0].GetPayload()["v"].GetStringValue() != lifeValue) {
 				err = fmt.Errorf("point 7: %v", pts)
 			}
 			return err
-		}),
+		})
 	}
+	return fmt.Errorf("unknown store %s", st)
 }
 
 func (c storeClient) pgConnect(ctx context.Context, database string) (*pgx.Conn, error) {
@@ -240,7 +254,7 @@ func (s *system) hammer(f *sealer.File, stop <-chan struct{}) (wait func() (map[
 				default:
 				}
 				ctx, cancel := s.ctxFor(20 * time.Second)
-				err := c.read(ctx)[st] // one store's request only
+				err := c.readStore(ctx, st)
 				cancel()
 				mu.Lock()
 				count[st]++
@@ -360,7 +374,13 @@ func TestLifecycleEndToEnd(t *testing.T) {
 			}
 		}
 		expect(t, "rot-a new credential", s.client(nf).read(ctx), true)
+		expect(t, "rot-b's own credential on its slice", s.client(files["rot-b"]).reach(ctx, files["rot-b"]), true)
 		expect(t, "rot-a new credential on rot-b's slice", s.client(nf).reach(ctx, files["rot-b"]), false)
+		for _, st := range events.Stores() {
+			if v := rec.Stores[st].CredentialVersion; v != 2 {
+				t.Errorf("rot-a record: %s credential version %d, want 2", st, v)
+			}
+		}
 		files["rot-a"] = nf
 	}
 
@@ -454,6 +474,11 @@ func TestLifecycleEndToEnd(t *testing.T) {
 		if rec.Scheduled != nil {
 			t.Errorf("ret-a restored with a scheduled step %+v", rec.Scheduled)
 		}
+		for _, st := range events.Stores() {
+			if v := rec.Stores[st].CredentialVersion; v != 2 {
+				t.Errorf("ret-a record after the restore: %s credential version %d, want 2", st, v)
+			}
+		}
 		nf := s.sealedFile("ret-a")
 		secrets = append(secrets, fileSecrets(nf)...)
 		for i, v := range fileSecrets(nf) {
@@ -529,6 +554,7 @@ func TestLifecycleEndToEnd(t *testing.T) {
 		tenant string
 	}{
 		{events.AuditTenantSuspended, "rot-a"}, {events.AuditTenantPurged, "ret-a"}, {events.AuditTenantRestored, "ret-b"},
+		{events.AuditCredentialsRotationFailed, "rot-a"}, {events.AuditCredentialsRotationFailed, "ret-a"},
 	} {
 		if n := s.auditCount(c.typ, c.tenant); n != 0 {
 			t.Errorf("%s for %s: %d, want none", c.typ, c.tenant, n)
