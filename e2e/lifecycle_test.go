@@ -311,7 +311,7 @@ func TestLifecycleEndToEnd(t *testing.T) {
 	}
 	stopOrch := s.startOrchestrator()
 
-	tenants := []string{"rot-a", "rot-b", "sus-a", "ret-a", "ret-b"}
+	tenants := []string{"rot-a", "rot-b", "rot-c", "sus-a", "ret-a", "ret-b"}
 	for _, id := range tenants {
 		s.request(events.SubjectTenantRequested, fmt.Sprintf(`{"tenant_id":%q}`, id))
 	}
@@ -431,6 +431,47 @@ func TestLifecycleEndToEnd(t *testing.T) {
 		}
 		expect(t, "rot-b sealed credentials", s.client(nf).read(ctx), true)
 		files["rot-b"] = nf
+	}
+
+	// 1c. An agent killed in the middle of a rotation (retired at once):
+	// the tenant converges active, and each store is either rotated (the
+	// new credential works, the old one is refused) or kept its old
+	// credential (which works); the sealed file matches the record.
+	{
+		old := files["rot-c"]
+		s.request(events.SubjectTenantRotateRequested, `{"tenant_id":"rot-c","grace":"0s"}`)
+		s.waitFor("rot-c", time.Minute, "rotating", func(r *events.TenantRecord) bool { return r.State == events.TenantRotating })
+		s.agent(events.StoreRedis).Kill()
+		agentLogs = append(agentLogs, s.agent(events.StoreRedis).LogText())
+		time.Sleep(time.Second)
+		s.runAgent(events.StoreRedis)
+		rec := s.waitFor("rot-c", 3*time.Minute, "active with nothing scheduled", func(r *events.TenantRecord) bool {
+			return r.State == events.TenantActive && r.Announced == events.TenantActive && r.Lifecycle == nil && len(r.Outbox) == 0 && r.Scheduled == nil
+		})
+		nf := s.sealedFile("rot-c")
+		secrets = append(secrets, fileSecrets(nf)...)
+		ctx, cancel := s.ctxFor(2 * time.Minute)
+		defer cancel()
+		expect(t, "rot-c sealed credentials after the kill", s.client(nf).read(ctx), true)
+		oldErrs := s.client(old).read(ctx)
+		versions := map[events.Store]int{events.StoreMinIO: nf.CredentialVersions.MinIO, events.StorePostgres: nf.CredentialVersions.Postgres,
+			events.StoreQdrant: nf.CredentialVersions.Qdrant, events.StoreRedis: nf.CredentialVersions.Redis}
+		for _, st := range events.Stores() {
+			v := rec.Stores[st].CredentialVersion
+			if versions[st] != max(v, 1) {
+				t.Errorf("rot-c %s: record on version %d, sealed file on %d", st, v, versions[st])
+			}
+			switch {
+			case v == 2 && oldErrs[st] == nil:
+				t.Errorf("rot-c %s rotated, but its old credential still works", st)
+			case v < 2 && oldErrs[st] != nil:
+				t.Errorf("rot-c %s kept its old credential, which is refused: %v", st, oldErrs[st])
+			case v > 2:
+				t.Errorf("rot-c %s on version %d", st, v)
+			}
+		}
+		t.Logf("rot-c after the redis agent was killed mid-rotation: versions %+v, reason %q", nf.CredentialVersions, rec.Reason)
+		files["rot-c"] = nf
 	}
 
 	// 2. Suspend and resume: refused in every store while suspended, the
