@@ -23,6 +23,8 @@ import (
 	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/events"
 	"github.com/tenantprov/tenantprov/services/orchestrator/sealer"
+	"github.com/tenantprov/tenantprov/services/pg-agent/pgstore"
+	"github.com/tenantprov/tenantprov/services/redis-agent/redisstore"
 	"github.com/tenantprov/tenantprov/testkit/storetest"
 )
 
@@ -281,7 +283,11 @@ func (s *system) settled(id string, want events.TenantState, within time.Duratio
 // production): a command an agent killed mid-way was working on is
 // redelivered within its deadline.
 func (s *system) runAgent(kind events.Store) *storetest.Agent {
-	a := storetest.RunAgent(s.t, s.nats, s.newStore(kind), storetest.WithIdentity(s.cp), storetest.WithConfig(func(c *agent.Config) {
+	return s.runAgentWith(kind, s.newStore(kind))
+}
+
+func (s *system) runAgentWith(kind events.Store, st agent.Store) *storetest.Agent {
+	a := storetest.RunAgent(s.t, s.nats, st, storetest.WithIdentity(s.cp), storetest.WithConfig(func(c *agent.Config) {
 		c.AckWait = 10 * time.Second
 		c.RetryBaseDelay = 200 * time.Millisecond
 		c.RetryMaxDelay = time.Second
@@ -290,6 +296,59 @@ func (s *system) runAgent(kind events.Store) *storetest.Agent {
 	s.agents[kind] = a
 	s.mu.Unlock()
 	return a
+}
+
+// halting makes a store stop right after its real Rotate changed the store,
+// before the agent can verify, seal and answer: the window in which a
+// killed agent leaves a rotation half done. Halted is closed when it
+// stopped; it waits there until the agent's context ends (a Kill).
+type halting struct{ halted chan struct{} }
+
+func newHalting() halting { return halting{make(chan struct{})} }
+
+func (h halting) halt(ctx context.Context) {
+	select {
+	case <-h.halted:
+	default:
+		close(h.halted)
+	}
+	<-ctx.Done()
+}
+
+type haltingRedis struct {
+	*redisstore.Store
+	halting
+}
+
+func (s haltingRedis) Rotate(ctx context.Context, req agent.RotateRequest) (agent.RotateResponse, error) {
+	resp, err := s.Store.Rotate(ctx, req)
+	if err == nil {
+		s.halt(ctx)
+	}
+	return resp, err
+}
+
+type haltingPostgres struct {
+	*pgstore.Store
+	halting
+}
+
+func (s haltingPostgres) Rotate(ctx context.Context, req agent.RotateRequest) (agent.RotateResponse, error) {
+	resp, err := s.Store.Rotate(ctx, req)
+	if err == nil {
+		s.halt(ctx)
+	}
+	return resp, err
+}
+
+// awaitHalt waits until h's store halted.
+func (s *system) awaitHalt(h halting, what string) {
+	s.t.Helper()
+	select {
+	case <-h.halted:
+	case <-time.After(2 * time.Minute):
+		s.t.Fatalf("%s: the store's Rotate was never called", what)
+	}
 }
 
 // TestLifecycleEndToEnd drives the lifecycle through the whole system and
@@ -439,8 +498,14 @@ func TestLifecycleEndToEnd(t *testing.T) {
 	// credential (which works); the sealed file matches the record.
 	{
 		old := files["rot-c"]
+		if err := s.agent(events.StoreRedis).Stop(); err != nil {
+			t.Fatal(err)
+		}
+		agentLogs = append(agentLogs, s.agent(events.StoreRedis).LogText())
+		h := newHalting()
+		s.runAgentWith(events.StoreRedis, haltingRedis{s.newStore(events.StoreRedis).(*redisstore.Store), h})
 		s.request(events.SubjectTenantRotateRequested, `{"tenant_id":"rot-c","grace":"0s"}`)
-		s.waitFor("rot-c", time.Minute, "rotating", func(r *events.TenantRecord) bool { return r.State == events.TenantRotating })
+		s.awaitHalt(h, "rot-c")
 		s.agent(events.StoreRedis).Kill()
 		agentLogs = append(agentLogs, s.agent(events.StoreRedis).LogText())
 		time.Sleep(time.Second)
@@ -502,9 +567,18 @@ func TestLifecycleEndToEnd(t *testing.T) {
 		expect(t, "ret-a retained", s.client(files["ret-a"]).read(ctx), false)
 
 		// Restore ret-a; kill the orchestrator and the PostgreSQL agent
-		// while it runs.
+		// while it runs (right after PostgreSQL made the new credential).
+		if err := s.agent(events.StorePostgres).Stop(); err != nil {
+			t.Fatal(err)
+		}
+		agentLogs = append(agentLogs, s.agent(events.StorePostgres).LogText())
+		h := newHalting()
+		s.runAgentWith(events.StorePostgres, haltingPostgres{s.newStore(events.StorePostgres).(*pgstore.Store), h})
 		s.request(events.SubjectTenantRestoreRequested, `{"tenant_id":"ret-a"}`)
-		s.waitFor("ret-a", time.Minute, "restoring", func(r *events.TenantRecord) bool { return r.State == events.TenantRestoring })
+		s.awaitHalt(h, "ret-a")
+		if r := s.record("ret-a"); r.State != events.TenantRestoring {
+			t.Fatalf("ret-a is %s while PostgreSQL rotates for the restore", r.State)
+		}
 		stopOrch()
 		s.agent(events.StorePostgres).Kill()
 		agentLogs = append(agentLogs, s.agent(events.StorePostgres).LogText())
