@@ -278,17 +278,17 @@ func (s *system) settled(id string, want events.TenantState, within time.Duratio
 	})
 }
 
-// runAgent starts kind's agent as startAgent does, but with the agents'
-// default AGENT_ACK_WAIT (10s, shorter than SAGA_TIMEOUT as in
-// production): a command an agent killed mid-way was working on is
-// redelivered within its deadline.
+// runAgent starts kind's agent as startAgent does, but with an
+// AGENT_ACK_WAIT well below SAGA_TIMEOUT, as in production (10s against
+// 60s): a command an agent killed mid-way was working on is redelivered
+// within its deadline.
 func (s *system) runAgent(kind events.Store) *storetest.Agent {
 	return s.runAgentWith(kind, s.newStore(kind))
 }
 
 func (s *system) runAgentWith(kind events.Store, st agent.Store) *storetest.Agent {
 	a := storetest.RunAgent(s.t, s.nats, st, storetest.WithIdentity(s.cp), storetest.WithConfig(func(c *agent.Config) {
-		c.AckWait = 10 * time.Second
+		c.AckWait = 5 * time.Second
 		c.RetryBaseDelay = 200 * time.Millisecond
 		c.RetryMaxDelay = time.Second
 	}))
@@ -547,6 +547,7 @@ func TestLifecycleEndToEnd(t *testing.T) {
 		ctx, cancel := s.ctxFor(2 * time.Minute)
 		defer cancel()
 		expect(t, "sus-a while suspended", s.client(files["sus-a"]).read(ctx), false)
+		expect(t, "another tenant while sus-a is suspended", s.client(files["rot-a"]).read(ctx), true)
 		s.request(events.SubjectTenantResumeRequested, `{"tenant_id":"sus-a"}`)
 		s.settled("sus-a", events.TenantActive, 2*time.Minute)
 		expect(t, "sus-a after resume (same credentials)", s.client(files["sus-a"]).read(ctx), true)
