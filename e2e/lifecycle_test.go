@@ -22,6 +22,7 @@ import (
 
 	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/events"
+	"github.com/tenantprov/tenantprov/pkg/inventory"
 	"github.com/tenantprov/tenantprov/services/orchestrator/sealer"
 	"github.com/tenantprov/tenantprov/services/pg-agent/pgstore"
 	"github.com/tenantprov/tenantprov/services/redis-agent/redisstore"
@@ -640,7 +641,18 @@ func TestLifecycleEndToEnd(t *testing.T) {
 				t.Errorf("doctor after the purge: %+v", f)
 			}
 		}
-		t.Logf("doctor after the purge: exit %d, %d findings", code, len(r.Findings))
+		// The only finding expected is the role squatted by hand for
+		// rot-b's failed rotation: rotated, restored and resumed tenants
+		// are exactly what the registry says.
+		for _, f := range r.Findings {
+			t.Logf("doctor finding: %s %s %s %s %s %s", f.Category, f.TenantID, f.Store, f.Kind, f.Name, f.Detail)
+			if f.TenantID != "rot-b" || f.Store != events.StorePostgres || f.Category != inventory.Foreign {
+				t.Errorf("doctor after the lifecycle: unexpected finding %s %s %s %s %s", f.Category, f.TenantID, f.Store, f.Kind, f.Name)
+			}
+		}
+		if code != 0 || !r.OK {
+			t.Errorf("doctor after the lifecycle: exit %d, ok %v (something is wrong):\n%s", code, r.OK, out)
+		}
 		if r.Tenants == 0 {
 			t.Errorf("doctor saw no tenant:\n%s", out)
 		}
