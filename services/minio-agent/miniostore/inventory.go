@@ -20,8 +20,10 @@ var _ agent.Inventorier = (*Store)(nil)
 // marker). Ownership follows owner.go: a bucket is ours when the record
 // names it by its creation time (or, unstamped, when bucketOurs vouches for
 // it as Provision would) — never by its tags; a user or policy is ours when
-// the tenant's system record exists. Service accounts and temporary keys
-// are never created by tenantprov, so they are never ours.
+// the tenant's system record exists. A service account is ours only when
+// it is a rotated credential: under the tenant's user, its access key listed
+// in the tenant's system record; other service accounts and temporary keys
+// are never ours.
 func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.InventoryResponse, error) {
 	var resp agent.InventoryResponse
 	recs := map[events.TenantID]*record{}
@@ -109,9 +111,10 @@ func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.
 		resp.Items = append(resp.Items, it)
 	}
 
-	// Service accounts and temporary keys: tenantprov creates none. Listed
-	// are those with a tenant's name (a squatted access key) and those
-	// whose parent is a tenant user.
+	// Service accounts and temporary keys: tenantprov creates only the
+	// rotated credentials its records list. Listed are those with a
+	// tenant's name (a squatted access key) and those whose parent is a
+	// tenant user.
 	var accessKeys map[string]madmin.ListAccessKeysResp
 	if err := s.call(ctx, "user.list_access_keys", func(ctx context.Context) (err error) {
 		accessKeys, err = s.admin.ListAccessKeysBulk(ctx, nil, madmin.ListAccessKeysOpts{ListType: madmin.AccessKeyListAll, All: true})
@@ -130,7 +133,14 @@ func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.
 			default:
 				continue
 			}
-			resp.Items = append(resp.Items, events.InventoryItem{Kind: events.KindServiceAccount, Name: sa.AccessKey, TenantID: tenant})
+			it := events.InventoryItem{Kind: events.KindServiceAccount, Name: sa.AccessKey, TenantID: tenant}
+			// A rotated credential (lifecycle.go) is ours: a service
+			// account of the tenant's own user whose access key the
+			// tenant's system record lists.
+			if id, err := events.ParseTenantID(tenant); err == nil && parent == id.MinIOUser() && recs[id].recordedKeys()[sa.AccessKey] {
+				it.Ours, it.Generation = true, recs[id].Generation
+			}
+			resp.Items = append(resp.Items, it)
 		}
 	}
 

@@ -25,7 +25,8 @@ func TestInventory(t *testing.T) {
 // TestInventoryTrustsOnlyTheRecord: a look-alike bucket carrying
 // tenantprov's tags (anyone with PutBucketTagging can write them) is not
 // ours; a service account squatting a tenant's access key name, and one a
-// tenant user made for itself, are listed and never ours.
+// tenant user made for itself, are listed and never ours; a rotated
+// credential (a service account the tenant's record lists) is ours.
 func TestInventoryTrustsOnlyTheRecord(t *testing.T) {
 	e := newEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -57,6 +58,15 @@ func TestInventoryTrustsOnlyTheRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	pw2, err := secret.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.store.Rotate(ctx, agent.RotateRequest{Tenant: owner, Generation: 3, CurrentVersion: 1, Version: 2, Password: pw2}); err != nil {
+		t.Fatal(err)
+	}
+	rotated := rotationKey(owner, 3, 2)
+
 	resp, err := e.store.Inventory(ctx, agent.InventoryRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -74,13 +84,14 @@ func TestInventoryTrustsOnlyTheRecord(t *testing.T) {
 		{"service_account owner-spare-key", "inv-owner", false},
 		{"bucket tenant-inv-owner", "inv-owner", true},
 		{"iam_user tenant-inv-owner", "inv-owner", true},
+		{"service_account " + rotated, "inv-owner", true}, // a rotated credential
 	} {
 		it, ok := found[want.key]
 		if !ok {
 			t.Errorf("%s is not in the inventory (%d items)", want.key, len(resp.Items))
 			continue
 		}
-		if it.Ours != want.ours || it.TenantID != want.tenant {
+		if it.Ours != want.ours || it.TenantID != want.tenant || (it.Ours && it.Generation != 3) {
 			t.Errorf("%s: ours %v tenant %q, want ours %v tenant %q", want.key, it.Ours, it.TenantID, want.ours, want.tenant)
 		}
 	}

@@ -490,6 +490,19 @@ func (t *step) lifecycleSealFailed(reason string) {
 // retirement of the credentials it replaced.
 func (t *step) rotationSettled() {
 	rec, op := t.rec, t.rec.Lifecycle
+	// A store given up at the deadline may hold the new credential all the
+	// same (its agent made it, then died or answered late): nobody has its
+	// secret, but it logs in. It is retired with the rotated stores,
+	// keeping its current version.
+	retire := slices.Clone(op.Rotated)
+	for _, store := range events.Stores() {
+		if st := rec.Stores[store]; op.Failed[store] != "" && st != nil && st.Step != nil && st.Step.Action == events.ActionRotate && st.Step.Reason == events.ReasonExpired {
+			retire = append(retire, store)
+		}
+	}
+	if op.Kind == events.LifecycleRotate && op.GraceSeconds > 0 && len(op.Rotated) == 0 && len(retire) > 0 {
+		rec.Scheduled = &events.ScheduledStep{Kind: events.LifecycleRetire, DueAt: t.now.Add(time.Duration(op.GraceSeconds) * time.Second), Stores: retire, Op: op.ID}
+	}
 	if len(op.Rotated) > 0 {
 		versions := map[string]any{}
 		for _, store := range op.Rotated {
@@ -499,7 +512,7 @@ func (t *step) rotationSettled() {
 		details := map[string]any{"stores": versions, "grace_seconds": op.GraceSeconds, "operation": op.Kind}
 		if op.Kind == events.LifecycleRotate && op.GraceSeconds > 0 {
 			due := t.now.Add(time.Duration(op.GraceSeconds) * time.Second)
-			rec.Scheduled = &events.ScheduledStep{Kind: events.LifecycleRetire, DueAt: due, Stores: op.Rotated, Op: op.ID}
+			rec.Scheduled = &events.ScheduledStep{Kind: events.LifecycleRetire, DueAt: due, Stores: retire, Op: op.ID}
 			details["retire_at"] = due
 		}
 		if rec.Secrets != nil {
@@ -516,8 +529,9 @@ func (t *step) rotationSettled() {
 		t.audit(events.AuditCredentialsRotationFailed, store, op.ID, map[string]any{"reason": reason, "error": st.Step.Error,
 			"kept_credential_version": max(st.CredentialVersion, 1), "operation": op.Kind})
 	}
-	// The retire phase (grace 0, restore) revokes what this one replaced.
-	op.Retire = op.Rotated
+	// The retire phase (grace 0, restore) revokes what this one replaced,
+	// and whatever a store given up made.
+	op.Retire = retire
 }
 
 // retired audits a completed retire phase.

@@ -335,7 +335,13 @@ func TestLifecycleRotateOneStoreFailsStaysActive(t *testing.T) {
 			if v := rec.Stores[events.StorePostgres].CredentialVersion; v > 1 {
 				t.Errorf("postgres credential version %d", v)
 			}
-			if sc := rec.Scheduled; sc == nil || len(sc.Stores) != 3 || strings.Contains(fmt.Sprint(sc.Stores), "postgres") {
+			// A store given up at the deadline may hold a half-made new
+			// credential: its retire is scheduled with the others
+			// (keeping its current version). One that answered
+			// rotate_failed removed it itself.
+			if sc := rec.Scheduled; how == "deadline" && (sc == nil || len(sc.Stores) != 4) {
+				t.Errorf("scheduled %+v, want every store", sc)
+			} else if sc := rec.Scheduled; how != "deadline" && (sc == nil || len(sc.Stores) != 3 || strings.Contains(fmt.Sprint(sc.Stores), "postgres")) {
 				t.Errorf("scheduled %+v", sc)
 			}
 			// A late rotated of postgres after the rotation settled is
