@@ -83,7 +83,6 @@ func run(ctx context.Context) error {
 	var (
 		samples         []serialSample
 		serial, dserial []result
-		serialIDs       []string
 		provRecs        []*events.TenantRecord
 		deprovRecs      []*events.TenantRecord
 	)
@@ -107,7 +106,7 @@ func run(ctx context.Context) error {
 				return fmt.Errorf("serial deprovision: %w", err)
 			}
 			deprovRecs = append(deprovRecs, sys.records(ctx, []string{id})...)
-			serial, dserial, serialIDs = append(serial, r...), append(dserial, d...), append(serialIDs, id)
+			serial, dserial = append(serial, r...), append(dserial, d...)
 			progress("one tenant at a time: %d/%d, requested→active %s, deprovisioned %s", i+1, cfg.Serial, ms(r[0].took), ms(d[0].took))
 		}
 	}

@@ -79,15 +79,6 @@ func (s *storeSet) close() {
 	}
 }
 
-// storeWork is one store's own work for one tenant.
-type storeWork struct {
-	store           events.Store
-	provision       time.Duration
-	verify          time.Duration
-	deprovision     time.Duration
-	provisionFailed error
-}
-
 // provisionOne runs Provision then Verify of one store for tenant id, as
 // the agent does (a fresh password, generation 1), and checks the verdict.
 func provisionOne(ctx context.Context, st agent.Store, id events.TenantID) (time.Duration, time.Duration, error) {
