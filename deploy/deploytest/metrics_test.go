@@ -31,12 +31,8 @@ import (
 // the metric's meaning; the lead wires them in the services, then deletes
 // the name here (TestPendingMetricsStillPending fails as a reminder once a
 // service exports it).
-var pendingMetrics = map[string]string{
-	// gauge, label kind: tenants whose saga deadline has passed (orchestrator reconciler).
-	"tenantprov_orchestrator_sagas_past_deadline": "services/orchestrator",
-	// counter, label store: deprovision commands re-sent by the orchestrator.
-	"tenantprov_orchestrator_compensation_retries_total": "services/orchestrator",
-}
+// None today.
+var pendingMetrics = map[string]string{}
 
 // externalMetrics are names exported by something other than tenantprov.
 var externalMetrics = map[string]string{

@@ -34,6 +34,7 @@ func (s *Saga) policy() Policy {
 
 // observe logs and counts the state change from a to b.
 func (s *Saga) observe(ctx context.Context, a, b *events.TenantRecord) {
+	s.countRetries(a, b)
 	if b == nil || (a != nil && a.State == b.State && a.Generation == b.Generation) {
 		return
 	}
@@ -55,6 +56,23 @@ func (s *Saga) observe(ctx context.Context, a, b *events.TenantRecord) {
 		}
 	}
 	s.observeLifecycle(a, b)
+}
+
+// countRetries counts the compensation retries a write from a to b sent:
+// a deprovision command of the same generation and round with a higher
+// attempt (the first command of a round is not a retry). Counted after
+// the compare-and-set, so once whichever replica wrote it.
+func (s *Saga) countRetries(a, b *events.TenantRecord) {
+	if a == nil || b == nil || a.Generation != b.Generation {
+		return
+	}
+	for store, st := range b.Stores {
+		prev := a.Stores[store]
+		if prev == nil || st.State != events.StoreDeprovisioning || st.Attempt <= prev.Attempt || st.Round != prev.Round || prev.State != events.StoreDeprovisioning {
+			continue
+		}
+		s.metrics.compensationRetries.WithLabelValues(string(store)).Add(float64(st.Attempt - prev.Attempt))
+	}
 }
 
 func sagaKind(s events.TenantState) string {

@@ -12,6 +12,12 @@ type Metrics struct {
 	// candidates is the size of the reconciler's set: the records that
 	// may need it (in flight or unsettled), not all tenants.
 	candidates prometheus.Gauge
+	// pastDeadline is, per saga kind, how many tenants the reconciler's
+	// last pass found past their deadline (pastDeadline in reconcile.go).
+	pastDeadline *prometheus.GaugeVec
+	// compensationRetries counts deprovision commands re-sent because an
+	// earlier one of the same round was not confirmed in time.
+	compensationRetries *prometheus.CounterVec
 }
 
 // NewMetrics registers the saga's metrics with reg (nil: unregistered).
@@ -36,13 +42,21 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time from request to settled state.",
 			Buckets: prometheus.ExponentialBuckets(0.1, 2, 12),
 		}, []string{"kind"}),
+		pastDeadline: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tenantprov_orchestrator_sagas_past_deadline",
+			Help: "Tenants whose saga the reconciler's last pass found past its deadline, by kind: a provisioning past its (extended) deadline after the tick that should have extended or rolled it back, or a rollback, deprovisioning or lifecycle operation unchanged for longer than SAGA_MAX_TIMEOUT.",
+		}, []string{"kind"}),
+		compensationRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tenantprov_orchestrator_compensation_retries_total",
+			Help: "Deprovision commands re-sent to a store because an earlier one of the same compensation round was not confirmed in time, by store.",
+		}, []string{"store"}),
 		candidates: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "tenantprov_orchestrator_reconcile_candidates",
 			Help: "Registry records the reconciler looked at in its last pass (in flight or unsettled; settled tenants are not visited).",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sagas, m.rejected, m.resultsRejected, m.duration, m.candidates)
+		reg.MustRegister(m.sagas, m.rejected, m.resultsRejected, m.duration, m.candidates, m.pastDeadline, m.compensationRetries)
 	}
 	return m
 }

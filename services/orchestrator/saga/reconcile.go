@@ -67,18 +67,52 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 // has elapsed) and executes effects a replica left pending.
 func (s *Saga) reconcile(ctx context.Context, ids []string, progress *Progress) error {
 	var firstErr error
+	past := map[string]int{}
 	for _, k := range ids {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if err := s.reconcileOne(ctx, k, progress); err != nil {
+		rec, err := s.reconcileOne(ctx, k, progress)
+		if err != nil {
 			s.log.Warn("reconcile tenant", zap.String("tenant", k), zap.Error(err))
 			if firstErr == nil {
 				firstErr = err
 			}
 		}
+		if kind, ok := pastDeadline(rec, s.now(), s.policy()); ok {
+			past[kind]++
+		}
+	}
+	for _, kind := range deadlineKinds {
+		s.metrics.pastDeadline.WithLabelValues(kind).Set(float64(past[kind]))
 	}
 	return firstErr
+}
+
+// deadlineKinds are the kind label values of the past-deadline gauge.
+var deadlineKinds = []string{"provision", "rollback", "deprovision", "lifecycle"}
+
+// pastDeadline reports whether rec (as the reconciler left it, after its
+// tick) is past its saga's deadline, and the saga's kind: a provisioning
+// whose (extended) deadline passed although the tick should have extended
+// it or started the rollback, or a rollback, deprovisioning or lifecycle
+// operation that has not changed for longer than the hard cap
+// (SAGA_MAX_TIMEOUT): compensation retries with backoff and is never
+// abandoned, so such a tenant is stuck, not slow.
+func pastDeadline(rec *events.TenantRecord, now time.Time, p Policy) (string, bool) {
+	if rec == nil || !rec.State.InFlight() {
+		return "", false
+	}
+	stale := now.Sub(rec.UpdatedAt) > p.hardTimeout()
+	switch rec.State {
+	case events.TenantProvisioning:
+		return "provision", rec.Deadline != nil && now.After(*rec.Deadline)
+	case events.TenantRollingBack:
+		return "rollback", stale
+	case events.TenantDeprovisioning:
+		return "deprovision", stale
+	}
+	return "lifecycle", stale
 }
 
 // registryWatch follows the tenants bucket and keeps the IDs of records
@@ -209,19 +243,19 @@ func (s *Saga) settled(id string) {
 	s.book.drop(id)
 }
 
-func (s *Saga) reconcileOne(ctx context.Context, id string, progress *Progress) error {
+func (s *Saga) reconcileOne(ctx context.Context, id string, progress *Progress) (*events.TenantRecord, error) {
 	rec, d, changed, err := s.write(ctx, id, Event{Kind: EvTick, Progress: progress})
 	if err == nil && changed && d.Note != "" {
 		s.log.Info(d.Note, zap.String("tenant", id))
 	}
 	if err != nil || rec == nil || len(rec.Outbox) == 0 {
-		return err
+		return rec, err
 	}
 	if !changed && s.now().Sub(rec.UpdatedAt) < s.cfg.StuckAfter {
-		return nil // fresh effects: the handler that wrote them is executing them
+		return rec, nil // fresh effects: the handler that wrote them is executing them
 	}
 	// Left pending by a replica that died (or failed) after writing them.
-	return s.flush(ctx, rec)
+	return rec, s.flush(ctx, rec)
 }
 
 // unsettled reports whether a record may need the reconciler: a saga in
