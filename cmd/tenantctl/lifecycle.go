@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
@@ -139,43 +138,9 @@ A restore after the purge started is rejected.`,
 // lifecycleRequest publishes a lifecycle request and, with wait, follows
 // the record until the orchestrator handled it and the tenant is want.
 func (g *globals) lifecycleRequest(ctx context.Context, subject string, p events.Payload, id string, wait bool, want events.TenantState, rotate bool) error {
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
-	c, err := g.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer c.close()
-	rejected := make(chan *events.TenantOutcomeEvent, 1)
-	if wait {
-		sub, err := c.nc.Subscribe(events.SubjectTenantRejected, func(m *nats.Msg) {
-			if ev, err := events.DecodeTenantOutcomeEvent(m.Data); err == nil && ev.TenantID == id {
-				select {
-				case rejected <- ev:
-				default:
-				}
-			}
-		})
-		if err == nil {
-			defer sub.Unsubscribe()
-		}
-	}
-	data, err := events.Encode(p)
-	if err != nil {
-		return fail(exitUsage, "%v", err)
-	}
-	ack, err := c.js.Publish(ctx, subject, data)
-	if err != nil {
-		return fail(exitUnavailable, "publish %s: %v", subject, err)
-	}
-	if !wait {
-		if g.json {
-			return g.printJSON(map[string]any{"subject": subject, "tenant_id": id, "stream": ack.Stream, "sequence": ack.Sequence})
-		}
-		fmt.Fprintf(g.stdout, "requested: %s %s (stream %s seq %d); follow with `tenantctl status %s`\n", subject, id, ack.Stream, ack.Sequence, id)
-		return nil
-	}
-	return g.followLifecycle(ctx, c, id, subject, ack.Sequence, want, rotate, rejected)
+	return g.publishRequest(ctx, subject, p, id, wait, func(ctx context.Context, c *conn, seq uint64, rejected <-chan *events.TenantOutcomeEvent) error {
+		return g.followLifecycle(ctx, c, id, subject, seq, want, rotate, rejected)
+	})
 }
 
 // handled reports whether rec shows the request at stream sequence seq on

@@ -156,6 +156,17 @@ func requester() string {
 // request publishes a request and, with wait, follows the record until it
 // reaches want (or fails).
 func (g *globals) request(ctx context.Context, subject string, p events.Payload, id string, wait bool, want events.TenantState) error {
+	return g.publishRequest(ctx, subject, p, id, wait, func(ctx context.Context, c *conn, _ uint64, rejected <-chan *events.TenantOutcomeEvent) error {
+		return g.follow(ctx, c, id, want, rejected)
+	})
+}
+
+// publishRequest publishes request p for tenant id on subject. Without
+// wait it prints the acknowledgement; with wait it listens for the
+// request's rejection first and then hands over to follow, with the
+// request's stream sequence, until the command's timeout.
+func (g *globals) publishRequest(ctx context.Context, subject string, p events.Payload, id string, wait bool,
+	follow func(ctx context.Context, c *conn, seq uint64, rejected <-chan *events.TenantOutcomeEvent) error) error {
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	c, err := g.connect(ctx)
@@ -193,7 +204,7 @@ func (g *globals) request(ctx context.Context, subject string, p events.Payload,
 			return err
 		})
 	}
-	return g.follow(ctx, c, id, want, rejected)
+	return follow(ctx, c, ack.Sequence, rejected)
 }
 
 // requestAck is what provision and deprovision print without --wait.
