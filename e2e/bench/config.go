@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tenantprov/tenantprov/e2e/internal/envconf"
 )
 
 // config is one bench run; every size is an environment variable so that a
@@ -32,29 +34,8 @@ type config struct {
 }
 
 func loadConfig() (config, error) {
-	var errs []error
-	intVar := func(key string, def int) int {
-		v := os.Getenv(key)
-		if v == "" {
-			return def
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a non-negative integer", key, v))
-		}
-		return n
-	}
-	durVar := func(key string, def time.Duration) time.Duration {
-		v := os.Getenv(key)
-		if v == "" {
-			return def
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a positive duration", key, v))
-		}
-		return d
-	}
+	vars := &envconf.Reader{}
+	intVar, durVar := vars.Int, vars.Duration
 	c := config{Root: os.Getenv("BENCH_ROOT")}
 	if c.Root == "" {
 		c.Root, _ = os.Getwd()
@@ -76,7 +57,7 @@ func loadConfig() (config, error) {
 	for _, f := range strings.Split(bursts, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
-			errs = append(errs, fmt.Errorf("BENCH_BURSTS=%q: want sizes like 50,500", bursts))
+			vars.Errs = append(vars.Errs, fmt.Errorf("BENCH_BURSTS=%q: want sizes like 50,500", bursts))
 			break
 		}
 		c.Bursts = append(c.Bursts, n)
@@ -86,15 +67,15 @@ func loadConfig() (config, error) {
 		c.Prefix = "b" + strconv.FormatInt(time.Now().Unix()%100000, 36)
 	}
 	if len(c.Prefix) > 12 {
-		errs = append(errs, fmt.Errorf("BENCH_PREFIX=%q: at most 12 characters", c.Prefix))
+		vars.Errs = append(vars.Errs, fmt.Errorf("BENCH_PREFIX=%q: at most 12 characters", c.Prefix))
 	}
 	envFile := filepath.Join(c.Root, ".dev", "env")
 	env, err := readEnv(envFile)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("%w (run `make up` first)", err))
+		vars.Errs = append(vars.Errs, fmt.Errorf("%w (run `make up` first)", err))
 	}
 	c.Env = env
-	return c, errors.Join(errs...)
+	return c, errors.Join(vars.Errs...)
 }
 
 // readEnv sources the shell file in a clean bash and returns the

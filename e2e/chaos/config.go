@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tenantprov/tenantprov/e2e/internal/envconf"
 )
 
 // defaultTargets are the six services `make up` runs.
@@ -39,29 +41,8 @@ type config struct {
 }
 
 func loadConfig() (config, error) {
-	var errs []error
-	intVar := func(key string, def int) int {
-		v := os.Getenv(key)
-		if v == "" {
-			return def
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a non-negative integer", key, v))
-		}
-		return n
-	}
-	durVar := func(key string, def time.Duration) time.Duration {
-		v := os.Getenv(key)
-		if v == "" {
-			return def
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("%s=%q: want a positive duration", key, v))
-		}
-		return d
-	}
+	vars := &envconf.Reader{}
+	intVar, durVar := vars.Int, vars.Duration
 	c := config{Root: os.Getenv("CHAOS_ROOT")}
 	if c.Root == "" {
 		c.Root, _ = os.Getwd()
@@ -86,15 +67,15 @@ func loadConfig() (config, error) {
 	if v := os.Getenv("CHAOS_MAX_P99_RATIO"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f <= 0 {
-			errs = append(errs, fmt.Errorf("CHAOS_MAX_P99_RATIO=%q: want a positive number", v))
+			vars.Errs = append(vars.Errs, fmt.Errorf("CHAOS_MAX_P99_RATIO=%q: want a positive number", v))
 		}
 		c.MaxP99Ratio = f
 	}
 	if c.Deprovision > c.Tenants {
-		errs = append(errs, fmt.Errorf("CHAOS_DEPROVISION=%d exceeds CHAOS_TENANTS=%d", c.Deprovision, c.Tenants))
+		vars.Errs = append(vars.Errs, fmt.Errorf("CHAOS_DEPROVISION=%d exceeds CHAOS_TENANTS=%d", c.Deprovision, c.Tenants))
 	}
 	c.Prefix = fmt.Sprintf("chaos%d-", c.Seed)
-	if err := errors.Join(errs...); err != nil {
+	if err := errors.Join(vars.Errs...); err != nil {
 		return c, err
 	}
 	env, err := readEnv(filepath.Join(c.Root, ".dev", "env"))
