@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/minio/madmin-go/v3"
@@ -139,12 +141,18 @@ var errLeftInPlace = errors.New("still present after removal")
 func (s *Store) userKeys(ctx context.Context, t events.TenantID) ([]string, error) {
 	var keys []string
 	err := s.call(ctx, "user.list_keys", func(ctx context.Context) error {
-		m, err := s.admin.ListAccessKeysBulk(ctx, []string{t.MinIOUser()}, madmin.ListAccessKeysOpts{ListType: madmin.AccessKeyListAll})
+		r, listed, err := s.bulkKeys(ctx, t.MinIOUser())
 		if err != nil {
 			return err
 		}
-		for _, a := range m[t.MinIOUser()].STSKeys {
-			keys = append(keys, "sts:"+a.AccessKey)
+		if listed {
+			for _, a := range r.STSKeys {
+				keys = append(keys, "sts:"+a.AccessKey)
+			}
+			for _, a := range r.ServiceAccounts {
+				keys = append(keys, "svc:"+a.AccessKey)
+			}
+			return nil
 		}
 		// The bulk listing leaves a disabled user out (a suspended
 		// tenant, or a retry after the user was disabled):
@@ -303,4 +311,39 @@ func (s *Store) removeBucket(ctx context.Context, bucket string) error {
 		return fmt.Errorf("remove bucket %s: %w", bucket, err)
 	}
 	return nil
+}
+
+// bulkListChunk bounds the users of one bulk key listing (they travel in
+// the request's query string).
+const bulkListChunk = 100
+
+// readKeys lists the access keys of users (the fetch of s.keyReads): bulk
+// listings shared by every caller of the round. MinIO leaves a disabled or
+// unknown user out of the answer, and lists every other one, keys or not.
+func (s *Store) readKeys(ctx context.Context, users []string) (map[string]madmin.ListAccessKeysResp, error) {
+	out := map[string]madmin.ListAccessKeysResp{}
+	users = sortedKeys(users)
+	for chunk := range slices.Chunk(users, bulkListChunk) {
+		err := s.call(ctx, "iam.list_keys_bulk", func(ctx context.Context) error {
+			m, err := s.admin.ListAccessKeysBulk(ctx, chunk, madmin.ListAccessKeysOpts{ListType: madmin.AccessKeyListAll})
+			maps.Copy(out, m)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list access keys: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// bulkKeys returns user's service accounts and temporary keys from a
+// shared bulk listing that began after the call; listed is false when the
+// listing left the user out (disabled, or no such user).
+func (s *Store) bulkKeys(ctx context.Context, user string) (keys madmin.ListAccessKeysResp, listed bool, err error) {
+	m, err := s.keyReads.get(ctx, user, s.readKeys)
+	if err != nil {
+		return keys, false, err
+	}
+	keys, listed = m[user]
+	return keys, listed, nil
 }

@@ -272,24 +272,38 @@ func (o observed) bucketStamped() bool {
 }
 
 // bucketCreation returns the bucket's CreationDate and whether it exists.
+// Only the bucket listing tells a creation date, and its cost grows with
+// the number of buckets, so concurrent callers share a listing that began
+// after each of them asked (rounds.go).
 func (s *Store) bucketCreation(ctx context.Context, bucket string) (time.Time, bool, error) {
 	var (
 		created time.Time
 		exists  bool
 	)
-	err := s.call(ctx, "bucket.list_all", func(ctx context.Context) error {
-		bs, err := s.s3.ListBuckets(ctx)
-		for _, b := range bs {
-			if b.Name == bucket {
-				created, exists = b.CreationDate, true
-			}
-		}
+	err := s.call(ctx, "bucket.created", func(ctx context.Context) error {
+		all, err := s.bucketReads.get(ctx, struct{}{}, s.readBuckets)
+		created, exists = all[bucket]
 		return err
 	})
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("list buckets: %w", err)
 	}
 	return created, exists, nil
+}
+
+// readBuckets lists every bucket's creation date (the fetch of
+// s.bucketReads).
+func (s *Store) readBuckets(ctx context.Context, _ []struct{}) (map[string]time.Time, error) {
+	var out map[string]time.Time
+	err := s.call(ctx, "bucket.list_all", func(ctx context.Context) error {
+		bs, err := s.s3.ListBuckets(ctx)
+		out = make(map[string]time.Time, len(bs))
+		for _, b := range bs {
+			out[b.Name] = b.CreationDate
+		}
+		return err
+	})
+	return out, err
 }
 
 // bucketOurs reports whether the tenant's existing bucket is tenantprov's:

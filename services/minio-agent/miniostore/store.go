@@ -49,6 +49,11 @@ type Store struct {
 	// policies caches parsed canned policies for no_foreign_grants
 	// (grants.go).
 	policies policyCache
+	// grantReads, keyReads and bucketReads share the expensive reads
+	// among concurrent callers (rounds.go).
+	grantReads  rounds[struct{}, *grantSnapshot]
+	keyReads    rounds[string, map[string]madmin.ListAccessKeysResp]
+	bucketReads rounds[struct{}, map[string]time.Time]
 
 	initMu   sync.Mutex
 	initDone bool
