@@ -217,7 +217,25 @@ func (ix *observeIndex) apply(u registryUpdate) {
 			at = last.Add(ix.interval)
 		}
 		heap.Push(&ix.slots, slotItem{at: at, id: u.key, stay: entry.stay})
+		if len(ix.slots) > 2*len(ix.m)+1024 {
+			ix.compact()
+		}
 	}
+}
+
+// compact drops the slots of earlier stays, which tenants that keep
+// leaving and coming back (or no due popping them) would pile up: it runs
+// after more re-entries than tenants, so it costs O(1) a re-entry.
+func (ix *observeIndex) compact() {
+	kept := ix.slots[:0]
+	for _, it := range ix.slots {
+		if e, ok := ix.m[it.id]; ok && e.stay == it.stay {
+			kept = append(kept, it)
+		}
+	}
+	clear(ix.slots[len(kept):])
+	ix.slots = kept
+	heap.Init(&ix.slots)
 }
 
 // slotOffset is tenant's slot within interval: a hash of its ID, so that

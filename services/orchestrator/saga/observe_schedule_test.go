@@ -164,3 +164,29 @@ func TestObserveDueAsScan(t *testing.T) {
 		last = now
 	}
 }
+
+// TestObserveIndexCompacts: tenants that keep leaving and coming back, with
+// no tick taking their earlier slots, do not pile up slots: the heap stays
+// within a bound of the tenants indexed.
+func TestObserveIndexCompacts(t *testing.T) {
+	ix := newObserveIndex(time.Minute)
+	for i := range 100 {
+		ix.apply(observable(fmt.Sprintf("t%03d", i), events.TenantActive, 1, 1))
+	}
+	most := 0
+	for round := range 100 {
+		for i := range 100 {
+			id := fmt.Sprintf("t%03d", i)
+			ix.apply(observable(id, events.TenantDeprovisioning, 1, 1))
+			ix.apply(observable(id, events.TenantActive, uint64(round+2), 1))
+			most = max(most, ix.slots.Len())
+		}
+	}
+	if most > 2*100+1024+1 {
+		t.Fatalf("%d slots queued for 100 tenants after 10,000 re-entries", most)
+	}
+	got := ix.due(time.Time{}, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	if len(got) != 100 {
+		t.Fatalf("%d due after compaction, want every tenant (100)", len(got))
+	}
+}
