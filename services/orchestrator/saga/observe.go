@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -69,8 +70,10 @@ func (c *ObserveConfig) Validate() error {
 // Cost: the schedule is kept from a watch on the registry, in memory, as
 // one small entry per observable tenant (ID, generation, saga ID, the
 // stores provisioned and their credential versions; about 200 bytes, so
-// some 2 MB at 10,000 tenants). Each tick scans that index in memory; the
-// registry is never listed per tick.
+// some 2 MB at 10,000 tenants), fed by the process's one registry watch
+// (registryFeed), and a min-heap of each tenant's next slot: a tick pops
+// only the tenants whose slot came, O(due · log n); the registry is never
+// listed per tick, and the index never scanned.
 type Observer struct {
 	s     *Saga
 	cfg   ObserveConfig
@@ -80,7 +83,11 @@ type Observer struct {
 
 // NewObserver prepares an observer for s.
 func NewObserver(s *Saga, cfg ObserveConfig) *Observer {
-	return &Observer{s: s, cfg: cfg, index: &observeIndex{interval: cfg.ObserveInterval, m: map[string]observeEntry{}}, now: s.now}
+	o := &Observer{s: s, cfg: cfg, index: newObserveIndex(cfg.ObserveInterval), now: s.now}
+	if cfg.ObserveInterval > 0 {
+		s.feed.add(o.index)
+	}
+	return o
 }
 
 // Run schedules observations and sweeps orphans until ctx is cancelled.
@@ -98,14 +105,7 @@ func (o *Observer) Run(ctx context.Context) error {
 		if o.cfg.ObserveInterval <= 0 {
 			return
 		}
-		go func() {
-			for ctx.Err() == nil {
-				if err := o.index.run(ctx, o.s.reg); err != nil && ctx.Err() == nil {
-					o.s.log.Warn("registry watch (observation schedule) stopped; restarting", zap.Error(err))
-					time.Sleep(time.Second)
-				}
-			}
-		}()
+		o.s.feed.use(ctx)
 		o.schedule(ctx)
 	}()
 	go func() {
@@ -130,12 +130,49 @@ type observeEntry struct {
 	versions [4]int32
 	// offset is the tenant's slot within the interval.
 	offset time.Duration
+	// stay numbers the tenant's stay in the index: slots queued in an
+	// earlier stay (it left and came back) are skipped.
+	stay uint64
 }
 
+// observeIndex is the observation schedule: the observable tenants, and a
+// min-heap of each one's next slot.
 type observeIndex struct {
 	interval time.Duration
 	mu       sync.Mutex
 	m        map[string]observeEntry
+	slots    slotHeap
+	// mark is the now of the last due: slots up to it were looked at.
+	mark  time.Time
+	stays uint64
+	// popped counts slots taken from the heap (tests).
+	popped int
+}
+
+func newObserveIndex(interval time.Duration) *observeIndex {
+	return &observeIndex{interval: interval, m: map[string]observeEntry{}}
+}
+
+// slotItem is a tenant's next slot in the schedule's heap.
+type slotItem struct {
+	at   time.Time
+	id   string
+	stay uint64
+}
+
+// slotHeap is a min-heap of slots by time. Items of a tenant that left
+// the index stay in it and are skipped when popped.
+type slotHeap []slotItem
+
+func (h slotHeap) Len() int           { return len(h) }
+func (h slotHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h slotHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *slotHeap) Push(x any)        { *h = append(*h, x.(slotItem)) }
+func (h *slotHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
 }
 
 // entryOf returns the schedule entry of rec, or false if it is not to be
@@ -155,37 +192,50 @@ func entryOf(rec *events.TenantRecord) (observeEntry, bool) {
 	return e, has
 }
 
-func (ix *observeIndex) run(ctx context.Context, reg *Registry) error {
-	kw, err := reg.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch registry: %w", err)
-	}
-	defer func() { _ = kw.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-kw.Updates():
-			if !ok {
-				return errors.New("registry watch closed")
-			}
-			if e == nil {
-				continue
-			}
-			var rec *events.TenantRecord
-			if e.Operation() == jetstream.KeyValuePut {
-				rec, _ = events.DecodeTenantRecord(e.Value())
-			}
-			ix.mu.Lock()
-			if entry, ok := entryOf(rec); ok {
-				entry.offset = slotOffset(e.Key(), ix.interval)
-				ix.m[e.Key()] = entry
-			} else {
-				delete(ix.m, e.Key())
-			}
-			ix.mu.Unlock()
+// apply indexes one registry update: an observable tenant is kept (its
+// entry follows the record), any other is dropped. A tenant that enters
+// the index is queued at its first slot after the last due (before the
+// first due: at once, and that due decides).
+func (ix *observeIndex) apply(u registryUpdate) {
+	entry, ok := entryOf(u.rec)
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	old, had := ix.m[u.key]
+	switch {
+	case !ok:
+		delete(ix.m, u.key)
+	case had:
+		entry.offset, entry.stay = old.offset, old.stay
+		ix.m[u.key] = entry
+	default:
+		ix.stays++
+		entry.offset, entry.stay = slotOffset(u.key, ix.interval), ix.stays
+		ix.m[u.key] = entry
+		var at time.Time
+		if !ix.mark.IsZero() {
+			_, last := lastSlot(ix.mark, entry.offset, ix.interval)
+			at = last.Add(ix.interval)
+		}
+		heap.Push(&ix.slots, slotItem{at: at, id: u.key, stay: entry.stay})
+		if len(ix.slots) > 2*len(ix.m)+1024 {
+			ix.compact()
 		}
 	}
+}
+
+// compact drops the slots of earlier stays, which tenants that keep
+// leaving and coming back (or no due popping them) would pile up: it runs
+// after more re-entries than tenants, so it costs O(1) a re-entry.
+func (ix *observeIndex) compact() {
+	kept := ix.slots[:0]
+	for _, it := range ix.slots {
+		if e, ok := ix.m[it.id]; ok && e.stay == it.stay {
+			kept = append(kept, it)
+		}
+	}
+	clear(ix.slots[len(kept):])
+	ix.slots = kept
+	heap.Init(&ix.slots)
 }
 
 // slotOffset is tenant's slot within interval: a hash of its ID, so that
@@ -204,17 +254,27 @@ func lastSlot(now time.Time, offset, interval time.Duration) (int64, time.Time) 
 }
 
 // due returns the tenants whose slot fell in (after, now], with the slot
-// number, from the in-memory index.
+// number; after is the previous call's now. It pops only the slots that
+// came (and those of tenants that left), and queues each tenant's next
+// slot after now: a slot missed while no replica ran is not made up.
 func (ix *observeIndex) due(after, now time.Time) map[string]int64 {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	out := map[string]int64{}
-	for id, e := range ix.m {
+	for ix.slots.Len() > 0 && !ix.slots[0].at.After(now) {
+		it := heap.Pop(&ix.slots).(slotItem)
+		ix.popped++
+		e, ok := ix.m[it.id]
+		if !ok || e.stay != it.stay {
+			continue // left the index (perhaps to come back, queued anew)
+		}
 		n, at := lastSlot(now, e.offset, ix.interval)
 		if at.After(after) {
-			out[id] = n
+			out[it.id] = n
 		}
+		heap.Push(&ix.slots, slotItem{at: at.Add(ix.interval), id: it.id, stay: it.stay})
 	}
+	ix.mark = now
 	return out
 }
 

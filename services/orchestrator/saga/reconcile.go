@@ -3,12 +3,8 @@ package saga
 import (
 	"container/heap"
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"go.uber.org/zap"
 
@@ -17,12 +13,13 @@ import (
 
 // reconcileLoop re-drives the registry every ReconcileInterval until ctx is
 // cancelled. It is what makes the saga's timers survive restarts: deadlines
-// and retry times are in the records, and every replica looks at them. A
-// watch on the registry keeps the set of records worth a look, so a pass
-// costs reads only for tenants that are in flight or unsettled, not for
-// every tenant ever provisioned.
+// and retry times are in the records, and every replica looks at them. The
+// process's one watch on the registry (registryFeed) keeps the set of
+// records worth a look, so a pass costs reads only for tenants that are in
+// flight or unsettled, not for every tenant ever provisioned.
 func (s *Saga) reconcileLoop(ctx context.Context) {
-	watch := newRegistryWatch()
+	watch := s.watch
+	s.feed.use(ctx)
 	var beats *progressWatch
 	if nc := s.js.Conn(); nc != nil && s.policy().extends() {
 		w, err := watchProgress(nc, s.now)
@@ -33,14 +30,6 @@ func (s *Saga) reconcileLoop(ctx context.Context) {
 			defer w.stop()
 		}
 	}
-	go func() {
-		for ctx.Err() == nil {
-			if err := watch.run(ctx, s.reg, unsettled, s.settled); err != nil && ctx.Err() == nil {
-				s.log.Warn("registry watch stopped; restarting", zap.Error(err))
-				time.Sleep(time.Second)
-			}
-		}
-	}()
 	t := time.NewTicker(s.cfg.ReconcileInterval)
 	defer t.Stop()
 	for {
@@ -126,6 +115,11 @@ func pastDeadline(rec *events.TenantRecord, now time.Time, p Policy) (string, bo
 // scan of every tenant. A record stays a candidate from its due time until
 // a write clears or moves its schedule.
 type registryWatch struct {
+	// attention reports whether a record may need the reconciler;
+	// settled is called for a record that does not (or is deleted).
+	attention func(*events.TenantRecord) bool
+	settled   func(id string)
+
 	mu    sync.Mutex
 	ids   map[string]bool
 	sched map[string]time.Time // tenant -> due time of its scheduled step
@@ -133,8 +127,8 @@ type registryWatch struct {
 	due   map[string]bool // scheduled steps found due
 }
 
-func newRegistryWatch() *registryWatch {
-	return &registryWatch{ids: map[string]bool{}, sched: map[string]time.Time{}, due: map[string]bool{}}
+func newRegistryWatch(attention func(*events.TenantRecord) bool, settled func(id string)) *registryWatch {
+	return &registryWatch{attention: attention, settled: settled, ids: map[string]bool{}, sched: map[string]time.Time{}, due: map[string]bool{}}
 }
 
 // schedule records tenant id's scheduled step (nil: none).
@@ -168,47 +162,29 @@ func (h *dueHeap) Pop() any {
 	return e
 }
 
-func (w *registryWatch) run(ctx context.Context, reg *Registry, attention func(*events.TenantRecord) bool, settled func(id string)) error {
-	kw, err := reg.kv.WatchAll(ctx)
-	if err != nil {
-		return fmt.Errorf("watch registry: %w", err)
+// apply indexes one registry update.
+func (w *registryWatch) apply(u registryUpdate) {
+	w.mu.Lock()
+	forget := false
+	if u.err == nil && u.put() && w.attention(u.rec) {
+		w.ids[u.key] = true
+	} else if u.err == nil || !u.put() {
+		delete(w.ids, u.key) // settled, or deleted
+		forget = true
 	}
-	defer func() { _ = kw.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case e, ok := <-kw.Updates():
-			if !ok {
-				return errors.New("registry watch closed")
-			}
-			if e == nil {
-				continue // initial values delivered
-			}
-			w.mu.Lock()
-			rec, err := events.DecodeTenantRecord(e.Value())
-			forget := false
-			if err == nil && e.Operation() == jetstream.KeyValuePut && attention(rec) {
-				w.ids[e.Key()] = true
-			} else if err == nil || e.Operation() != jetstream.KeyValuePut {
-				delete(w.ids, e.Key()) // settled, or deleted
-				forget = true
-			}
-			// A settled record may still have a step scheduled (a
-			// rotation's retire, a retained tenant's purge).
-			switch {
-			case err == nil && e.Operation() == jetstream.KeyValuePut:
-				if at, ok := w.sched[e.Key()]; rec.Scheduled == nil || !ok || !at.Equal(rec.Scheduled.DueAt) {
-					w.schedule(e.Key(), rec.Scheduled)
-				}
-			case e.Operation() != jetstream.KeyValuePut:
-				w.schedule(e.Key(), nil)
-			}
-			w.mu.Unlock()
-			if forget {
-				settled(e.Key())
-			}
+	// A settled record may still have a step scheduled (a rotation's
+	// retire, a retained tenant's purge).
+	switch {
+	case u.err == nil && u.put():
+		if at, ok := w.sched[u.key]; u.rec.Scheduled == nil || !ok || !at.Equal(u.rec.Scheduled.DueAt) {
+			w.schedule(u.key, u.rec.Scheduled)
 		}
+	case !u.put():
+		w.schedule(u.key, nil)
+	}
+	w.mu.Unlock()
+	if forget {
+		w.settled(u.key)
 	}
 }
 

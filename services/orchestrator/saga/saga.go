@@ -51,7 +51,11 @@ type Saga struct {
 	metrics  *Metrics
 	plans    events.Plans
 	book     *timingBook
-	now      func() time.Time
+	// feed is the process's one watch on the registry; watch is the
+	// reconciler's index kept from it.
+	feed  *registryFeed
+	watch *registryWatch
+	now   func() time.Time
 	// crashAfterWrite makes this replica write registry records but
 	// execute none of their effects, as a replica that dies right after
 	// each compare-and-set would (tests only).
@@ -90,10 +94,14 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, log *zap.Logge
 	if m == nil {
 		m = newMetrics(nil)
 	}
-	return &Saga{
+	s := &Saga{
 		cfg: cfg, log: log, js: js, reg: &Registry{kv: kv}, secrets: obj, results: results,
 		identity: id, sealer: sl, metrics: m, plans: plans, book: newTimingBook(), now: func() time.Time { return time.Now().UTC() },
-	}, nil
+	}
+	s.feed = newRegistryFeed(s.reg, log)
+	s.watch = newRegistryWatch(unsettled, s.settled)
+	s.feed.add(s.watch)
+	return s, nil
 }
 
 // LoadIdentity reads the control-plane age identity from path. The error
