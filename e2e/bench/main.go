@@ -82,6 +82,7 @@ func run(ctx context.Context) error {
 	// same load from the rest of the machine.
 	var (
 		samples         []serialSample
+		fanOuts         []fanOutSample
 		serial, dserial []result
 		provRecs        []*events.TenantRecord
 		deprovRecs      []*events.TenantRecord
@@ -93,6 +94,11 @@ func run(ctx context.Context) error {
 				return fmt.Errorf("stores alone: %w", err)
 			}
 			samples = append(samples, smp)
+			fo, err := fanOutOne(ctx, set, events.TenantID(fmt.Sprintf("%s-sf%d", cfg.Prefix, i)))
+			if err != nil {
+				return fmt.Errorf("stores alone, at once: %w", err)
+			}
+			fanOuts = append(fanOuts, fo)
 		}
 		if i < cfg.Serial {
 			id := fmt.Sprintf("%s-s%d", cfg.Prefix, i)
@@ -111,9 +117,11 @@ func run(ctx context.Context) error {
 		}
 	}
 	alone.summarise(samples)
+	alone.summariseFanOut(fanOuts)
 	rep.serial, rep.serialDeprov = p50(tookOf(serial)), p50(tookOf(dserial))
 	rep.breakdownBefore, rep.deprovBreakdown = breakdown(provRecs), breakdown(deprovRecs)
-	progress("one tenant at a time: requested→active p50 %s (stores alone: slowest %s %s), deprovision p50 %s", ms(rep.serial), alone.slowest, ms(alone.slowestWork), ms(rep.serialDeprov))
+	progress("one tenant at a time: requested→active p50 %s (stores alone: slowest %s %s, the four at once %s), deprovision p50 %s",
+		ms(rep.serial), alone.slowest, ms(alone.slowestWork), ms(alone.fanOutWork), ms(rep.serialDeprov))
 
 	// Phase 2: the stores' own concurrent throughput (BENCH_CPUPROFILE=file
 	// profiles the store code here, the same code the agents run).

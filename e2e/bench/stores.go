@@ -123,6 +123,10 @@ type storeAlone struct {
 	slowest     events.Store  // by provision+verify
 	slowestWork time.Duration // its p50 provision+verify
 	slowestDep  time.Duration // the largest p50 deprovision
+	// The p50 wall time of one tenant's four stores called at once (as
+	// the saga fans out; the slowest store's work while the others run):
+	// provision+verify, and deprovision.
+	fanOutWork, fanOutDep time.Duration
 	// Tenants per minute with StoreConcurrency tenants at once, each
 	// tenant's four stores called at once (as the saga fans out).
 	provisionRate   float64
@@ -168,6 +172,52 @@ func serialOne(ctx context.Context, set *storeSet, id events.TenantID) (serialSa
 		out[st.Kind()] = [3]time.Duration{p, v, d}
 	}
 	return out, nil
+}
+
+// fanOutSample is one tenant's four stores called at once, as the saga
+// fans out: the wall time of provision+verify, and of deprovision.
+type fanOutSample struct{ work, deprov time.Duration }
+
+func fanOutOne(ctx context.Context, set *storeSet, id events.TenantID) (fanOutSample, error) {
+	all := func(fn func(agent.Store) error) (time.Duration, error) {
+		var (
+			wg   sync.WaitGroup
+			mu   sync.Mutex
+			errs []error
+		)
+		t0 := time.Now()
+		for _, st := range set.stores {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := fn(st); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		return time.Since(t0), errors.Join(errs...)
+	}
+	work, err := all(func(st agent.Store) error { _, _, err := provisionOne(ctx, st, id); return err })
+	if err != nil {
+		return fanOutSample{}, err
+	}
+	dep, err := all(func(st agent.Store) error { _, err := deprovisionOne(ctx, st, id); return err })
+	if err != nil {
+		return fanOutSample{}, err
+	}
+	return fanOutSample{work: work, deprov: dep}, nil
+}
+
+// summariseFanOut keeps the p50s of the fan-out samples.
+func (out *storeAlone) summariseFanOut(samples []fanOutSample) {
+	var work, dep []time.Duration
+	for _, s := range samples {
+		work, dep = append(work, s.work), append(dep, s.deprov)
+	}
+	out.fanOutWork, out.fanOutDep = p50(work), p50(dep)
 }
 
 // summarise turns the serial samples into p50s and picks the slowest

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"sort"
 	"sync"
 	"time"
 
@@ -28,6 +29,11 @@ type ObserveConfig struct {
 	// ObserveTimeout bounds one observation: the deadline of an observe
 	// command (an agent that gets it later answers expired, untouched).
 	ObserveTimeout time.Duration `env:"OBSERVE_TIMEOUT" envDefault:"2m"`
+	// ObserveMaxDefer is how long a periodic observation that fell due
+	// while sagas are in flight may wait for them (0: it never waits).
+	// Observations share the agents' work queues with provisioning: they
+	// yield to it, but never for longer than this.
+	ObserveMaxDefer time.Duration `env:"OBSERVE_MAX_DEFER" envDefault:"5m"`
 	// OrphanSweepInterval is how often the stores' inventories are
 	// compared with the registry for orphans (0: never).
 	OrphanSweepInterval time.Duration `env:"ORPHAN_SWEEP_INTERVAL" envDefault:"15m"`
@@ -49,6 +55,9 @@ func (c *ObserveConfig) Validate() error {
 	}
 	if c.ObserveTimeout <= 0 {
 		errs = append(errs, errors.New("OBSERVE_TIMEOUT: must be positive"))
+	}
+	if c.ObserveMaxDefer < 0 {
+		errs = append(errs, errors.New("OBSERVE_MAX_DEFER: must be >= 0 (0: observations never wait for sagas in flight)"))
 	}
 	if c.OrphanSweepInterval < 0 {
 		errs = append(errs, errors.New("ORPHAN_SWEEP_INTERVAL: must be >= 0 (0 turns the sweep off)"))
@@ -278,6 +287,13 @@ func (ix *observeIndex) due(after, now time.Time) map[string]int64 {
 	return out
 }
 
+// size is the number of observable tenants.
+func (ix *observeIndex) size() int {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	return len(ix.m)
+}
+
 func (ix *observeIndex) get(id string) (observeEntry, bool) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
@@ -294,6 +310,7 @@ func (o *Observer) schedule(ctx context.Context) {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	last := o.now()
+	var q observeQueue
 	for {
 		select {
 		case <-ctx.Done():
@@ -301,17 +318,78 @@ func (o *Observer) schedule(ctx context.Context) {
 		case <-t.C:
 		}
 		now := o.now()
-		for id, slot := range o.index.due(last, now) {
-			e, ok := o.index.get(id)
+		q.add(o.index.due(last, now), now)
+		busy := o.cfg.ObserveMaxDefer > 0 && o.s.watch.inFlight() > 0
+		// Twice the steady rate, so that a backlog left by a busy spell
+		// drains in about the time it took to build up, without filling
+		// the agents' queues ahead of the next saga's commands.
+		budget := max(1, int(2*float64(o.index.size())*float64(tick)/float64(interval)))
+		for _, d := range q.take(now, busy, o.cfg.ObserveMaxDefer, budget) {
+			e, ok := o.index.get(d.id)
 			if !ok {
 				continue
 			}
-			if err := o.sendObserve(ctx, id, e, fmt.Sprintf("s%d", slot), now); err != nil && ctx.Err() == nil {
-				o.s.log.Warn("observe command not sent; the next slot will", zap.String("tenant", id), zap.Error(err))
+			if err := o.sendObserve(ctx, d.id, e, fmt.Sprintf("s%d", d.slot), now); err != nil && ctx.Err() == nil {
+				o.s.log.Warn("observe command not sent; the next slot will", zap.String("tenant", d.id), zap.Error(err))
 			}
 		}
 		last = now
 	}
+}
+
+// observeQueue holds periodic observations that fell due, in the order
+// they did, until they are sent: at once when no saga is in flight (at a
+// bounded rate), or after waiting ObserveMaxDefer for the sagas in flight
+// to finish. A tenant is queued once, for its latest slot.
+type observeQueue struct {
+	order  []queuedObservation
+	queued map[string]int64 // tenant -> latest due slot
+}
+
+type queuedObservation struct {
+	id    string
+	slot  int64
+	since time.Time
+}
+
+func (q *observeQueue) add(due map[string]int64, now time.Time) {
+	if q.queued == nil {
+		q.queued = map[string]int64{}
+	}
+	ids := make([]string, 0, len(due))
+	for id := range due {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		if _, ok := q.queued[id]; !ok {
+			q.order = append(q.order, queuedObservation{id: id, since: now})
+		}
+		q.queued[id] = due[id]
+	}
+}
+
+// take removes and returns what is to be sent now: while busy, only what
+// has waited maxDefer; otherwise up to budget more, oldest first.
+func (q *observeQueue) take(now time.Time, busy bool, maxDefer time.Duration, budget int) []queuedObservation {
+	var out []queuedObservation
+	sent := 0
+	for len(q.order) > 0 {
+		d := q.order[0]
+		overdue := now.Sub(d.since) >= maxDefer
+		if !overdue && (busy || sent >= budget) {
+			break
+		}
+		q.order = q.order[1:]
+		d.slot = q.queued[d.id]
+		delete(q.queued, d.id)
+		out = append(out, d)
+		sent++
+	}
+	if len(q.order) == 0 {
+		q.order = nil // let the backing array go
+	}
+	return out
 }
 
 // sendObserve publishes observe to every store e is provisioned in. slot

@@ -188,6 +188,13 @@ func (w *registryWatch) apply(u registryUpdate) {
 	}
 }
 
+// inFlight is the number of unsettled records (sagas in flight).
+func (w *registryWatch) inFlight() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.ids)
+}
+
 // candidates are the records worth a look at now: unsettled ones, and
 // those whose scheduled step is due.
 func (w *registryWatch) candidates(now time.Time) []string {
