@@ -14,7 +14,9 @@ import (
 // field it filters by) in O(log n + matches); a scan of every point per
 // request made the stand-in's cost, and so the agents' measured cost,
 // grow with the number of tenants. keywordIndex narrows a filter's
-// candidates the way a payload index would; the filter itself is still
+// candidates the way a payload index would — on every top-level key: the
+// stand-in has no CreateFieldIndex, and the agent indexes every keyword
+// field it filters the system collection by. The filter itself is still
 // applied to every candidate, so which points match is unchanged.
 
 // keywordIndex maps a top-level payload key to each string value it holds
