@@ -137,7 +137,19 @@ func (s *collectionsService) List(ctx context.Context, _ *qdrant.ListCollections
 	start := time.Now()
 	acc := accessFrom(ctx)
 	s.st.mu.RLock()
-	names := slices.Sorted(maps.Keys(s.st.collections))
+	var names []string
+	if acc.global {
+		names = slices.Sorted(maps.Keys(s.st.collections))
+	} else {
+		// A token scoped to some collections sees only those: look them
+		// up rather than scan every collection.
+		for n := range acc.collections {
+			if _, ok := s.st.collections[n]; ok {
+				names = append(names, n)
+			}
+		}
+		slices.Sort(names)
+	}
 	s.st.mu.RUnlock()
 	resp := &qdrant.ListCollectionsResponse{}
 	for _, n := range names {

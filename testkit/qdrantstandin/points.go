@@ -98,7 +98,11 @@ func (s *pointsService) Upsert(_ context.Context, req *qdrant.UpsertPoints) (*qd
 			continue
 		}
 		p.version = op
+		if exists {
+			c.unindexed(old)
+		}
 		c.points[p.id] = p
+		c.indexed(p)
 	}
 	return updateResult(op, req.GetWait(), start), nil
 }
@@ -137,12 +141,16 @@ func (s *pointsService) Delete(_ context.Context, req *qdrant.DeletePoints) (*qd
 		return nil, err
 	}
 	for _, id := range ids {
-		delete(c.points, id)
+		if p, ok := c.points[id]; ok {
+			c.unindexed(p)
+			delete(c.points, id)
+		}
 	}
 	if filter != nil {
-		for id, p := range c.points {
+		for _, p := range c.candidates(req.GetPoints().GetFilter()) {
 			if filter(p) {
-				delete(c.points, id)
+				c.unindexed(p)
+				delete(c.points, p.id)
 			}
 		}
 	}
@@ -224,7 +232,7 @@ func (s *pointsService) Scroll(_ context.Context, req *qdrant.ScrollPoints) (*qd
 		return nil, err
 	}
 	resp := &qdrant.ScrollResponse{}
-	for _, p := range c.sortedPoints() {
+	for _, p := range c.candidates(req.GetFilter()) {
 		if (from != nil && p.id.compare(*from) < 0) || !filter(p) {
 			continue
 		}
@@ -255,7 +263,7 @@ func (s *pointsService) Count(_ context.Context, req *qdrant.CountPoints) (*qdra
 		return nil, err
 	}
 	var n uint64
-	for _, p := range c.points {
+	for _, p := range c.candidates(req.GetFilter()) {
 		if filter(p) {
 			n++
 		}
@@ -304,7 +312,7 @@ func (s *pointsService) run(q search) ([]*qdrant.ScoredPoint, error) {
 			return nil, err
 		}
 	}
-	for _, p := range c.sortedPoints() {
+	for _, p := range c.candidates(q.filter) {
 		if !filter(p) {
 			continue
 		}

@@ -235,7 +235,7 @@ func (st *state) valueExists(name string, matches []valueMatch) (collectionFound
 	if !ok {
 		return false, false
 	}
-	for _, p := range c.points {
+	for _, p := range c.valueCandidates(matches) {
 		if matchesAll(p, matches) {
 			return true, true
 		}

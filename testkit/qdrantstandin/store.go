@@ -116,6 +116,8 @@ type collection struct {
 	onDisk   *bool
 	metadata map[string]*qdrant.Value
 	points   map[pointKey]*point
+	// keywords indexes the points' keyword values (index.go).
+	keywords keywordIndex
 	// strict is the strict-mode configuration (strict.go); nil: none.
 	strict *qdrant.StrictModeConfig
 }

@@ -123,7 +123,11 @@ func (s *Store) ensureSystem(ctx context.Context) error {
 	if err != nil {
 		return s.adminErr(fmt.Errorf("read collection %s: %w", events.QdrantSystemCollection, err))
 	}
-	for _, field := range []string{keyTokenID, keyTenant, keyKind, keyCollection} {
+	// suspended_token_id too: readSystem (every Verify and Observe) and the
+	// revocations filter by it in a should clause, and one unindexed
+	// should condition makes Qdrant scan the whole collection — a cost
+	// that grows with the number of tenants.
+	for _, field := range []string{keyTokenID, keyTenant, keyKind, keyCollection, keySuspendedTokenID} {
 		if _, ok := info.GetPayloadSchema()[field]; ok {
 			continue
 		}

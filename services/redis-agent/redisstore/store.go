@@ -62,6 +62,13 @@ type Store struct {
 	cfg   Config
 	admin *redis.Client
 	now   func() time.Time
+
+	// aclRounds shares the inward check's ACL reads (inward.go); aclParsed
+	// is the latest read's lines, parsed, touched only inside a round.
+	aclRounds rounds[*aclSnapshot]
+	aclParsed map[string]*aclEntry
+	// saveRounds shares ACL SAVEs (saveACL).
+	saveRounds rounds[struct{}]
 }
 
 var _ agent.Store = (*Store)(nil)
@@ -184,12 +191,23 @@ func (s *Store) userExists(ctx context.Context, user string) (bool, error) {
 // saveACL persists the server's ACL users with ACL SAVE. It returns
 // ErrNoACLFile when the server has no aclfile, and a permanent error
 // matching NOPERM when the admin user may not save.
+//
+// ACL SAVE rewrites (and fsyncs) the whole aclfile, every tenant's user,
+// so its cost grows with the number of tenants. Concurrent callers share
+// one save (rounds.go) that began after each of them asked, which persists
+// every change each of them made before asking, as a save of its own would.
 func (s *Store) saveACL(ctx context.Context) error {
+	_, err := s.saveRounds.get(ctx, s.saveACLNow)
+	return err
+}
+
+// saveACLNow runs one ACL SAVE (see saveACL).
+func (s *Store) saveACLNow(ctx context.Context) (struct{}, error) {
 	err := s.admin.Do(ctx, "ACL", "SAVE").Err()
 	if err != nil && isRedisReply(err) && strings.Contains(err.Error(), "not configured to use an ACL file") {
-		return ErrNoACLFile
+		return struct{}{}, ErrNoACLFile
 	}
-	return storeError("acl save", err)
+	return struct{}{}, storeError("acl save", err)
 }
 
 // tenantOf checks that the request's tenant is a valid ID; a TenantID can be

@@ -250,76 +250,6 @@ func (s *Store) checkScripting(ctx context.Context, tenant *redis.Client) (event
 	return check, nil
 }
 
-// checkInward reads every ACL user (ACL LIST, as the admin) and fails for
-// each one outside the tenant, the admin and the trusted users whose key or
-// channel patterns could reach the tenant's prefix, and for a default user
-// that is on with any pattern. Details name users and patterns, never the
-// password hashes ACL LIST also shows.
-func (s *Store) checkInward(ctx context.Context, id events.TenantID) (events.Check, error) {
-	check := events.Check{Name: CheckInwardIsolation}
-	lines, err := s.admin.Do(ctx, "ACL", "LIST").StringSlice()
-	if err != nil {
-		return check, storeError("verify "+CheckInwardIsolation+": acl list", err)
-	}
-	exempt := map[string]bool{s.cfg.adminUser(): true, id.RedisUser(): true}
-	for _, u := range s.cfg.TrustedUsers {
-		exempt[strings.TrimSpace(u)] = true
-	}
-	var failures []string
-	// Users by the shape of their command rules: whether a user may run a
-	// command without key or channel arguments depends on nothing else, so
-	// one ACL DRYRUN per shape answers for every user of it (thousands of
-	// tenant users share one).
-	shapes := map[string][]string{}
-	var order []string
-	for _, line := range lines {
-		fields := strings.Fields(line)
-		if len(fields) < 2 || fields[0] != "user" {
-			failures = append(failures, fmt.Sprintf("an ACL LIST line this check cannot read (%d fields)", len(fields)))
-			continue
-		}
-		name, rules := fields[1], fields[2:]
-		if exempt[name] {
-			continue
-		}
-		keys, channels := aclPatterns(rules)
-		for _, k := range keys {
-			if globReaches(k, id.RedisKeyPrefix()) {
-				failures = append(failures, fmt.Sprintf("user %s has key pattern %q", name, k))
-			}
-		}
-		for _, c := range channels {
-			if globReaches(c, id.RedisChannelPrefix()) {
-				failures = append(failures, fmt.Sprintf("user %s has channel pattern %q", name, c))
-			}
-		}
-		if name == "default" && len(keys)+len(channels) > 0 && slices.Contains(rules, "on") {
-			failures = append(failures, "user default is on and has key or channel patterns")
-		}
-		shape := commandShape(rules)
-		if _, ok := shapes[shape]; !ok {
-			order = append(order, shape)
-		}
-		shapes[shape] = append(shapes[shape], name)
-	}
-	groups := make([][]string, 0, len(order))
-	for _, shape := range order {
-		groups = append(groups, shapes[shape])
-	}
-	more, err := s.serverWideReach(ctx, groups)
-	if err != nil {
-		return check, err
-	}
-	failures = append(failures, more...)
-	if len(failures) > 0 {
-		check.Detail = "reachable by others: " + strings.Join(failures, "; ")
-		return check, nil
-	}
-	check.Passed = true
-	check.Detail = fmt.Sprintf("%d ACL users checked: none but %s and the admin reaches %s", len(lines), id.RedisUser(), id.RedisKeyPrefix())
-	return check, nil
-}
-
 // serverWideCommands reach every key or channel without a key or channel
 // pattern: they read all of them (MONITOR streams every command with its
 // values; KEYS, SCAN, RANDOMKEY, CLIENT TRACKING BCAST, PUBSUB reveal
@@ -361,11 +291,11 @@ func commandShape(rules []string) string {
 
 // serverWideReach asks Redis (ACL DRYRUN, which checks and never runs)
 // whether the first user of each group may run a serverWideCommands entry;
-// it returns one failure per group that may, naming its users and what
-// they may run. A command the server does not have (rename-command … "")
-// reaches nothing; when a group's first user was deleted meanwhile, the
-// group's next user is asked instead.
-func (s *Store) serverWideReach(ctx context.Context, groups [][]string) ([]string, error) {
+// it returns each group that may, with what its users may run. A command
+// the server does not have (rename-command … "") reaches nothing; when a
+// group's first user was deleted meanwhile, the group's next user is asked
+// instead (and the group returned is the rest of it).
+func (s *Store) serverWideReach(ctx context.Context, groups [][]string) ([]shapeGroup, error) {
 	if len(groups) == 0 {
 		return nil, nil
 	}
@@ -380,7 +310,7 @@ func (s *Store) serverWideReach(ctx context.Context, groups [][]string) ([]strin
 	if _, err := pipe.Exec(ctx); err != nil && !isRedisReply(err) {
 		return nil, storeError("verify "+CheckInwardIsolation+": acl dryrun", err)
 	}
-	var failures []string
+	var reaching []shapeGroup
 	var retry [][]string
 	for i, g := range groups {
 		u := g[0]
@@ -410,11 +340,11 @@ func (s *Store) serverWideReach(ctx context.Context, groups [][]string) ([]strin
 			continue
 		}
 		if len(allowed) > 0 {
-			failures = append(failures, fmt.Sprintf("user %s may run %s", nameList(g), strings.Join(allowed, ", ")))
+			reaching = append(reaching, shapeGroup{users: g, allowed: allowed})
 		}
 	}
 	more, err := s.serverWideReach(ctx, retry)
-	return append(failures, more...), err
+	return append(reaching, more...), err
 }
 
 // nameList joins up to five names, and says how many more there are.
