@@ -340,7 +340,7 @@ func (s *Store) readKeys(ctx context.Context, users []string) (map[string]madmin
 // shared bulk listing that began after the call; listed is false when the
 // listing left the user out (disabled, or no such user).
 func (s *Store) bulkKeys(ctx context.Context, user string) (keys madmin.ListAccessKeysResp, listed bool, err error) {
-	m, err := s.keyReads.get(ctx, user, s.readKeys)
+	m, err := s.keyReads.Get(ctx, user, s.readKeys)
 	if err != nil {
 		return keys, false, err
 	}

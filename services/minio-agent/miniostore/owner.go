@@ -273,15 +273,26 @@ func (o observed) bucketStamped() bool {
 
 // bucketCreation returns the bucket's CreationDate and whether it exists.
 // Only the bucket listing tells a creation date, and its cost grows with
-// the number of buckets, so concurrent callers share a listing that began
-// after each of them asked (rounds.go).
+// the number of buckets: a bucket that is absent (HEAD, the usual case
+// before a Provision and after a Deprovision) needs none, and concurrent
+// callers share a listing that began after each of them asked (rounds.go).
 func (s *Store) bucketCreation(ctx context.Context, bucket string) (time.Time, bool, error) {
 	var (
 		created time.Time
 		exists  bool
 	)
-	err := s.call(ctx, "bucket.created", func(ctx context.Context) error {
-		all, err := s.bucketReads.get(ctx, struct{}{}, s.readBuckets)
+	err := s.call(ctx, "bucket.exists", func(ctx context.Context) (err error) {
+		exists, err = s.s3.BucketExists(ctx, bucket)
+		return err
+	})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("look for bucket %s: %w", bucket, err)
+	}
+	if !exists {
+		return time.Time{}, false, nil
+	}
+	err = s.call(ctx, "bucket.created", func(ctx context.Context) error {
+		all, err := s.bucketReads.Get(ctx, struct{}{}, s.readBuckets)
 		created, exists = all[bucket]
 		return err
 	})

@@ -1,12 +1,6 @@
 package miniostore
 
-import (
-	"context"
-	"fmt"
-	"slices"
-	"sync"
-	"time"
-)
+import "slices"
 
 // Why this file exists: three reads that Provision, Verify, Observe and
 // Deprovision need cost MinIO far more than the rest of a tenant's calls,
@@ -31,82 +25,9 @@ import (
 // reads cost MinIO a bounded rate whatever the number of tenants waiting,
 // instead of one read per tenant.
 
-// roundTimeout bounds one shared read (it runs for all its callers, so no
-// single caller's context governs it).
-const roundTimeout = 30 * time.Second
-
-// rounds coalesces one kind of read: fetch is called with the keys of every
-// caller of the round (deduplicated, sorted) and its result is handed to all
-// of them. The zero value is ready to use.
-type rounds[K comparable, V any] struct {
-	mu      sync.Mutex
-	next    *round[K, V]
-	running bool
-}
-
-type round[K comparable, V any] struct {
-	keys map[K]bool
-	done chan struct{}
-	val  V
-	err  error
-}
-
-// get waits for a round that starts after this call and returns its result.
-// All callers of one kind must pass the same fetch.
-func (r *rounds[K, V]) get(ctx context.Context, key K, fetch func(context.Context, []K) (V, error)) (V, error) {
-	r.mu.Lock()
-	if r.next == nil {
-		r.next = &round[K, V]{keys: map[K]bool{}, done: make(chan struct{})}
-	}
-	rd := r.next
-	rd.keys[key] = true
-	if !r.running {
-		r.running = true
-		go r.run(fetch)
-	}
-	r.mu.Unlock()
-	select {
-	case <-rd.done:
-		return rd.val, rd.err
-	case <-ctx.Done():
-		var zero V
-		return zero, ctx.Err()
-	}
-}
-
-// run runs rounds back to back while callers wait for one.
-func (r *rounds[K, V]) run(fetch func(context.Context, []K) (V, error)) {
-	for {
-		r.mu.Lock()
-		rd := r.next
-		r.next = nil
-		if rd == nil {
-			r.running = false
-			r.mu.Unlock()
-			return
-		}
-		r.mu.Unlock()
-		keys := make([]K, 0, len(rd.keys))
-		for k := range rd.keys {
-			keys = append(keys, k)
-		}
-		rd.val, rd.err = runRound(keys, fetch)
-		close(rd.done)
-	}
-}
-
-// runRound calls fetch with its own deadline, turning a panic into the
-// round's error so that no caller waits forever.
-func runRound[K comparable, V any](keys []K, fetch func(context.Context, []K) (V, error)) (v V, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("shared read panicked: %v", p)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), roundTimeout)
-	defer cancel()
-	return fetch(ctx, keys)
-}
+// The rounds are pkg/agent's Rounds, resting between rounds (Rest) so that
+// under steady demand the reads keep MinIO busy at most about half of the
+// time.
 
 // sortedKeys returns keys sorted, for fetches whose request lists them.
 func sortedKeys(keys []string) []string {

@@ -51,9 +51,9 @@ type Store struct {
 	policies policyCache
 	// grantReads, keyReads and bucketReads share the expensive reads
 	// among concurrent callers (rounds.go).
-	grantReads  rounds[struct{}, *grantSnapshot]
-	keyReads    rounds[string, map[string]madmin.ListAccessKeysResp]
-	bucketReads rounds[struct{}, map[string]time.Time]
+	grantReads  agent.Rounds[struct{}, *grantSnapshot]
+	keyReads    agent.Rounds[string, map[string]madmin.ListAccessKeysResp]
+	bucketReads agent.Rounds[struct{}, map[string]time.Time]
 
 	initMu   sync.Mutex
 	initDone bool
@@ -120,6 +120,7 @@ func New(cfg Config, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("minio admin client: %w", err)
 	}
 	s := &Store{cfg: cfg, admin: admin, s3: s3, transport: transport, concurrent: true, fastIAM: true}
+	s.grantReads.Rest, s.keyReads.Rest, s.bucketReads.Rest = true, true, true
 	for _, o := range opts {
 		o(s)
 	}

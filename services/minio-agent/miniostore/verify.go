@@ -400,7 +400,7 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 		own      []policyEntity
 	)
 	err := s.call(ctx, "verify.foreign_grants", func(ctx context.Context) error {
-		snap, err := s.grantReads.get(ctx, struct{}{}, s.readGrants)
+		snap, err := s.grantReads.Get(ctx, struct{}{}, s.readGrants)
 		if err != nil {
 			return err
 		}

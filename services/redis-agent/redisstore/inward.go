@@ -9,8 +9,22 @@ import (
 	"github.com/tenantprov/tenantprov/pkg/events"
 )
 
+// Why this file exists: inward_isolation (Verify and Observe) needs every
+// ACL user's patterns, and ACL LIST renders every user — with the long
+// command rules each tenant user has — on Redis's only command thread: its
+// cost grows with the number of tenants, and one per Verify made the
+// per-tenant cost grow with them too.
+//
+// Each caller's answer must be as fresh as a read of its own, or the check
+// would prove less than before. A round gives exactly that (pkg/agent's Rounds,
+// as in the MinIO agent): a caller joins the next round
+// that has not started yet, so the read it gets began after it asked, and
+// everyone who asked while a round was running shares the next one. At most
+// one round of a kind runs at a time, so under load Redis renders the ACL a
+// bounded number of times whatever the number of tenants waiting.
+
 // aclSnapshot is one read of every ACL user, shared by the inward checks of
-// a round (rounds.go): the users' patterns, parsed, and which command
+// a round: the users' patterns, parsed, and which command
 // shapes may run a serverWideCommands entry. Nothing in it depends on the
 // tenant being checked but for the exemptions every caller applies itself.
 type aclSnapshot struct {
@@ -107,7 +121,7 @@ func parseACLLine(line string) (e *aclEntry, ok bool) {
 // so one user per shape answers for every user of it (thousands of tenant
 // users share one). Only one round runs at a time, so the cache needs no
 // lock; it keeps exactly the lines of the latest read.
-func (s *Store) readACL(ctx context.Context) (*aclSnapshot, error) {
+func (s *Store) readACL(ctx context.Context, _ []struct{}) (*aclSnapshot, error) {
 	lines, err := s.admin.Do(ctx, "ACL", "LIST").StringSlice()
 	if err != nil {
 		return nil, storeError("verify "+CheckInwardIsolation+": acl list", err)
@@ -153,12 +167,12 @@ func (s *Store) readACL(ctx context.Context) (*aclSnapshot, error) {
 // the trusted users whose key or channel patterns could reach the tenant's
 // prefix or who may run a command reaching every key (serverWideCommands),
 // and for a default user that is on with any pattern. It reads the ACL in
-// a round shared with the other callers asking meanwhile (rounds.go): the
+// a round shared with the other callers asking meanwhile (agent.Rounds): the
 // read begins after this call. Details name users and patterns, never the
 // password hashes ACL LIST also shows.
 func (s *Store) checkInward(ctx context.Context, id events.TenantID) (events.Check, error) {
 	check := events.Check{Name: CheckInwardIsolation}
-	snap, err := s.aclRounds.get(ctx, s.readACL)
+	snap, err := s.aclRounds.Get(ctx, struct{}{}, s.readACL)
 	if err != nil {
 		return check, err
 	}

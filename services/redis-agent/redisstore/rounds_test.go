@@ -54,7 +54,7 @@ func TestConcurrentVerifiesShareFreshReads(t *testing.T) {
 	}
 	defer func() { close(stop); wg.Wait() }()
 
-	before := e.store.aclRounds.fetches()
+	before := e.store.aclRounds.Fetches()
 	for round := range 5 {
 		time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
 		if err := e.admin.Do(ctx, "ACL", "SETUSER", "intruder", "reset", "on", "nopass", "~"+a.RedisKeyPrefix()+"*", "+get").Err(); err != nil {
@@ -78,7 +78,7 @@ func TestConcurrentVerifiesShareFreshReads(t *testing.T) {
 			t.Fatalf("round %d: the intruder was deleted before Verify, yet: %+v", round, c)
 		}
 	}
-	reads := e.store.aclRounds.fetches() - before
+	reads := e.store.aclRounds.Fetches() - before
 	n := checks.Load() + 10
 	t.Logf("%d inward checks shared %d ACL reads", n, reads)
 	if int64(reads) >= n {
@@ -115,7 +115,7 @@ func TestConcurrentProvisionsShareSaves(t *testing.T) {
 			t.Errorf("%s is missing from the aclfile after its Provision returned", user)
 		}
 	}
-	saves := e.store.saveRounds.fetches()
+	saves := e.store.saveRounds.Fetches()
 	t.Logf("%d provisions, %d ACL SAVEs", n, saves)
 	if saves >= n {
 		t.Errorf("%d provisions made %d ACL SAVEs: none were shared", n, saves)

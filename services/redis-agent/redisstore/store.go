@@ -65,10 +65,10 @@ type Store struct {
 
 	// aclRounds shares the inward check's ACL reads (inward.go); aclParsed
 	// is the latest read's lines, parsed, touched only inside a round.
-	aclRounds rounds[*aclSnapshot]
+	aclRounds agent.Rounds[struct{}, *aclSnapshot]
 	aclParsed map[string]*aclEntry
 	// saveRounds shares ACL SAVEs (saveACL).
-	saveRounds rounds[struct{}]
+	saveRounds agent.Rounds[struct{}, struct{}]
 }
 
 var _ agent.Store = (*Store)(nil)
@@ -80,6 +80,7 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("redisstore: %w", err)
 	}
 	s := &Store{cfg: cfg, now: time.Now}
+	s.aclRounds.Rest = true // ACL LIST renders every user on Redis's only command thread
 	opts, err := s.options(cfg.AdminUser, cfg.AdminPassword)
 	if err != nil {
 		return nil, err
@@ -194,15 +195,15 @@ func (s *Store) userExists(ctx context.Context, user string) (bool, error) {
 //
 // ACL SAVE rewrites (and fsyncs) the whole aclfile, every tenant's user,
 // so its cost grows with the number of tenants. Concurrent callers share
-// one save (rounds.go) that began after each of them asked, which persists
+// one save (agent.Rounds) that began after each of them asked, which persists
 // every change each of them made before asking, as a save of its own would.
 func (s *Store) saveACL(ctx context.Context) error {
-	_, err := s.saveRounds.get(ctx, s.saveACLNow)
+	_, err := s.saveRounds.Get(ctx, struct{}{}, s.saveACLNow)
 	return err
 }
 
 // saveACLNow runs one ACL SAVE (see saveACL).
-func (s *Store) saveACLNow(ctx context.Context) (struct{}, error) {
+func (s *Store) saveACLNow(ctx context.Context, _ []struct{}) (struct{}, error) {
 	err := s.admin.Do(ctx, "ACL", "SAVE").Err()
 	if err != nil && isRedisReply(err) && strings.Contains(err.Error(), "not configured to use an ACL file") {
 		return struct{}{}, ErrNoACLFile

@@ -1,4 +1,4 @@
-package miniostore
+package agent
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // share one fetch.
 func TestRoundIsFresherThanTheCaller(t *testing.T) {
 	var (
-		r       rounds[int, map[int]int64]
+		r       Rounds[int, map[int]int64]
 		clock   atomic.Int64 // a logical clock: ticks on every ask and every fetch start
 		fetches atomic.Int32
 	)
@@ -39,7 +39,7 @@ func TestRoundIsFresherThanTheCaller(t *testing.T) {
 			defer wg.Done()
 			time.Sleep(time.Duration(i%20) * time.Millisecond)
 			asked := clock.Add(1)
-			got, err := r.get(context.Background(), i, fetch)
+			got, err := r.Get(context.Background(), i, fetch)
 			if err != nil {
 				errs <- err
 				return
@@ -67,18 +67,20 @@ func TestRoundIsFresherThanTheCaller(t *testing.T) {
 // TestRoundKeysAreTheWaitingCallers': the fetch is given the keys of the
 // callers it answers, each once, sorted by sortedKeys where it needs them.
 func TestRoundKeysAreTheWaitingCallers(t *testing.T) {
-	var r rounds[string, []string]
+	var r Rounds[string, []string]
 	release := make(chan struct{})
 	first := make(chan struct{})
 	var once sync.Once
 	fetch := func(_ context.Context, keys []string) ([]string, error) {
 		once.Do(func() { close(first) })
 		<-release
-		return sortedKeys(keys), nil
+		out := slices.Clone(keys)
+		slices.Sort(out)
+		return out, nil
 	}
 	// One caller starts a round and holds it; three more (one twice) wait
 	// for the next.
-	go func() { _, _ = r.get(context.Background(), "zero", fetch) }()
+	go func() { _, _ = r.Get(context.Background(), "zero", fetch) }()
 	<-first
 	var wg sync.WaitGroup
 	got := make([][]string, 4)
@@ -86,10 +88,10 @@ func TestRoundKeysAreTheWaitingCallers(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i], _ = r.get(context.Background(), k, fetch)
+			got[i], _ = r.Get(context.Background(), k, fetch)
 		}()
 	}
-	waitFor(t, func() bool {
+	waitForRound(t, func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		return r.next != nil && len(r.next.keys) == 3
@@ -107,26 +109,40 @@ func TestRoundKeysAreTheWaitingCallers(t *testing.T) {
 // round's callers (and only them); a caller whose context ends leaves
 // without stopping the round for the others.
 func TestRoundErrorsAndCancellation(t *testing.T) {
-	var r rounds[struct{}, int]
+	var (
+		r    Rounds[struct{}, int]
+		mode atomic.Int32
+	)
 	boom := errors.New("boom")
-	if _, err := r.get(context.Background(), struct{}{}, func(context.Context, []struct{}) (int, error) { return 0, boom }); !errors.Is(err, boom) {
+	fetch := func(context.Context, []struct{}) (int, error) {
+		switch mode.Load() {
+		case 0:
+			return 0, boom
+		case 1:
+			panic("bad")
+		}
+		return 7, nil
+	}
+	if _, err := r.Get(context.Background(), struct{}{}, fetch); !errors.Is(err, boom) {
 		t.Fatalf("a failed fetch gave %v, want its error", err)
 	}
-	_, err := r.get(context.Background(), struct{}{}, func(context.Context, []struct{}) (int, error) { panic("bad") })
-	if err == nil {
+	mode.Store(1)
+	if _, err := r.Get(context.Background(), struct{}{}, fetch); err == nil {
 		t.Fatal("a panicking fetch gave no error")
 	}
-	if v, err := r.get(context.Background(), struct{}{}, func(context.Context, []struct{}) (int, error) { return 7, nil }); err != nil || v != 7 {
+	mode.Store(2)
+	if v, err := r.Get(context.Background(), struct{}{}, fetch); err != nil || v != 7 {
 		t.Fatalf("after a failed round: %v, %v; want 7, nil", v, err)
 	}
 
+	var r2 Rounds[struct{}, int]
 	release := make(chan struct{})
 	slow := func(context.Context, []struct{}) (int, error) { <-release; return 9, nil }
 	ctx, cancel := context.WithCancel(context.Background())
 	left := make(chan error, 1)
-	go func() { _, err := r.get(ctx, struct{}{}, slow); left <- err }()
+	go func() { _, err := r2.Get(ctx, struct{}{}, slow); left <- err }()
 	stayed := make(chan int, 1)
-	go func() { v, _ := r.get(context.Background(), struct{}{}, slow); stayed <- v }()
+	go func() { v, _ := r2.Get(context.Background(), struct{}{}, slow); stayed <- v }()
 	cancel()
 	if err := <-left; !errors.Is(err, context.Canceled) {
 		t.Fatalf("a cancelled caller got %v, want context.Canceled", err)
@@ -137,7 +153,7 @@ func TestRoundErrorsAndCancellation(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitForRound(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -145,5 +161,44 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached in 10s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestRoundsRest: under steady demand a round does not follow the last one
+// at once: it waits as long as the last one took, so the reads take at most
+// about half of the time.
+func TestRoundsRest(t *testing.T) {
+	var (
+		r    = Rounds[int, int]{Rest: true}
+		mu   sync.Mutex
+		busy time.Duration
+	)
+	const took = 20 * time.Millisecond
+	fetch := func(context.Context, []int) (int, error) {
+		time.Sleep(took)
+		mu.Lock()
+		busy += took
+		mu.Unlock()
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				_, _ = r.Get(ctx, i, fetch)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	mu.Lock()
+	defer mu.Unlock()
+	if busy > elapsed*6/10 {
+		t.Fatalf("reads ran %v of %v under steady demand: want at most about half", busy, elapsed)
 	}
 }
