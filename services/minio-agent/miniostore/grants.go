@@ -7,7 +7,6 @@ import (
 	"sync"
 
 	"github.com/minio/madmin-go/v3"
-	"golang.org/x/sync/errgroup"
 )
 
 // Why this file exists: no_foreign_grants must look at every canned policy
@@ -100,20 +99,23 @@ func (s *Store) readGrants(ctx context.Context, _ []struct{}) (*grantSnapshot, e
 		res madmin.PolicyEntitiesResult
 	)
 	err := s.call(ctx, "iam.grant_snapshot", func(ctx context.Context) error {
-		g, ctx := errgroup.WithContext(ctx)
-		g.Go(func() (err error) {
-			if all, err = s.admin.ListCannedPolicies(ctx); err != nil {
-				return fmt.Errorf("list canned policies: %w", err)
-			}
-			return nil
-		})
-		g.Go(func() (err error) {
-			if res, err = s.admin.GetPolicyEntities(ctx, madmin.PolicyEntitiesQuery{}); err != nil {
-				return fmt.Errorf("policy attachments: %w", err)
-			}
-			return nil
-		})
-		return g.Wait()
+		return s.steps(ctx,
+			func(ctx context.Context) error {
+				return s.call(ctx, "iam.list_policies", func(ctx context.Context) (err error) {
+					if all, err = s.admin.ListCannedPolicies(ctx); err != nil {
+						return fmt.Errorf("list canned policies: %w", err)
+					}
+					return nil
+				})
+			},
+			func(ctx context.Context) error {
+				return s.call(ctx, "iam.policy_entities", func(ctx context.Context) (err error) {
+					if res, err = s.admin.GetPolicyEntities(ctx, madmin.PolicyEntitiesQuery{}); err != nil {
+						return fmt.Errorf("policy attachments: %w", err)
+					}
+					return nil
+				})
+			})
 	})
 	if err != nil {
 		return nil, err
