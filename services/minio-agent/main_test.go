@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +196,34 @@ func TestServiceEndToEnd(t *testing.T) {
 		}
 		if strings.Contains(wireText, s) {
 			t.Errorf("a NATS message contains the %s", what)
+		}
+	}
+}
+
+// TestMaxInFlightDefault: the MinIO agent runs 32 commands at once unless
+// AGENT_MAX_IN_FLIGHT says otherwise.
+func TestMaxInFlightDefault(t *testing.T) {
+	identity, _ := age.GenerateX25519Identity()
+	for _, tc := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{map[string]string{}, 32},
+		{map[string]string{"AGENT_MAX_IN_FLIGHT": "8"}, 8},
+	} {
+		environment := map[string]string{"CONTROL_PLANE_RECIPIENT": identity.Recipient().String(),
+			"MINIO_ENDPOINT": "minio:9000", "MINIO_ROOT_USER": "admin", "MINIO_ROOT_PASSWORD": "root-secret"}
+		maps.Copy(environment, tc.env)
+		cfg, err := config.LoadFrom(defaults(), environment)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg = withStoreDefaults(cfg, func(k string) (string, bool) { v, ok := environment[k]; return v, ok })
+		if cfg.Agent.MaxInFlight != tc.want {
+			t.Errorf("with %v: AGENT_MAX_IN_FLIGHT %d, want %d", tc.env, cfg.Agent.MaxInFlight, tc.want)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("with %v: %v", tc.env, err)
 		}
 	}
 }
