@@ -141,8 +141,13 @@ func run(ctx context.Context) error {
 		return err
 	}
 
-	// Phase 3: bursts, each deprovisioned in one burst after.
+	// Phase 3: bursts, each deprovisioned in one burst after, each next to
+	// a sample of the stores' own rates.
 	for bi, n := range cfg.Bursts {
+		sp, sd, err := storesRate(ctx, set, cfg, fmt.Sprintf("sb%d-", bi), progress)
+		if err != nil {
+			return fmt.Errorf("stores alone next to the burst of %d: %w", n, err)
+		}
 		ids := make([]string, n)
 		for i := range ids {
 			ids[i] = fmt.Sprintf("%s-b%d-%d", cfg.Prefix, bi, i)
@@ -152,6 +157,7 @@ func run(ctx context.Context) error {
 			return fmt.Errorf("burst of %d: %w", n, err)
 		}
 		b := burstOf(rs)
+		b.storesRate = sp
 		b.breakdown = breakdown(sys.records(ctx, ids))
 		progress("burst of %d: %.0f tenants/min, p50 %s", n, b.rate, ms(b.p50))
 		ds, err := sys.run(ctx, succeeded(rs), true)
@@ -159,6 +165,7 @@ func run(ctx context.Context) error {
 			return fmt.Errorf("deprovision burst of %d: %w", n, err)
 		}
 		b.deprov = burstOf(ds)
+		b.deprov.storesRate = sd
 		progress("burst of %d deprovisioned: %.0f tenants/min, p50 %s", n, b.deprov.rate, ms(b.deprov.p50))
 		rep.bursts = append(rep.bursts, b)
 	}
@@ -168,6 +175,15 @@ func run(ctx context.Context) error {
 	rep.rssStart = before.rssKB
 	var live [][]string
 	for bi := range cfg.FlatBursts {
+		// The stores' own rate next to the first and the last kept burst:
+		// how much of the growth is the stores' own.
+		if bi == 0 || bi == cfg.FlatBursts-1 {
+			sp, _, err := storesRate(ctx, set, cfg, fmt.Sprintf("sf%d-", bi), progress)
+			if err != nil {
+				return fmt.Errorf("stores alone next to kept burst %d: %w", bi+1, err)
+			}
+			rep.flatStores = append(rep.flatStores, sp)
+		}
 		ids := make([]string, cfg.FlatSize)
 		for i := range ids {
 			ids[i] = fmt.Sprintf("%s-f%d-%d", cfg.Prefix, bi, i)
@@ -230,6 +246,9 @@ type burst struct {
 	p50       time.Duration
 	breakdown map[string]time.Duration
 	deprov    *burst
+	// storesRate is the stores' own rate (tenants per minute, the same
+	// direction) measured just before the burst; 0: none.
+	storesRate float64
 }
 
 func burstOf(rs []result) *burst {

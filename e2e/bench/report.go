@@ -17,6 +17,9 @@ type report struct {
 	breakdownBefore, deprovBreakdown map[string]time.Duration
 	bursts                           []*burst
 	flat, flatDeprov                 []*burst
+	// flatStores are the stores' own provision rates measured next to the
+	// first and the last kept burst.
+	flatStores []float64
 
 	rssStart, rssLive, rssRecords, rssEnd int64
 	idleLive, idleRecords                 idle
@@ -53,11 +56,11 @@ func (r *report) print(w io.Writer) {
 	row("  against the four stores called at once", ms(r.serialDeprov), ms(a.fanOutDep),
 		ratio(float64(r.serialDeprov), float64(a.fanOutDep)), "≤ 1.25")
 	for _, b := range r.bursts {
-		row(fmt.Sprintf("burst of %d provisioned (tenants/min)", b.n), fmt.Sprintf("%.0f", b.rate), fmt.Sprintf("%.0f", a.provisionRate),
-			ratio(b.rate, a.provisionRate), "≥ 0.8")
+		row(fmt.Sprintf("burst of %d provisioned (tenants/min)", b.n), fmt.Sprintf("%.0f", b.rate), fmt.Sprintf("%.0f", b.storesRate),
+			ratio(b.rate, b.storesRate), "≥ 0.8 (stores alone measured just before)")
 		if b.deprov != nil {
-			row(fmt.Sprintf("burst of %d deprovisioned (tenants/min)", b.n), fmt.Sprintf("%.0f", b.deprov.rate), fmt.Sprintf("%.0f", a.deprovisionRate),
-				ratio(b.deprov.rate, a.deprovisionRate), "≥ 0.8")
+			row(fmt.Sprintf("burst of %d deprovisioned (tenants/min)", b.n), fmt.Sprintf("%.0f", b.deprov.rate), fmt.Sprintf("%.0f", b.deprov.storesRate),
+				ratio(b.deprov.rate, b.deprov.storesRate), "≥ 0.8")
 		}
 	}
 	if n := len(r.flat); n > 0 {
@@ -70,8 +73,18 @@ func (r *report) print(w io.Writer) {
 		for _, b := range r.flat {
 			total += b.rate
 		}
-		row(fmt.Sprintf("%d kept tenants, mean burst rate (tenants/min)", n*r.cfg.FlatSize), fmt.Sprintf("%.0f", total/float64(n)), fmt.Sprintf("%.0f", a.provisionRate),
-			ratio(total/float64(n), a.provisionRate), "≥ 0.8")
+		storesKept := a.provisionRate
+		if len(r.flatStores) == 2 {
+			storesKept = (r.flatStores[0] + r.flatStores[1]) / 2
+		}
+		row(fmt.Sprintf("%d kept tenants, mean burst rate (tenants/min)", n*r.cfg.FlatSize), fmt.Sprintf("%.0f", total/float64(n)), fmt.Sprintf("%.0f", storesKept),
+			ratio(total/float64(n), storesKept), "≥ 0.8 (stores alone: mean of the samples next to the first and last)")
+		if len(r.flatStores) == 2 && r.flatStores[0] > 0 {
+			row(fmt.Sprintf("stores alone next to kept burst %d / next to burst 1 (rate)", n), fmt.Sprintf("%.0f", r.flatStores[1]), fmt.Sprintf("%.0f", r.flatStores[0]),
+				ratio(r.flatStores[1], r.flatStores[0]), "(the stores' own flatness, for reference)")
+			row(fmt.Sprintf("kept burst %d / stores alone next to it (rate)", n), fmt.Sprintf("%.0f", last.rate), fmt.Sprintf("%.0f", r.flatStores[1]),
+				ratio(last.rate, r.flatStores[1]), "≥ 0.8")
+		}
 	}
 	if n := len(r.flatDeprov); n > 0 {
 		first, last := r.flatDeprov[0], r.flatDeprov[n-1]

@@ -240,26 +240,34 @@ func (out *storeAlone) summarise(samples []serialSample) {
 // measureConcurrent is the stores' own throughput: StoreTenants tenants,
 // StoreConcurrency at once, each tenant's four stores called at once.
 func measureConcurrent(ctx context.Context, set *storeSet, cfg config, out *storeAlone, progress func(string, ...any)) error {
+	var err error
+	out.provisionRate, out.deprovisionRate, err = storesRate(ctx, set, cfg, "sc", progress)
+	return err
+}
+
+// storesRate measures the stores' own provision and deprovision rates
+// (tenants per minute) with StoreTenants tenants named <prefix>-<tag><i>,
+// StoreConcurrency at once. The bench takes such a sample next to each
+// burst it compares with one: the machine's load changes within minutes.
+func storesRate(ctx context.Context, set *storeSet, cfg config, tag string, progress func(string, ...any)) (prov, deprov float64, err error) {
 	ids := make([]events.TenantID, cfg.StoreTenants)
 	for i := range ids {
-		ids[i] = events.TenantID(fmt.Sprintf("%s-sc%d", cfg.Prefix, i))
+		ids[i] = events.TenantID(fmt.Sprintf("%s-%s%d", cfg.Prefix, tag, i))
 	}
-	var err error
-	if out.provisionRate, err = concurrently(ctx, set, ids, cfg.StoreConcurrency, func(ctx context.Context, st agent.Store, id events.TenantID) error {
+	if prov, err = concurrently(ctx, set, ids, cfg.StoreConcurrency, func(ctx context.Context, st agent.Store, id events.TenantID) error {
 		_, _, err := provisionOne(ctx, st, id)
 		return err
 	}); err != nil {
-		return err
+		return 0, 0, err
 	}
-	progress("stores alone, %d tenants %d at once: %.0f tenants/min provisioned", len(ids), cfg.StoreConcurrency, out.provisionRate)
-	if out.deprovisionRate, err = concurrently(ctx, set, ids, cfg.StoreConcurrency, func(ctx context.Context, st agent.Store, id events.TenantID) error {
+	if deprov, err = concurrently(ctx, set, ids, cfg.StoreConcurrency, func(ctx context.Context, st agent.Store, id events.TenantID) error {
 		_, err := deprovisionOne(ctx, st, id)
 		return err
 	}); err != nil {
-		return err
+		return 0, 0, err
 	}
-	progress("stores alone, %d tenants %d at once: %.0f tenants/min deprovisioned", len(ids), cfg.StoreConcurrency, out.deprovisionRate)
-	return nil
+	progress("stores alone, %d tenants %d at once: %.0f tenants/min provisioned, %.0f deprovisioned", len(ids), cfg.StoreConcurrency, prov, deprov)
+	return prov, deprov, nil
 }
 
 // concurrently runs fn for every tenant and store, conc tenants at a time
