@@ -38,17 +38,6 @@ type cachedPolicy struct {
 	err bool
 }
 
-// policyGrants reports whether the canned policy name, whose document is
-// raw, allows any S3 action on the bucket named by arn; an unreadable
-// document counts as granting (unreadable is then true).
-func (s *Store) policyGrants(name string, raw []byte, arn string) (grants, unreadable bool) {
-	p := s.parsedPolicy(name, raw)
-	if p.err {
-		return true, true
-	}
-	return grantsBucket(p.doc, arn), false
-}
-
 // parsedPolicy returns the canned policy name, whose document is raw,
 // parsed (from the cache when raw is what was parsed last).
 func (s *Store) parsedPolicy(name string, raw []byte) cachedPolicy {
