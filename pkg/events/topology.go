@@ -159,33 +159,58 @@ func (t Topology) AuditAnchors() jetstream.KeyValueConfig {
 
 // Ensure creates or updates every stream, the KV buckets and the object
 // store. It is idempotent: every service calls it at start, and any number
-// of replicas may call it at once.
+// of replicas may call it at once. A refusal a cluster gives while it is
+// still forming or a node restarts (no peer for the placement yet,
+// JetStream briefly unavailable) is retried for up to ensureRetryFor.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	var errs []error
-	for _, cfg := range t.Streams() {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			errs = append(errs, fmt.Errorf("ensure stream %s: %w", cfg.Name, err))
+	ensure := func(what string, create func() error) {
+		if err := retryTransient(ctx, create); err != nil {
+			errs = append(errs, fmt.Errorf("ensure %s: %w", what, err))
 		}
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, t.KeyValue()); err != nil {
-		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVTenants, err))
+	for _, cfg := range t.Streams() {
+		ensure("stream "+cfg.Name, func() error { _, err := js.CreateOrUpdateStream(ctx, cfg); return err })
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, t.AgentLocks()); err != nil {
-		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVAgentLocks, err))
+	for _, cfg := range []jetstream.KeyValueConfig{t.KeyValue(), t.AgentLocks()} {
+		ensure("kv "+cfg.Bucket, func() error { _, err := js.CreateOrUpdateKeyValue(ctx, cfg); return err })
 	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, t.ObjectStore()); err != nil {
-		errs = append(errs, fmt.Errorf("ensure object store %s: %w", ObjectStoreSecrets, err))
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, t.AuditAnchors()); err != nil {
-		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVAuditAnchors, err))
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, t.Orphans()); err != nil {
-		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVOrphans, err))
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, t.DryRuns()); err != nil {
-		errs = append(errs, fmt.Errorf("ensure kv %s: %w", KVDryRuns, err))
+	ensure("object store "+ObjectStoreSecrets, func() error { _, err := js.CreateOrUpdateObjectStore(ctx, t.ObjectStore()); return err })
+	for _, cfg := range []jetstream.KeyValueConfig{t.AuditAnchors(), t.Orphans(), t.DryRuns()} {
+		ensure("kv "+cfg.Bucket, func() error { _, err := js.CreateOrUpdateKeyValue(ctx, cfg); return err })
 	}
 	return errors.Join(errs...)
+}
+
+// ensureRetryFor bounds how long Ensure retries a transient refusal.
+const ensureRetryFor = 15 * time.Second
+
+// Error codes of the JetStream API that a forming or recovering cluster
+// answers and that go away by themselves.
+const (
+	jsErrCodeNoSuitablePeers jetstream.ErrorCode = 10005 // "no suitable peers for placement"
+	jsErrCodeTempUnavailable jetstream.ErrorCode = 10008 // "JetStream system temporarily unavailable"
+)
+
+// retryTransient calls create until it succeeds, fails with an error that
+// is not transient, ctx ends, or ensureRetryFor has passed.
+func retryTransient(ctx context.Context, create func() error) error {
+	deadline := time.Now().Add(ensureRetryFor)
+	wait := 100 * time.Millisecond
+	for {
+		err := create()
+		var api *jetstream.APIError
+		transient := errors.As(err, &api) && (api.ErrorCode == jsErrCodeNoSuitablePeers || api.ErrorCode == jsErrCodeTempUnavailable)
+		if !transient || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // AgentConsumerConfig is the durable pull consumer shared by every replica
