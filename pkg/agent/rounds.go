@@ -48,10 +48,11 @@ type Rounds[K comparable, V any] struct {
 }
 
 type round[K comparable, V any] struct {
-	keys map[K]bool
-	done chan struct{}
-	val  V
-	err  error
+	keys    map[K]bool
+	waiters int // callers that joined (tests)
+	done    chan struct{}
+	val     V
+	err     error
 }
 
 // Get waits for a round that starts after this call and returns its result.
@@ -63,6 +64,7 @@ func (r *Rounds[K, V]) Get(ctx context.Context, key K, fetch func(context.Contex
 	}
 	rd := r.next
 	rd.keys[key] = true
+	rd.waiters++
 	if !r.running {
 		r.running = true
 		go r.run(fetch)

@@ -94,7 +94,7 @@ func TestRoundKeysAreTheWaitingCallers(t *testing.T) {
 	waitForRound(t, func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return r.next != nil && len(r.next.keys) == 3
+		return r.next != nil && r.next.waiters == 4
 	})
 	close(release)
 	wg.Wait()

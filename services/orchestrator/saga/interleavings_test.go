@@ -544,6 +544,7 @@ func TestClusterNodeLossDuringProvisioning(t *testing.T) {
 		h.waitSettled(fmt.Sprintf("loss-%d", i), events.TenantActive, 2*time.Minute)
 	}
 	leader.Restart(t)
+	h.cluster.WaitForMetaLeader(t) // the audit stream is read next
 	for i := range 2 * n {
 		id := fmt.Sprintf("loss-%d", i)
 		if got := len(h.audits(events.AuditTenantProvisioned, id)); got != 1 {
