@@ -75,7 +75,7 @@ func run(ctx context.Context) error {
 		}
 	}()
 	alone := newStoreAlone()
-	rep := &report{cfg: cfg, alone: alone}
+	rep := &report{cfg: cfg, alone: alone, serialProcs: cpuByProcess{}}
 
 	// Phase 1: one tenant at a time, the stores alone and the system
 	// interleaved (store tenant, system tenant, ...) so that both see the
@@ -84,6 +84,7 @@ func run(ctx context.Context) error {
 		samples         []serialSample
 		fanOuts         []fanOutSample
 		serial, dserial []result
+		serialCPU       []time.Duration
 		provRecs        []*events.TenantRecord
 		deprovRecs      []*events.TenantRecord
 	)
@@ -102,7 +103,10 @@ func run(ctx context.Context) error {
 		}
 		if i < cfg.Serial {
 			id := fmt.Sprintf("%s-s%d", cfg.Prefix, i)
-			r, err := sys.run(ctx, []string{id}, false)
+			var r []result
+			cpu, err := cpuOf(func() error {
+				return rep.serialProcs.measure(func() (err error) { r, err = sys.run(ctx, []string{id}, false); return err })
+			})
 			if err != nil {
 				return fmt.Errorf("serial: %w", err)
 			}
@@ -113,12 +117,13 @@ func run(ctx context.Context) error {
 			}
 			deprovRecs = append(deprovRecs, sys.records(ctx, []string{id})...)
 			serial, dserial = append(serial, r...), append(dserial, d...)
+			serialCPU = append(serialCPU, cpu)
 			progress("one tenant at a time: %d/%d, requested→active %s, deprovisioned %s", i+1, cfg.Serial, ms(r[0].took), ms(d[0].took))
 		}
 	}
 	alone.summarise(samples)
 	alone.summariseFanOut(fanOuts)
-	rep.serial, rep.serialDeprov = p50(tookOf(serial)), p50(tookOf(dserial))
+	rep.serial, rep.serialDeprov, rep.serialCPU = p50(tookOf(serial)), p50(tookOf(dserial)), p50(serialCPU)
 	rep.breakdownBefore, rep.deprovBreakdown = breakdown(provRecs), breakdown(deprovRecs)
 	progress("one tenant at a time: requested→active p50 %s (stores alone: slowest %s %s, the four at once %s), deprovision p50 %s",
 		ms(rep.serial), alone.slowest, ms(alone.slowestWork), ms(alone.fanOutWork), ms(rep.serialDeprov))

@@ -127,6 +127,11 @@ type storeAlone struct {
 	// the saga fans out; the slowest store's work while the others run):
 	// provision+verify, and deprovision.
 	fanOutWork, fanOutDep time.Duration
+	// The machine's CPU time (every process, summed over the cores)
+	// during one tenant's provision+verify: per store alone (p50), and
+	// with the four stores at once.
+	serialCPU map[events.Store]time.Duration
+	fanOutCPU time.Duration
 	// Tenants per minute with StoreConcurrency tenants at once, each
 	// tenant's four stores called at once (as the saga fans out).
 	provisionRate   float64
@@ -136,7 +141,7 @@ type storeAlone struct {
 // newStoreAlone is an empty store-alone result.
 func newStoreAlone() *storeAlone {
 	return &storeAlone{serial: map[events.Store]time.Duration{}, serialProv: map[events.Store]time.Duration{},
-		serialVer: map[events.Store]time.Duration{}, serialDepro: map[events.Store]time.Duration{}}
+		serialVer: map[events.Store]time.Duration{}, serialDepro: map[events.Store]time.Duration{}, serialCPU: map[events.Store]time.Duration{}}
 }
 
 // warmStores runs one tenant through every store: an agent's first call
@@ -155,13 +160,15 @@ func warmStores(ctx context.Context, set *storeSet, prefix string) error {
 }
 
 // serialSample is one tenant's own work in each store, one store after
-// another: provision, verify, deprovision.
-type serialSample map[events.Store][3]time.Duration
+// another: provision, verify, deprovision, and the machine's CPU time
+// during provision and verify.
+type serialSample map[events.Store][4]time.Duration
 
 func serialOne(ctx context.Context, set *storeSet, id events.TenantID) (serialSample, error) {
 	out := serialSample{}
 	for _, st := range set.stores {
-		p, v, err := provisionOne(ctx, st, id)
+		var p, v time.Duration
+		cpu, err := cpuOf(func() (err error) { p, v, err = provisionOne(ctx, st, id); return err })
 		if err != nil {
 			return nil, err
 		}
@@ -169,14 +176,15 @@ func serialOne(ctx context.Context, set *storeSet, id events.TenantID) (serialSa
 		if err != nil {
 			return nil, err
 		}
-		out[st.Kind()] = [3]time.Duration{p, v, d}
+		out[st.Kind()] = [4]time.Duration{p, v, d, cpu}
 	}
 	return out, nil
 }
 
 // fanOutSample is one tenant's four stores called at once, as the saga
-// fans out: the wall time of provision+verify, and of deprovision.
-type fanOutSample struct{ work, deprov time.Duration }
+// fans out: the wall time of provision+verify, and of deprovision, and the
+// machine's CPU time during provision+verify.
+type fanOutSample struct{ work, deprov, cpu time.Duration }
 
 func fanOutOne(ctx context.Context, set *storeSet, id events.TenantID) (fanOutSample, error) {
 	all := func(fn func(agent.Store) error) (time.Duration, error) {
@@ -200,7 +208,11 @@ func fanOutOne(ctx context.Context, set *storeSet, id events.TenantID) (fanOutSa
 		wg.Wait()
 		return time.Since(t0), errors.Join(errs...)
 	}
-	work, err := all(func(st agent.Store) error { _, _, err := provisionOne(ctx, st, id); return err })
+	var work time.Duration
+	cpu, err := cpuOf(func() (err error) {
+		work, err = all(func(st agent.Store) error { _, _, err := provisionOne(ctx, st, id); return err })
+		return err
+	})
 	if err != nil {
 		return fanOutSample{}, err
 	}
@@ -208,28 +220,30 @@ func fanOutOne(ctx context.Context, set *storeSet, id events.TenantID) (fanOutSa
 	if err != nil {
 		return fanOutSample{}, err
 	}
-	return fanOutSample{work: work, deprov: dep}, nil
+	return fanOutSample{work: work, deprov: dep, cpu: cpu}, nil
 }
 
 // summariseFanOut keeps the p50s of the fan-out samples.
 func (out *storeAlone) summariseFanOut(samples []fanOutSample) {
-	var work, dep []time.Duration
+	var work, dep, cpu []time.Duration
 	for _, s := range samples {
-		work, dep = append(work, s.work), append(dep, s.deprov)
+		work, dep, cpu = append(work, s.work), append(dep, s.deprov), append(cpu, s.cpu)
 	}
-	out.fanOutWork, out.fanOutDep = p50(work), p50(dep)
+	out.fanOutWork, out.fanOutDep, out.fanOutCPU = p50(work), p50(dep), p50(cpu)
 }
 
 // summarise turns the serial samples into p50s and picks the slowest
 // store.
 func (out *storeAlone) summarise(samples []serialSample) {
 	for _, k := range events.Stores() {
-		var work, prov, ver, dep []time.Duration
+		var work, prov, ver, dep, cpu []time.Duration
 		for _, s := range samples {
 			w := s[k]
 			work, prov, ver, dep = append(work, w[0]+w[1]), append(prov, w[0]), append(ver, w[1]), append(dep, w[2])
+			cpu = append(cpu, w[3])
 		}
 		out.serial[k], out.serialProv[k], out.serialVer[k], out.serialDepro[k] = p50(work), p50(prov), p50(ver), p50(dep)
+		out.serialCPU[k] = p50(cpu)
 		if out.serial[k] > out.slowestWork {
 			out.slowest, out.slowestWork = k, out.serial[k]
 		}
