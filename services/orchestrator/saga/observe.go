@@ -1,7 +1,6 @@
 package saga
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -150,7 +149,7 @@ type observeIndex struct {
 	interval time.Duration
 	mu       sync.Mutex
 	m        map[string]observeEntry
-	slots    slotHeap
+	slots    timeHeap[slotItem]
 	// mark is the now of the last due: slots up to it were looked at.
 	mark  time.Time
 	stays uint64
@@ -162,26 +161,12 @@ func newObserveIndex(interval time.Duration) *observeIndex {
 	return &observeIndex{interval: interval, m: map[string]observeEntry{}}
 }
 
-// slotItem is a tenant's next slot in the schedule's heap.
+// slotItem is the tenant (and its stay) a slot in the schedule's heap is
+// for. Slots of a tenant that left the index stay in the heap and are
+// skipped when popped.
 type slotItem struct {
-	at   time.Time
 	id   string
 	stay uint64
-}
-
-// slotHeap is a min-heap of slots by time. Items of a tenant that left
-// the index stay in it and are skipped when popped.
-type slotHeap []slotItem
-
-func (h slotHeap) Len() int           { return len(h) }
-func (h slotHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h slotHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *slotHeap) Push(x any)        { *h = append(*h, x.(slotItem)) }
-func (h *slotHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
 }
 
 // entryOf returns the schedule entry of rec, or false if it is not to be
@@ -225,8 +210,8 @@ func (ix *observeIndex) apply(u registryUpdate) {
 			_, last := lastSlot(ix.mark, entry.offset, ix.interval)
 			at = last.Add(ix.interval)
 		}
-		heap.Push(&ix.slots, slotItem{at: at, id: u.key, stay: entry.stay})
-		if len(ix.slots) > 2*len(ix.m)+1024 {
+		ix.slots.Push(at, slotItem{id: u.key, stay: entry.stay})
+		if ix.slots.Len() > 2*len(ix.m)+1024 {
 			ix.compact()
 		}
 	}
@@ -236,15 +221,10 @@ func (ix *observeIndex) apply(u registryUpdate) {
 // leaving and coming back (or no due popping them) would pile up: it runs
 // after more re-entries than tenants, so it costs O(1) a re-entry.
 func (ix *observeIndex) compact() {
-	kept := ix.slots[:0]
-	for _, it := range ix.slots {
-		if e, ok := ix.m[it.id]; ok && e.stay == it.stay {
-			kept = append(kept, it)
-		}
-	}
-	clear(ix.slots[len(kept):])
-	ix.slots = kept
-	heap.Init(&ix.slots)
+	ix.slots.Filter(func(it slotItem) bool {
+		e, ok := ix.m[it.id]
+		return ok && e.stay == it.stay
+	})
 }
 
 // slotOffset is tenant's slot within interval: a hash of its ID, so that
@@ -270,8 +250,8 @@ func (ix *observeIndex) due(after, now time.Time) map[string]int64 {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	out := map[string]int64{}
-	for ix.slots.Len() > 0 && !ix.slots[0].at.After(now) {
-		it := heap.Pop(&ix.slots).(slotItem)
+	for ix.slots.Len() > 0 && !ix.slots.Peek().After(now) {
+		_, it := ix.slots.Pop()
 		ix.popped++
 		e, ok := ix.m[it.id]
 		if !ok || e.stay != it.stay {
@@ -281,7 +261,7 @@ func (ix *observeIndex) due(after, now time.Time) map[string]int64 {
 		if at.After(after) {
 			out[it.id] = n
 		}
-		heap.Push(&ix.slots, slotItem{at: at.Add(ix.interval), id: it.id, stay: it.stay})
+		ix.slots.Push(at.Add(ix.interval), it)
 	}
 	ix.mark = now
 	return out

@@ -119,6 +119,10 @@ func TestObservationsWaitForSagasInFlight(t *testing.T) {
 	waitUntil(t, time.Minute, "observations resumed", func() bool { return observesOfAcme() > before })
 }
 
+// waitUntil polls cond until it holds and fails the test, naming what,
+// if it does not within the given time. The harness's own waits
+// (waitFor, waitSettled, waitCommands) poll a record or a count of
+// commands; this one polls any condition.
 func waitUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)

@@ -1,7 +1,6 @@
 package saga
 
 import (
-	"container/heap"
 	"context"
 	"sync"
 	"time"
@@ -123,8 +122,10 @@ type registryWatch struct {
 	mu    sync.Mutex
 	ids   map[string]bool
 	sched map[string]time.Time // tenant -> due time of its scheduled step
-	heap  dueHeap
-	due   map[string]bool // scheduled steps found due
+	// heap holds tenant IDs by due time; an entry a later write moved or
+	// cleared stays in it and is skipped when popped.
+	heap timeHeap[string]
+	due  map[string]bool // scheduled steps found due
 }
 
 func newRegistryWatch(attention func(*events.TenantRecord) bool, settled func(id string)) *registryWatch {
@@ -139,27 +140,7 @@ func (w *registryWatch) schedule(id string, sc *events.ScheduledStep) {
 		return
 	}
 	w.sched[id] = sc.DueAt
-	heap.Push(&w.heap, dueEntry{at: sc.DueAt, id: id})
-}
-
-type dueEntry struct {
-	at time.Time
-	id string
-}
-
-// dueHeap is a min-heap of scheduled steps by due time. Entries a later
-// write moved or cleared stay in it and are skipped when popped.
-type dueHeap []dueEntry
-
-func (h dueHeap) Len() int           { return len(h) }
-func (h dueHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueEntry)) }
-func (h *dueHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
+	w.heap.Push(sc.DueAt, id)
 }
 
 // apply indexes one registry update.
@@ -200,10 +181,10 @@ func (w *registryWatch) inFlight() int {
 func (w *registryWatch) candidates(now time.Time) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for w.heap.Len() > 0 && !w.heap[0].at.After(now) {
-		e := heap.Pop(&w.heap).(dueEntry)
-		if at, ok := w.sched[e.id]; ok && at.Equal(e.at) {
-			w.due[e.id] = true
+	for w.heap.Len() > 0 && !w.heap.Peek().After(now) {
+		due, id := w.heap.Pop()
+		if at, ok := w.sched[id]; ok && at.Equal(due) {
+			w.due[id] = true
 		}
 	}
 	out := make([]string, 0, len(w.ids)+len(w.due))
