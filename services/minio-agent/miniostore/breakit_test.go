@@ -194,8 +194,8 @@ func TestForeignGrantsThroughPolicyVariables(t *testing.T) {
 	tn := events.MustTenantID("zzz")
 	cred := e.provision(t, tn, 1).Credential
 	const (
-		secret  = "variable-secret-12345"
-		polName = "per-user-buckets"
+		spySecret = "variable-secret-12345"
+		polName   = "per-user-buckets"
 	)
 	verify := func(t *testing.T, ctx context.Context, when string) map[string]events.Check {
 		t.Helper()
@@ -256,7 +256,7 @@ func TestForeignGrantsThroughPolicyVariables(t *testing.T) {
 			if err := e.admin.AddCannedPolicy(ctx, polName, []byte(doc)); err != nil {
 				t.Fatalf("add policy: %v", err)
 			}
-			if err := e.admin.AddUser(ctx, tc.user, secret); err != nil {
+			if err := e.admin.AddUser(ctx, tc.user, spySecret); err != nil {
 				t.Fatalf("add user %s: %v", tc.user, err)
 			}
 			assoc := madmin.PolicyAssociationReq{Policies: []string{polName}, User: tc.user}
@@ -276,7 +276,7 @@ func TestForeignGrantsThroughPolicyVariables(t *testing.T) {
 			}
 
 			// What the foreign user can really do, with its own key.
-			spy, err := minio.New(e.minio.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(tc.user, secret, "")})
+			spy, err := minio.New(e.minio.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(tc.user, spySecret, "")})
 			if err != nil {
 				t.Fatal(err)
 			}
