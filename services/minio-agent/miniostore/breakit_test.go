@@ -2,9 +2,12 @@ package miniostore
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/minio/madmin-go/v3"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/tenantprov/tenantprov/pkg/agent"
 	"github.com/tenantprov/tenantprov/pkg/events"
@@ -172,6 +175,178 @@ func TestVerifyCatchesBreakage(t *testing.T) {
 			}
 			if _, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tn, Generation: 1}); err != nil {
 				t.Fatalf("Deprovision: %v", err)
+			}
+		})
+	}
+}
+
+// TestForeignGrantsThroughPolicyVariables: MinIO substitutes policy
+// variables in a Resource before it matches the request — ${aws:username}
+// becomes the requesting user's name (a service account's or temporary
+// key's parent user) — so a policy naming no tenant's bucket literally can
+// still reach one, and a user name holding "*" or "?" then acts as a
+// wildcard. Each case makes a foreign user with such a policy, shows with
+// that user's own credential whether it really reaches tenant zzz's bucket,
+// and requires no_foreign_grants to fail exactly when it does, naming the
+// policy and the user or group; after the undo Verify passes again.
+func TestForeignGrantsThroughPolicyVariables(t *testing.T) {
+	e := newEnv(t)
+	tn := events.MustTenantID("zzz")
+	cred := e.provision(t, tn, 1).Credential
+	const (
+		spySecret = "variable-secret-12345"
+		polName   = "per-user-buckets"
+	)
+	verify := func(t *testing.T, ctx context.Context, when string) map[string]events.Check {
+		t.Helper()
+		v, err := e.store.Verify(ctx, agent.VerifyRequest{Tenant: tn, Generation: 1, Credential: cred})
+		if err != nil {
+			t.Fatalf("Verify %s: %v", when, err)
+		}
+		out := map[string]events.Check{}
+		for _, c := range v.Checks {
+			out[c.Name] = c
+		}
+		return out
+	}
+	cases := []struct {
+		name      string
+		user      string
+		group     string // if set, the policy is attached to this group, with user in it
+		resources string // the policy's Resource list, JSON
+		ownBucket string // a bucket the policy gives the user, created to show the policy works
+		reaches   bool   // the user reaches tenant-zzz: no_foreign_grants must fail
+	}{
+		{
+			name: "tenant-${aws:username} on a user named zzz", user: "zzz",
+			resources: `["arn:aws:s3:::tenant-${aws:username}","arn:aws:s3:::tenant-${aws:username}/*"]`,
+			reaches:   true,
+		},
+		{
+			name: "tenant-${aws:username} on a group with a member named zzz", user: "zzz", group: "per-user",
+			resources: `["arn:aws:s3:::tenant-${aws:username}","arn:aws:s3:::tenant-${aws:username}/*"]`,
+			reaches:   true,
+		},
+		{
+			name: "${aws:username} on a user named tenant-*", user: "tenant-*",
+			resources: `["arn:aws:s3:::${aws:username}","arn:aws:s3:::${aws:username}/*"]`,
+			reaches:   true,
+		},
+		{
+			name: "${aws:username} on a user named tenant-?zz", user: "tenant-?zz",
+			resources: `["arn:aws:s3:::${aws:username}","arn:aws:s3:::${aws:username}/*"]`,
+			reaches:   true,
+		},
+		{
+			name: "${aws:username} on a user named alice", user: "alice", ownBucket: "alice",
+			resources: `["arn:aws:s3:::${aws:username}","arn:aws:s3:::${aws:username}/*"]`,
+			reaches:   false,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := ctxT(t)
+			for name, c := range verify(t, ctx, "before the breakage") {
+				if !c.Passed {
+					t.Fatalf("before the breakage %s failed: %s", name, c.Detail)
+				}
+			}
+			// The breakage.
+			doc := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":` + tc.resources + `}]}`
+			if err := e.admin.AddCannedPolicy(ctx, polName, []byte(doc)); err != nil {
+				t.Fatalf("add policy: %v", err)
+			}
+			if err := e.admin.AddUser(ctx, tc.user, spySecret); err != nil {
+				t.Fatalf("add user %s: %v", tc.user, err)
+			}
+			assoc := madmin.PolicyAssociationReq{Policies: []string{polName}, User: tc.user}
+			if tc.group != "" {
+				if err := e.admin.UpdateGroupMembers(ctx, madmin.GroupAddRemove{Group: tc.group, Members: []string{tc.user}}); err != nil {
+					t.Fatalf("add group: %v", err)
+				}
+				assoc = madmin.PolicyAssociationReq{Policies: []string{polName}, Group: tc.group}
+			}
+			if _, err := e.admin.AttachPolicy(ctx, assoc); err != nil {
+				t.Fatalf("attach: %v", err)
+			}
+			if tc.ownBucket != "" {
+				if err := e.root.MakeBucket(ctx, tc.ownBucket, minio.MakeBucketOptions{}); err != nil {
+					t.Fatalf("make bucket %s: %v", tc.ownBucket, err)
+				}
+			}
+
+			// What the foreign user can really do, with its own key.
+			spy, err := minio.New(e.minio.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(tc.user, spySecret, "")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			put := func(bucket string) error {
+				_, err := spy.PutObject(ctx, bucket, "spy.txt", strings.NewReader("x"), 1, minio.PutObjectOptions{})
+				return err
+			}
+			if tc.ownBucket != "" {
+				if err := put(tc.ownBucket); err != nil {
+					t.Fatalf("%s cannot put into %s, so the policy does not do what the case needs: %v", tc.user, tc.ownBucket, err)
+				}
+			}
+			err = put(tn.MinIOBucket())
+			switch {
+			case tc.reaches && err != nil:
+				t.Fatalf("%s cannot put into %s, so the case shows no attack: %v", tc.user, tn.MinIOBucket(), err)
+			case !tc.reaches && s3Code(err) != codeAccessDenied:
+				t.Fatalf("%s put into %s: %v; want AccessDenied", tc.user, tn.MinIOBucket(), err)
+			}
+
+			c := verify(t, ctx, "after the breakage")[CheckNoForeignGrants]
+			t.Logf("%s: passed=%v %s", CheckNoForeignGrants, c.Passed, c.Detail)
+			if c.Passed == tc.reaches {
+				t.Errorf("%s passed=%v while %s reaching %s is %v: %s", CheckNoForeignGrants, c.Passed, tc.user, tn.MinIOBucket(), tc.reaches, c.Detail)
+			}
+			if tc.reaches {
+				who := "user " + tc.user
+				if tc.group != "" {
+					who = "group " + tc.group
+				}
+				if want := "policy " + polName + " on " + who; !strings.Contains(c.Detail, want) {
+					t.Errorf("detail %q does not name %q", c.Detail, want)
+				}
+			}
+
+			// The undo.
+			if tc.reaches {
+				if err := e.root.RemoveObject(ctx, tn.MinIOBucket(), "spy.txt", minio.RemoveObjectOptions{}); err != nil {
+					t.Fatalf("remove spy object: %v", err)
+				}
+			}
+			if tc.ownBucket != "" {
+				if err := e.root.RemoveObject(ctx, tc.ownBucket, "spy.txt", minio.RemoveObjectOptions{}); err != nil {
+					t.Fatalf("remove spy object: %v", err)
+				}
+				if err := e.root.RemoveBucket(ctx, tc.ownBucket); err != nil {
+					t.Fatalf("remove bucket: %v", err)
+				}
+			}
+			if _, err := e.admin.DetachPolicy(ctx, assoc); err != nil {
+				t.Fatalf("detach: %v", err)
+			}
+			if tc.group != "" {
+				if err := e.admin.UpdateGroupMembers(ctx, madmin.GroupAddRemove{Group: tc.group, Members: []string{tc.user}, IsRemove: true}); err != nil {
+					t.Fatalf("leave group: %v", err)
+				}
+				if err := e.admin.UpdateGroupMembers(ctx, madmin.GroupAddRemove{Group: tc.group, IsRemove: true}); err != nil {
+					t.Fatalf("remove group: %v", err)
+				}
+			}
+			if err := e.admin.RemoveUser(ctx, tc.user); err != nil {
+				t.Fatalf("remove user: %v", err)
+			}
+			if err := e.admin.RemoveCannedPolicy(ctx, polName); err != nil {
+				t.Fatalf("remove policy: %v", err)
+			}
+			for name, c := range verify(t, ctx, "after the undo") {
+				if !c.Passed {
+					t.Errorf("after the undo %s failed: %s", name, c.Detail)
+				}
 			}
 		})
 	}

@@ -36,6 +36,13 @@ var DeniedActions = []string{"admin:*"}
 type policyDocument struct {
 	Version   string            `json:"Version"`
 	Statement []policyStatement `json:"Statement"`
+
+	// variables is set by parsePolicy when a Resource holds a policy
+	// variable ("${"): what such a policy reaches depends on who uses it,
+	// so no_foreign_grants evaluates it per user. A document built
+	// otherwise has it unset and is evaluated for anyone (which only
+	// widens what it reaches).
+	variables bool
 }
 
 // policyStatement is one statement. Action and Resource read both the
@@ -92,6 +99,11 @@ func TenantPolicy(tenant events.TenantID) []byte {
 func parsePolicy(raw []byte) (policyDocument, error) {
 	var d policyDocument
 	err := json.Unmarshal(raw, &d)
+	for _, st := range d.Statement {
+		if slices.ContainsFunc(st.Resource, func(r string) bool { return strings.Contains(r, "${") }) {
+			d.variables = true
+		}
+	}
 	return d, err
 }
 
@@ -118,12 +130,21 @@ func samePolicy(a, b policyDocument) bool {
 }
 
 // grantsBucket reports whether doc allows any S3 action on the bucket
-// named by arn ("arn:aws:s3:::<bucket>") or on any object in it. It is
-// deliberately broad: conditions are ignored, an Allow with NotAction or
-// NotResource counts as granting, and wildcards in resources are matched
-// as MinIO matches them ("*" and "?"), so "arn:aws:s3:::*",
+// named by arn ("arn:aws:s3:::<bucket>") or on any object in it, to
+// requests whose ${aws:username} is username (anyone: not one known name).
+// It is deliberately broad: conditions are ignored, an Allow with
+// NotAction or NotResource counts as granting, and wildcards in resources
+// are matched as MinIO matches them ("*" and "?"), so "arn:aws:s3:::*",
 // "arn:aws:s3:::tenant-*" and "*" all name every tenant's bucket.
-func grantsBucket(doc policyDocument, arn string) bool {
+//
+// Policy variables in a resource are substituted first, as MinIO does
+// before it matches: ${aws:username} becomes username, and every other
+// variable — and ${aws:username} for anyone — becomes "*". The result is
+// then matched with its wildcards, so a user named "tenant-*" holding
+// "arn:aws:s3:::${aws:username}" reaches every tenant's bucket, as it does
+// on MinIO. For anyone a policy grants at least what it grants to any one
+// user.
+func grantsBucket(doc policyDocument, arn, username string) bool {
 	for _, st := range doc.Statement {
 		if st.Effect != "Allow" {
 			continue
@@ -135,12 +156,64 @@ func grantsBucket(doc policyDocument, arn string) bool {
 			return true
 		}
 		for _, r := range st.Resource {
+			r = substituteVariables(r, username)
 			if wildcardMatch(r, arn) || wildcardMatchesPrefix(r, arn+"/") {
 				return true
 			}
 		}
 	}
 	return false
+}
+
+// anyone stands, as the username of grantsBucket, for every requester:
+// the members of a group, or a user whose ${aws:username} is not known.
+const anyone = ""
+
+// usernameVariable is the policy variable MinIO replaces with the
+// requesting user's name — for a service account or a temporary key, its
+// parent user's — spelled exactly as MinIO recognises it.
+const usernameVariable = "aws:username"
+
+// requestUsername returns what MinIO substitutes for ${aws:username} in
+// the requests of the built-in user named user, or anyone when that is not
+// known: a name with "=" or "," is an LDAP DN (built-in users cannot hold
+// them), whose requests carry another name, and a name with "$" could
+// itself form a variable that an older MinIO, substituting key by key,
+// would replace again.
+func requestUsername(user string) string {
+	if user == "" || strings.ContainsAny(user, "=,$") {
+		return anyone
+	}
+	return user
+}
+
+// substituteVariables replaces the policy variables "${...}" in pattern as
+// grantsBucket describes. Like MinIO, it leaves a "${" with no closing "}"
+// as it is.
+func substituteVariables(pattern, username string) string {
+	if strings.IndexByte(pattern, '$') < 0 {
+		return pattern
+	}
+	i := strings.Index(pattern, "${")
+	if i < 0 {
+		return pattern
+	}
+	var b strings.Builder
+	for ; i >= 0; i = strings.Index(pattern, "${") {
+		end := strings.IndexByte(pattern[i:], '}')
+		if end < 0 {
+			break
+		}
+		b.WriteString(pattern[:i])
+		if pattern[i+2:i+end] == usernameVariable && username != anyone {
+			b.WriteString(username)
+		} else {
+			b.WriteByte('*')
+		}
+		pattern = pattern[i+end+1:]
+	}
+	b.WriteString(pattern)
+	return b.String()
 }
 
 // isS3Action reports whether an action pattern can name an S3 action.

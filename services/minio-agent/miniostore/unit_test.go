@@ -136,12 +136,106 @@ func TestGrantsBucket(t *testing.T) {
 		{`{"Effect":"Allow","Action":["admin:*"]}`, false},
 		{`{"Effect":"Allow","Action":["kms:*"],"Resource":["*"]}`, false},
 	} {
-		if got := grantsBucket(doc(tc.stmt), arn); got != tc.want {
+		if got := grantsBucket(doc(tc.stmt), arn, anyone); got != tc.want {
 			t.Errorf("grantsBucket(%s) = %v, want %v", tc.stmt, got, tc.want)
 		}
 	}
-	if other, err := parsePolicy(TenantPolicy("other")); err != nil || grantsBucket(other, arn) {
+	if other, err := parsePolicy(TenantPolicy("other")); err != nil || grantsBucket(other, arn, anyone) {
 		t.Error("another tenant's policy grants tenant-acme")
+	}
+}
+
+// TestGrantsBucketWithVariables: policy variables in a resource are
+// substituted before matching, as MinIO does — ${aws:username} by the
+// user's name when it is one known name, everything else by "*" — and the
+// result matched with its wildcards.
+func TestGrantsBucketWithVariables(t *testing.T) {
+	const arn = "arn:aws:s3:::tenant-zzz"
+	doc := func(resources string) policyDocument {
+		d, err := parsePolicy([]byte(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":` + resources + `}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !d.variables {
+			t.Fatalf("parsePolicy(%s) did not see the variables", resources)
+		}
+		return d
+	}
+	const (
+		perTenant = `["arn:aws:s3:::tenant-${aws:username}","arn:aws:s3:::tenant-${aws:username}/*"]`
+		perUser   = `["arn:aws:s3:::${aws:username}","arn:aws:s3:::${aws:username}/*"]`
+	)
+	for _, tc := range []struct {
+		name      string
+		resources string
+		user      string // the attached user; "" a group
+		want      bool
+	}{
+		{"per tenant, user zzz", perTenant, "zzz", true},
+		{"per tenant, user zz", perTenant, "zz", false},
+		{"per tenant, user zzzz", perTenant, "zzzz", false},
+		{"per tenant, user alice", perTenant, "alice", false},
+		{"per tenant, a group", perTenant, "", true},
+		{"per tenant, user z*", perTenant, "z*", true},
+		{"per tenant, user ?zz", perTenant, "?zz", true},
+		{"per user, user tenant-zzz", perUser, "tenant-zzz", true},
+		{"per user, user tenant-*", perUser, "tenant-*", true},
+		{"per user, user tenant-?zz", perUser, "tenant-?zz", true},
+		{"per user, user *", perUser, "*", true},
+		{"per user, user alice", perUser, "alice", false},
+		{"per user, user tenant-zz", perUser, "tenant-zz", false},
+		{"per user, user tenant-zzz-backup", perUser, "tenant-zzz-backup", false},
+		{"per user, a group", perUser, "", true},
+		{"per user objects only, user tenant-zzz", `["arn:aws:s3:::${aws:username}/private/*"]`, "tenant-zzz", true},
+		{"LDAP DN", perTenant, "uid=zzz,ou=people,dc=example,dc=org", true},
+		{"LDAP DN, per user", perUser, "cn=alice,dc=example,dc=org", true},
+		{"name with $", perUser, "alice$", true},
+		{"another variable", `["arn:aws:s3:::tenant-${aws:userid}/*"]`, "alice", true},
+		{"jwt variable", `["arn:aws:s3:::${jwt:sub}"]`, "alice", true},
+		{"misspelt variable", `["arn:aws:s3:::tenant-${aws:UserName}"]`, "alice", true},
+		{"another variable, other prefix", `["arn:aws:s3:::home-${aws:userid}/*"]`, "alice", false},
+		{"variable and literal", `["arn:aws:s3:::${aws:username}-tenant-zzz"]`, "alice", false},
+		{"variable and literal, wildcard name", `["arn:aws:s3:::${aws:username}tenant-zzz"]`, "*", true},
+		{"unterminated, literal as on MinIO", `["arn:aws:s3:::tenant-${aws:username"]`, "zzz", false},
+	} {
+		user := requestUsername(tc.user)
+		if got := grantsBucket(doc(tc.resources), arn, user); got != tc.want {
+			t.Errorf("%s: grantsBucket(%s, user %q) = %v, want %v", tc.name, tc.resources, tc.user, got, tc.want)
+		}
+		// For anyone a policy grants at least what it grants one user.
+		if tc.want && !grantsBucket(doc(tc.resources), arn, anyone) {
+			t.Errorf("%s: grants user %q but not anyone", tc.name, tc.user)
+		}
+	}
+}
+
+func TestSubstituteVariables(t *testing.T) {
+	for _, tc := range []struct{ pattern, user, want string }{
+		{"arn:aws:s3:::tenant-acme/*", "bob", "arn:aws:s3:::tenant-acme/*"},
+		{"arn:aws:s3:::${aws:username}/*", "bob", "arn:aws:s3:::bob/*"},
+		{"arn:aws:s3:::${aws:username}/*", anyone, "arn:aws:s3:::*/*"},
+		{"arn:aws:s3:::${aws:username}-${aws:username}", "bob", "arn:aws:s3:::bob-bob"},
+		{"arn:aws:s3:::${aws:userid}/${aws:username}", "bob", "arn:aws:s3:::*/bob"},
+		{"arn:aws:s3:::${}x", "bob", "arn:aws:s3:::*x"},
+		{"arn:aws:s3:::$${aws:username}", "bob", "arn:aws:s3:::$bob"},
+		{"arn:aws:s3:::${aws:username", "bob", "arn:aws:s3:::${aws:username"},
+		{"arn:aws:s3:::${aws:username}/${x", "bob", "arn:aws:s3:::bob/${x"},
+		{"arn:aws:s3:::${aws:username}", "${jwt:sub}", "arn:aws:s3:::${jwt:sub}"},
+	} {
+		if got := substituteVariables(tc.pattern, tc.user); got != tc.want {
+			t.Errorf("substituteVariables(%q, %q) = %q, want %q", tc.pattern, tc.user, got, tc.want)
+		}
+	}
+	for user, want := range map[string]string{
+		"alice": "alice", "tenant-*": "tenant-*", "": anyone,
+		"uid=alice,dc=example,dc=org": anyone, "a,b": anyone, "a=b": anyone, "a$": anyone,
+	} {
+		if got := requestUsername(user); got != want {
+			t.Errorf("requestUsername(%q) = %q, want %q", user, got, want)
+		}
+	}
+	if d, err := parsePolicy(TenantPolicy("acme")); err != nil || d.variables {
+		t.Errorf("TenantPolicy has variables (%v)", err)
 	}
 }
 

@@ -45,7 +45,10 @@ const (
 	// CheckNoForeignGrants passes when no canned policy that grants any S3
 	// action on the tenant's bucket or its objects (wildcards included)
 	// is attached to any user or group, and the tenant's own policy is
-	// attached to the tenant's user only.
+	// attached to the tenant's user only. A policy with variables in its
+	// resources is judged for each user it is attached to with that
+	// user's name in ${aws:username}, and for a group (or a name MinIO
+	// would not substitute) with every variable matching anything.
 	CheckNoForeignGrants = "no_foreign_grants"
 	// CheckPolicyExact passes when the tenant's user is enabled, in no
 	// group, and has exactly the tenant's policy, whose document is
@@ -80,7 +83,12 @@ const (
 //     S3 action on the bucket or its objects (arn:aws:s3:::*,
 //     tenant-<id>* and other wildcards included) is attached to a user or
 //     group (other than the agent's admin user), and tenant-<id>-rw is
-//     attached to nothing but the tenant's user;
+//     attached to nothing but the tenant's user. Policy variables are
+//     substituted as MinIO does before matching: ${aws:username} by the
+//     name of the user the policy is attached to (so "tenant-${aws:username}"
+//     on a user named <id>, or "${aws:username}" on a user named
+//     "tenant-*", fails it), every other variable, and any variable for a
+//     group, by "*";
 //   - policy_exact: the tenant's user is enabled, in no group, mapped to
 //     exactly tenant-<id>-rw, and that policy is exactly TenantPolicy;
 //   - no_extra_keys: the tenant's user has no service accounts but the
@@ -390,14 +398,20 @@ type grantFindings struct {
 	foreign int
 }
 
+// checkNoForeignGrants is the no_foreign_grants check (see Verify). A
+// policy without variables is matched once, whoever holds it; only one
+// with a variable in a resource that reaches the bucket for anyone is
+// matched again per attached user.
 func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (events.Check, grantFindings, error) {
 	check := events.Check{Name: CheckNoForeignGrants}
 	arn := "arn:aws:s3:::" + t.MinIOBucket()
 	var (
-		granting []string
+		granting []string // reach the bucket whoever holds them
+		perUser  []string // reach it for some users only (policy variables)
 		unread   []string
 		grants   []string
 		own      []policyEntity
+		spared   []string // perUser policies attached only where they do not reach
 	)
 	err := s.call(ctx, "verify.foreign_grants", func(ctx context.Context) error {
 		snap, err := s.grantReads.Get(ctx, struct{}{}, s.readGrants)
@@ -405,17 +419,22 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 			return err
 		}
 		for name, p := range snap.policies {
-			if name == t.MinIOPolicy() {
-				continue
-			}
-			if p.err {
+			switch {
+			case name == t.MinIOPolicy():
+			case p.err:
 				unread = append(unread, name)
-			}
-			if p.err || grantsBucket(p.doc, arn) {
+				granting = append(granting, name)
+			case !grantsBucket(p.doc, arn, anyone):
+				// Reaches it for nobody: what it grants to anyone
+				// covers what it grants to each user.
+			case p.doc.variables:
+				perUser = append(perUser, name)
+			default:
 				granting = append(granting, name)
 			}
 		}
 		slices.Sort(granting)
+		slices.Sort(perUser)
 		// The tenant's own policy: attached to its user only.
 		for _, u := range snap.entities[t.MinIOPolicy()].Users {
 			if u != t.MinIOUser() {
@@ -436,6 +455,25 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 				grants = append(grants, "policy "+name+" on group "+g)
 			}
 		}
+		// A policy with variables is evaluated for each user it is
+		// attached to, with that user's name; for a group, whose members
+		// each bring their own, it reaches the bucket as it does for
+		// anyone.
+		for _, name := range perUser {
+			m, doc := snap.entities[name], snap.policies[name].doc
+			n := len(grants)
+			for _, u := range m.Users {
+				if u != s.cfg.RootUser && grantsBucket(doc, arn, requestUsername(u)) {
+					grants = append(grants, "policy "+name+" on user "+u)
+				}
+			}
+			for _, g := range m.Groups {
+				grants = append(grants, "policy "+name+" on group "+g)
+			}
+			if len(grants) == n && len(m.Users) > 0 {
+				spared = append(spared, name)
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -454,7 +492,11 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 		return check, found, nil
 	}
 	check.Passed = true
-	check.Detail = fmt.Sprintf("no user or group but the tenant's has a policy naming %s (%d other policies name it, none attached)", t.MinIOBucket(), len(granting))
+	check.Detail = fmt.Sprintf("no user or group but the tenant's has a policy naming %s (%d other policies name it, none attached", t.MinIOBucket(), len(granting)+len(perUser))
+	if len(spared) > 0 {
+		check.Detail += " except " + strings.Join(spared, ", ") + ", whose policy variables do not name it for the users they are attached to"
+	}
+	check.Detail += ")"
 	return check, found, nil
 }
 
