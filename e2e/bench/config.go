@@ -28,6 +28,7 @@ type config struct {
 	FlatSize         int   // BENCH_FLAT_SIZE: tenants per flatness burst
 	Records          int   // BENCH_RECORDS: registry records for the RSS and periodic-work check
 	Idle             time.Duration
+	Quiet            time.Duration // BENCH_QUIET: the longest wait for an idle system before a stores-alone sample
 	Timeout          time.Duration // BENCH_TIMEOUT: one tenant's wait
 	Prefix           string        // BENCH_PREFIX: tenant ID prefix (unique per run by default)
 	KeepRecords      bool          // BENCH_KEEP_RECORDS: leave the seeded records in the registry
@@ -48,6 +49,7 @@ func loadConfig() (config, error) {
 	c.FlatSize = intVar("BENCH_FLAT_SIZE", 100)
 	c.Records = intVar("BENCH_RECORDS", 10000)
 	c.Idle = durVar("BENCH_IDLE", 10*time.Second)
+	c.Quiet = durVar("BENCH_QUIET", 2*time.Minute)
 	c.Timeout = durVar("BENCH_TIMEOUT", 5*time.Minute)
 	c.KeepRecords = os.Getenv("BENCH_KEEP_RECORDS") != ""
 	bursts := os.Getenv("BENCH_BURSTS")

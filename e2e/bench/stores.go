@@ -261,9 +261,15 @@ func measureConcurrent(ctx context.Context, set *storeSet, cfg config, out *stor
 
 // storesRate measures the stores' own provision and deprovision rates
 // (tenants per minute) with StoreTenants tenants named <prefix>-<tag><i>,
-// StoreConcurrency at once. The bench takes such a sample next to each
+// StoreConcurrency at once, once the system is idle (quiet, at most
+// BENCH_QUIET). The bench takes such a sample next to each
 // burst it compares with one: the machine's load changes within minutes.
 func storesRate(ctx context.Context, set *storeSet, cfg config, tag string, progress func(string, ...any)) (prov, deprov float64, err error) {
+	if waited, ok := quiet(ctx, cfg.Quiet); !ok {
+		progress("stores alone: the system was still busy after %s (deferred observations or agent commands); measuring anyway", waited.Round(time.Second))
+	} else if waited > 2*time.Second {
+		progress("stores alone: waited %s for the system to be idle", waited.Round(time.Second))
+	}
 	ids := make([]events.TenantID, cfg.StoreTenants)
 	for i := range ids {
 		ids[i] = events.TenantID(fmt.Sprintf("%s-%s%d", cfg.Prefix, tag, i))

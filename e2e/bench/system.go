@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -242,22 +243,76 @@ func readProc(root, name string) (proc, error) {
 	return p, nil
 }
 
-// metric reads one unlabelled sample from the orchestrator's /metrics
-// (make up serves it on HEALTH_PORT_BASE, 19180).
-func metric(name string) (float64, bool) {
-	resp, err := http.Get("http://127.0.0.1:19180/metrics")
+// metric reads one sample from the orchestrator's /metrics (make up serves
+// it on HEALTH_PORT_BASE, 19180).
+func metric(name string) (float64, bool) { return metricAt(0, name) }
+
+// metricAt sums the samples of name (whatever their labels) on the
+// /metrics of the service make up serves on HEALTH_PORT_BASE+offset
+// (0 orchestrator, 1–4 the MinIO, PostgreSQL, Qdrant and Redis agents).
+func metricAt(offset int, name string) (float64, bool) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", 19180+offset))
 	if err != nil {
 		return 0, false
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
+	return sumSamples(resp.Body, name)
+}
+
+// sumSamples sums the samples of name, whatever their labels, in a
+// Prometheus text exposition.
+func sumSamples(r io.Reader, name string) (float64, bool) {
+	var (
+		sum   float64
+		found bool
+	)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f, err == nil
+		line, ok := strings.CutPrefix(sc.Text(), name)
+		if !ok || line == "" || (line[0] != ' ' && line[0] != '{') {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i >= 0 {
+			if f, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				sum, found = sum+f, true
+			}
 		}
 	}
-	return 0, false
+	return sum, found
+}
+
+// quiet waits, for at most limit, until the system has nothing going on:
+// no periodic observation deferred behind sagas (they go out once none is
+// in flight) and no agent command in flight, twice in a row a second
+// apart. It returns how long it waited and whether it got there. The
+// stores alone are measured only then: after a burst the deferred
+// observations drain into the agents, and a sample taken meanwhile
+// measures the stores sharing them with the system.
+func quiet(ctx context.Context, limit time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	idle := func() bool {
+		if v, ok := metric("tenantprov_orchestrator_observations_deferred"); !ok || v > 0 {
+			return false
+		}
+		for agent := 1; agent <= 4; agent++ {
+			if v, ok := metricAt(agent, "tenantprov_agent_commands_in_flight"); !ok || v > 0 {
+				return false
+			}
+		}
+		return true
+	}
+	streak := 0
+	for time.Since(start) < limit && ctx.Err() == nil {
+		if idle() {
+			if streak++; streak == 2 {
+				return time.Since(start), true
+			}
+		} else {
+			streak = 0
+		}
+		time.Sleep(time.Second)
+	}
+	return time.Since(start), false
 }
 
 // seedRecords writes n settled (deprovisioned, nothing pending) records

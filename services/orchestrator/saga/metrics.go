@@ -18,6 +18,9 @@ type Metrics struct {
 	// compensationRetries counts deprovision commands re-sent because an
 	// earlier one of the same round was not confirmed in time.
 	compensationRetries *prometheus.CounterVec
+	// observationsDeferred is how many periodic observations that fell
+	// due wait for the sagas in flight to settle (OBSERVE_MAX_DEFER).
+	observationsDeferred prometheus.Gauge
 }
 
 // NewMetrics registers the saga's metrics with reg (nil: unregistered).
@@ -54,9 +57,13 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "tenantprov_orchestrator_reconcile_candidates",
 			Help: "Registry records the reconciler looked at in its last pass (in flight or unsettled; settled tenants are not visited).",
 		}),
+		observationsDeferred: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tenantprov_orchestrator_observations_deferred",
+			Help: "Periodic drift observations that fell due and wait while sagas are in flight (at most OBSERVE_MAX_DEFER); they go out oldest first at twice the steady rate once none is.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sagas, m.rejected, m.resultsRejected, m.duration, m.candidates, m.pastDeadline, m.compensationRetries)
+		reg.MustRegister(m.sagas, m.rejected, m.resultsRejected, m.duration, m.candidates, m.pastDeadline, m.compensationRetries, m.observationsDeferred)
 	}
 	return m
 }

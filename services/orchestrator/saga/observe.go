@@ -304,7 +304,9 @@ func (o *Observer) schedule(ctx context.Context) {
 		// drains in about the time it took to build up, without filling
 		// the agents' queues ahead of the next saga's commands.
 		budget := max(1, int(2*float64(o.index.size())*float64(tick)/float64(interval)))
-		for _, d := range q.take(now, busy, o.cfg.ObserveMaxDefer, budget) {
+		sent := q.take(now, busy, o.cfg.ObserveMaxDefer, budget)
+		o.s.metrics.observationsDeferred.Set(float64(len(q.order)))
+		for _, d := range sent {
 			e, ok := o.index.get(d.id)
 			if !ok {
 				continue

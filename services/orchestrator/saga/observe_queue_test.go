@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/tenantprov/tenantprov/pkg/events"
 )
 
@@ -114,9 +116,14 @@ func TestObservationsWaitForSagasInFlight(t *testing.T) {
 	if n := observesOfAcme(); n != before {
 		t.Fatalf("%d observations of acme went out in 5 intervals while a saga was in flight, want none", n-before)
 	}
+	deferred := func() float64 { return testutil.ToFloat64(h.sagas[0].metrics.observationsDeferred) }
+	if d := deferred(); d != 1 {
+		t.Fatalf("tenantprov_orchestrator_observations_deferred = %v while acme's observation waits, want 1 (one per tenant)", d)
+	}
 	h.agents.answer(held, events.OutcomeProvisioned, 1, nil)
 	h.waitSettled("busy", events.TenantActive, time.Minute)
 	waitUntil(t, time.Minute, "observations resumed", func() bool { return observesOfAcme() > before })
+	waitUntil(t, time.Minute, "no observation deferred", func() bool { return deferred() == 0 })
 }
 
 // waitUntil polls cond until it holds and fails the test, naming what,
