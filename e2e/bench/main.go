@@ -193,13 +193,21 @@ func run(ctx context.Context) error {
 		for i := range ids {
 			ids[i] = fmt.Sprintf("%s-f%d-%d", cfg.Prefix, bi, i)
 		}
+		edge := bi == 0 || bi == cfg.FlatBursts-1
+		var callsBefore callTimes
+		if edge {
+			callsBefore = callTimesAt(1, minioCalls)
+		}
 		rs, err := sys.run(ctx, ids, false)
 		if err != nil {
 			return fmt.Errorf("flat burst %d: %w", bi+1, err)
 		}
 		b := burstOf(rs)
-		if bi == 0 || bi == cfg.FlatBursts-1 {
+		if edge {
 			b.breakdown = breakdown(sys.records(ctx, ids))
+			if callsBefore != nil {
+				b.minioCalls = callTimesAt(1, minioCalls).minus(callsBefore)
+			}
 		}
 		rep.flat = append(rep.flat, b)
 		live = append(live, succeeded(rs))
@@ -254,7 +262,13 @@ type burst struct {
 	// storesRate is the stores' own rate (tenants per minute, the same
 	// direction) measured just before the burst; 0: none.
 	storesRate float64
+	// minioCalls is what the MinIO agent's calls to MinIO took during the
+	// burst (the first and the last kept burst only).
+	minioCalls callTimes
 }
+
+// minioCalls is the MinIO agent's histogram of its calls to MinIO.
+const minioCalls = "tenantprov_minio_call_duration_seconds"
 
 func burstOf(rs []result) *burst {
 	if len(rs) == 0 {

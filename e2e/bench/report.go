@@ -1,9 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
@@ -131,6 +135,10 @@ func (r *report) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "per-step breakdown, deprovision one at a time (p50 ms):\n%s", fmtBreakdown(r.deprovBreakdown))
 	if n := len(r.flat); n > 1 {
+		if first, last := r.flat[0], r.flat[n-1]; first.minioCalls != nil && last.minioCalls != nil {
+			fmt.Fprintf(w, "MinIO calls that grew most from the first kept burst to the last (per tenant: calls × mean ms = ms):\n%s",
+				fmtCallGrowth(first.minioCalls, last.minioCalls, first.n, last.n, 8))
+		}
 		fmt.Fprintf(w, "per-step breakdown, first kept burst (p50 ms):\n%s", fmtBreakdown(r.flat[0].breakdown))
 		fmt.Fprintf(w, "per-step breakdown, last kept burst, %d live (p50 ms):\n%s", n*r.cfg.FlatSize, fmtBreakdown(r.flat[n-1].breakdown))
 	}
@@ -158,4 +166,30 @@ func (r *report) printCPUFloor(w io.Writer) {
 	floor, sysFloor := a.fanOutCPU/time.Duration(cores), r.serialCPU/time.Duration(cores)
 	fmt.Fprintf(w, "    CPU over %d cores, the least wall time it can take: the four stores %s (%.2f × the slowest store alone), the system %s (%.2f ×)\n",
 		cores, ms(floor), ratio(float64(floor), float64(a.slowestWork)), ms(sysFloor), ratio(float64(sysFloor), float64(a.slowestWork)))
+}
+
+// fmtCallGrowth lists the n calls whose time per tenant grew most from
+// first (a burst of firstN tenants) to last (lastN tenants).
+func fmtCallGrowth(first, last callTimes, firstN, lastN, n int) string {
+	perTenant := func(c callTimes, call string, tenants int) (calls, mean, total float64) {
+		t := c[call]
+		if t[1] == 0 || tenants == 0 {
+			return 0, 0, 0
+		}
+		return t[1] / float64(tenants), 1000 * t[0] / t[1], 1000 * t[0] / float64(tenants)
+	}
+	growth := func(call string) float64 {
+		_, _, a := perTenant(first, call, firstN)
+		_, _, b := perTenant(last, call, lastN)
+		return b - a
+	}
+	calls := slices.Collect(maps.Keys(last))
+	slices.SortFunc(calls, func(a, b string) int { return cmp.Compare(growth(b), growth(a)) })
+	var sb strings.Builder
+	for _, call := range calls[:min(n, len(calls))] {
+		c0, m0, t0 := perTenant(first, call, firstN)
+		c1, m1, t1 := perTenant(last, call, lastN)
+		fmt.Fprintf(&sb, "  %-24s %4.2f × %6.1f = %6.1f ms  →  %4.2f × %6.1f = %6.1f ms\n", call, c0, m0, t0, c1, m1, t1)
+	}
+	return sb.String()
 }

@@ -281,6 +281,66 @@ func sumSamples(r io.Reader, name string) (float64, bool) {
 	return sum, found
 }
 
+// callTimes is, per call (the "call" label), the summed duration in
+// seconds and the count of a histogram.
+type callTimes map[string][2]float64
+
+// callTimesAt reads histogram name's _sum and _count by call from the
+// service at HEALTH_PORT_BASE+offset (nil if it cannot be read).
+func callTimesAt(offset int, name string) callTimes {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", 19180+offset))
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	return parseCallTimes(resp.Body, name)
+}
+
+// parseCallTimes reads name_sum and name_count samples by their call
+// label from a Prometheus text exposition (other labels are summed over).
+func parseCallTimes(r io.Reader, name string) callTimes {
+	out := callTimes{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		line := sc.Text()
+		var idx int
+		switch {
+		case strings.HasPrefix(line, name+"_sum{"):
+			idx = 0
+		case strings.HasPrefix(line, name+"_count{"):
+			idx = 1
+		default:
+			continue
+		}
+		_, rest, _ := strings.Cut(line, `call="`)
+		call, _, ok := strings.Cut(rest, `"`)
+		sp := strings.LastIndexByte(line, ' ')
+		if !ok || sp < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[sp+1:], 64)
+		if err != nil {
+			continue
+		}
+		t := out[call]
+		t[idx] += v
+		out[call] = t
+	}
+	return out
+}
+
+// minus is what was added to c since before.
+func (c callTimes) minus(before callTimes) callTimes {
+	out := callTimes{}
+	for call, t := range c {
+		b := before[call]
+		if d := [2]float64{t[0] - b[0], t[1] - b[1]}; d[1] > 0 {
+			out[call] = d
+		}
+	}
+	return out
+}
+
 // quiet waits, for at most limit, until the system has nothing going on:
 // no periodic observation deferred behind sagas (they go out once none is
 // in flight) and no agent command in flight, twice in a row a second
