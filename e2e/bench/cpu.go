@@ -12,8 +12,8 @@ import (
 )
 
 // machineBusy is the CPU time every process on the machine has used since
-// boot, summed over the cores: /proc/stat's user, nice, system, irq,
-// softirq and steal (not idle or iowait). The difference over a window is
+// boot, summed over the cores: /proc/stat's user, nice, system, irq and
+// softirq (not idle, iowait, or steal: time the hypervisor gave to others). The difference over a window is
 // what the window cost the machine, whoever spent it: the stores' servers,
 // the agents, the orchestrator, NATS and this process.
 func machineBusy() (time.Duration, error) {
@@ -27,7 +27,7 @@ func machineBusy() (time.Duration, error) {
 		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
 	}
 	var ticks int64
-	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system _ _ irq softirq steal
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system _ _ irq softirq
 		v, err := strconv.ParseInt(f[i], 10, 64)
 		if err != nil {
 			return 0, fmt.Errorf("/proc/stat: %w", err)
