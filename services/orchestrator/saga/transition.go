@@ -1036,14 +1036,18 @@ func mustJSON(v any) json.RawMessage {
 }
 
 // cloneRecord deep-copies a record, so that a step retried after a
-// conflict starts from the stored value.
+// conflict starts from the stored value (clone.go).
 func cloneRecord(r *events.TenantRecord) *events.TenantRecord {
 	if r == nil {
 		return nil
 	}
-	var c events.TenantRecord
-	if err := json.Unmarshal(mustJSON(r), &c); err != nil {
-		panic(fmt.Sprintf("saga: clone record: %v", err))
+	c := deepCopy(r)
+	// A record read from the registry holds its effects' payloads as
+	// Update stored them, indented; the executors publish them as they
+	// are. Compact them, as the JSON round trip this copy replaced did
+	// (payloads made here are json.Marshal output, compact already).
+	for _, e := range c.Outbox {
+		e.Payload = compactPayload(e.Payload)
 	}
-	return &c
+	return c
 }
