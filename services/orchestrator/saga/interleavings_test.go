@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/getsops/sops/v3/cmd/sops/formats"
 	"github.com/getsops/sops/v3/decrypt"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tenantprov/tenantprov/pkg/events"
@@ -544,11 +546,41 @@ func TestClusterNodeLossDuringProvisioning(t *testing.T) {
 		h.waitSettled(fmt.Sprintf("loss-%d", i), events.TenantActive, 2*time.Minute)
 	}
 	leader.Restart(t)
-	h.cluster.WaitForMetaLeader(t) // the audit stream is read next
+	h.cluster.WaitForMetaLeader(t)
+	h.waitStreamLeader(events.StreamAudit, time.Minute) // read next, once
+	provisioned := map[string]int{}
+	for _, m := range h.streamMessages(events.StreamAudit, events.AuditSubject(events.AuditTenantProvisioned)) {
+		if ev, err := events.DecodeAuditEvent(m.Data()); err == nil {
+			provisioned[ev.TenantID]++
+		}
+	}
 	for i := range 2 * n {
 		id := fmt.Sprintf("loss-%d", i)
-		if got := len(h.audits(events.AuditTenantProvisioned, id)); got != 1 {
+		if got := provisioned[id]; got != 1 {
 			t.Errorf("%s: TENANT_PROVISIONED %d times", id, got)
 		}
+	}
+}
+
+// waitStreamLeader waits until stream answers with a leader (after a
+// cluster restart its replicas elect one a while after the meta leader).
+func (h *harness) waitStreamLeader(stream string, within time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ctx, cancel := context.WithTimeout(h.ctx, 5*time.Second)
+		st, err := h.js.Stream(ctx, stream)
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = st.Info(ctx)
+		}
+		cancel()
+		if err == nil && (info.Cluster == nil || info.Cluster.Leader != "") {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("stream %s has no leader within %s: %v", stream, within, err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
