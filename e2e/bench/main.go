@@ -179,15 +179,25 @@ func run(ctx context.Context) error {
 	before, _ := readProc(cfg.Root, "orchestrator")
 	rep.rssStart = before.rssKB
 	var live [][]string
+	// The stores' own rate next to the first and the last kept burst (how
+	// much of the growth is the stores' own): before the first, after the
+	// last. The kept bursts themselves run back to back, so that the last
+	// one meets what the ones before it left (observations deferred behind
+	// them, which drain between bursts) rather than the idle system that a
+	// stores-alone sample waits for.
+	storesNextTo := func(bi int) error {
+		sp, _, err := storesRate(ctx, set, cfg, fmt.Sprintf("sf%d-", bi), progress)
+		if err != nil {
+			return fmt.Errorf("stores alone next to kept burst %d: %w", bi+1, err)
+		}
+		rep.flatStores = append(rep.flatStores, sp)
+		return nil
+	}
 	for bi := range cfg.FlatBursts {
-		// The stores' own rate next to the first and the last kept burst:
-		// how much of the growth is the stores' own.
-		if bi == 0 || bi == cfg.FlatBursts-1 {
-			sp, _, err := storesRate(ctx, set, cfg, fmt.Sprintf("sf%d-", bi), progress)
-			if err != nil {
-				return fmt.Errorf("stores alone next to kept burst %d: %w", bi+1, err)
+		if bi == 0 {
+			if err := storesNextTo(bi); err != nil {
+				return err
 			}
-			rep.flatStores = append(rep.flatStores, sp)
 		}
 		ids := make([]string, cfg.FlatSize)
 		for i := range ids {
@@ -214,6 +224,11 @@ func run(ctx context.Context) error {
 		p, _ := readProc(cfg.Root, "orchestrator")
 		rep.rssLive = p.rssKB
 		progress("kept burst %d/%d (%d live): %.0f tenants/min, p50 %s, orchestrator RSS %d MB", bi+1, cfg.FlatBursts, (bi+1)*cfg.FlatSize, b.rate, ms(b.p50), p.rssKB/1024)
+		if bi == cfg.FlatBursts-1 && bi > 0 {
+			if err := storesNextTo(bi); err != nil {
+				return err
+			}
+		}
 	}
 	rep.idleLive = idleCPU(ctx, cfg)
 	progress("idle with %d live tenants: orchestrator %.1f ms CPU/s, reconcile candidates %v", cfg.FlatBursts*cfg.FlatSize, rep.idleLive.cpuPerSec, rep.idleLive.candidates)
