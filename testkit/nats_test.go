@@ -120,7 +120,14 @@ func TestNATSClusterSurvivesNodeLossAndRejoin(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(ctx, "r3.a", []byte("1")); err != nil {
+	// A new leader may not answer the first publish yet ("no response
+	// from stream"); JetStream clients retry that, and so does this test.
+	if err := waitFor(10*time.Second, func() error {
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		defer pcancel()
+		_, err := js.Publish(pctx, "r3.a", []byte("1"), jetstream.WithMsgID("r3.a-1"))
+		return err
+	}); err != nil {
 		t.Fatalf("publish: %v", err)
 	}
 
