@@ -20,6 +20,7 @@ import (
 func TestProductionGuideBackupRestore(t *testing.T) {
 	natsCLI := testkit.RequireBinary(t, "nats", "make tools")
 	cluster := testkit.StartNATSCluster(t, 3)
+	cluster.WaitForMetaLeader(t) // the topology is created next
 	nc := cluster.Connect(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
