@@ -28,8 +28,19 @@ func TestProductionGuideBackupRestore(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := (events.Topology{Replicas: 3}).Ensure(ctx, js); err != nil {
-		t.Fatalf("ensure topology: %v", err)
+	// Each attempt gets 20 s: on a cluster still settling a stream create
+	// can go unanswered, and Ensure is idempotent.
+	for {
+		actx, acancel := context.WithTimeout(ctx, 20*time.Second)
+		err := (events.Topology{Replicas: 3}).Ensure(actx, js)
+		acancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("ensure topology: %v", err)
+		}
+		t.Logf("ensure topology: %v; again", err)
 	}
 	kv, err := js.KeyValue(ctx, events.KVTenants)
 	if err != nil {
