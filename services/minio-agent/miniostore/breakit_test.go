@@ -142,15 +142,7 @@ func TestVerifyCatchesBreakage(t *testing.T) {
 			cred := e.provision(t, tn, 1).Credential
 			verify := func(when string) map[string]events.Check {
 				t.Helper()
-				v, err := e.store.Verify(ctx, agent.VerifyRequest{Tenant: tn, Generation: 1, Credential: cred})
-				if err != nil {
-					t.Fatalf("Verify %s: %v", when, err)
-				}
-				out := map[string]events.Check{}
-				for _, c := range v.Checks {
-					out[c.Name] = c
-				}
-				return out
+				return e.checksByName(t, ctx, tn, cred, when)
 			}
 			for name, c := range verify("before the breakage") {
 				if !c.Passed {
@@ -199,15 +191,7 @@ func TestForeignGrantsThroughPolicyVariables(t *testing.T) {
 	)
 	verify := func(t *testing.T, ctx context.Context, when string) map[string]events.Check {
 		t.Helper()
-		v, err := e.store.Verify(ctx, agent.VerifyRequest{Tenant: tn, Generation: 1, Credential: cred})
-		if err != nil {
-			t.Fatalf("Verify %s: %v", when, err)
-		}
-		out := map[string]events.Check{}
-		for _, c := range v.Checks {
-			out[c.Name] = c
-		}
-		return out
+		return e.checksByName(t, ctx, tn, cred, when)
 	}
 	cases := []struct {
 		name      string

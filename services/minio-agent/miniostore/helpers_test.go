@@ -320,3 +320,18 @@ func (e *env) resources(ctx context.Context, tenant events.TenantID) ([]string, 
 	}
 	return found, nil
 }
+
+// checksByName runs Verify of tenant tn (generation 1) with cred and
+// returns its checks by name; when says at which point, for the failure.
+func (e *env) checksByName(t testing.TB, ctx context.Context, tn events.TenantID, cred agent.Credential, when string) map[string]events.Check {
+	t.Helper()
+	v, err := e.store.Verify(ctx, agent.VerifyRequest{Tenant: tn, Generation: 1, Credential: cred})
+	if err != nil {
+		t.Fatalf("Verify %s: %v", when, err)
+	}
+	out := map[string]events.Check{}
+	for _, c := range v.Checks {
+		out[c.Name] = c
+	}
+	return out
+}
