@@ -20,7 +20,6 @@ import (
 func TestProductionGuideBackupRestore(t *testing.T) {
 	natsCLI := testkit.RequireBinary(t, "nats", "make tools")
 	cluster := testkit.StartNATSCluster(t, 3)
-	cluster.WaitForMetaLeader(t) // the topology is created next
 	nc := cluster.Connect(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -28,19 +27,8 @@ func TestProductionGuideBackupRestore(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	// Each attempt gets 20 s: on a cluster still settling a stream create
-	// can go unanswered, and Ensure is idempotent.
-	for {
-		actx, acancel := context.WithTimeout(ctx, 20*time.Second)
-		err := (events.Topology{Replicas: 3}).Ensure(actx, js)
-		acancel()
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("ensure topology: %v", err)
-		}
-		t.Logf("ensure topology: %v; again", err)
+	if err := (events.Topology{Replicas: 3}).Ensure(ctx, js); err != nil {
+		t.Fatalf("ensure topology: %v", err)
 	}
 	kv, err := js.KeyValue(ctx, events.KVTenants)
 	if err != nil {

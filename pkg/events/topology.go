@@ -159,31 +159,43 @@ func (t Topology) AuditAnchors() jetstream.KeyValueConfig {
 
 // Ensure creates or updates every stream, the KV buckets and the object
 // store. It is idempotent: every service calls it at start, and any number
-// of replicas may call it at once. A refusal a cluster gives while it is
-// still forming or a node restarts (no peer for the placement yet,
-// JetStream briefly unavailable) is retried for up to ensureRetryFor.
+// of replicas may call it at once. Each request is bounded by
+// ensureAttemptTimeout: a cluster whose leaders are still settling can leave
+// a create unanswered, and asking again is safe where waiting out ctx is
+// not. An unanswered request, or a refusal a cluster gives while it is still
+// forming or a node restarts (no peer for the placement yet, JetStream
+// briefly unavailable), is retried for up to ensureRetryFor.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	var errs []error
-	ensure := func(what string, create func() error) {
-		if err := retryTransient(ctx, create); err != nil {
+	ensure := func(what string, create func(context.Context) error) {
+		if err := retryTransient(ctx, ensureAttemptTimeout, create); err != nil {
 			errs = append(errs, fmt.Errorf("ensure %s: %w", what, err))
 		}
 	}
 	for _, cfg := range t.Streams() {
-		ensure("stream "+cfg.Name, func() error { _, err := js.CreateOrUpdateStream(ctx, cfg); return err })
+		ensure("stream "+cfg.Name, func(ctx context.Context) error { _, err := js.CreateOrUpdateStream(ctx, cfg); return err })
 	}
 	for _, cfg := range []jetstream.KeyValueConfig{t.KeyValue(), t.AgentLocks()} {
-		ensure("kv "+cfg.Bucket, func() error { _, err := js.CreateOrUpdateKeyValue(ctx, cfg); return err })
+		ensure("kv "+cfg.Bucket, func(ctx context.Context) error { _, err := js.CreateOrUpdateKeyValue(ctx, cfg); return err })
 	}
-	ensure("object store "+ObjectStoreSecrets, func() error { _, err := js.CreateOrUpdateObjectStore(ctx, t.ObjectStore()); return err })
+	ensure("object store "+ObjectStoreSecrets, func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateObjectStore(ctx, t.ObjectStore())
+		return err
+	})
 	for _, cfg := range []jetstream.KeyValueConfig{t.AuditAnchors(), t.Orphans(), t.DryRuns()} {
-		ensure("kv "+cfg.Bucket, func() error { _, err := js.CreateOrUpdateKeyValue(ctx, cfg); return err })
+		ensure("kv "+cfg.Bucket, func(ctx context.Context) error { _, err := js.CreateOrUpdateKeyValue(ctx, cfg); return err })
 	}
 	return errors.Join(errs...)
 }
 
-// ensureRetryFor bounds how long Ensure retries a transient refusal.
-const ensureRetryFor = 15 * time.Second
+// ensureRetryFor bounds how long Ensure retries one stream, bucket or
+// object store.
+const ensureRetryFor = 30 * time.Second
+
+// ensureAttemptTimeout bounds one create-or-update request: a few times
+// what a settling 3-node cluster takes to answer a healthy one (about 0.1 s
+// for a stream), and the nats.go JetStream client's own default.
+const ensureAttemptTimeout = 5 * time.Second
 
 // Error codes of the JetStream API that a forming or recovering cluster
 // answers and that go away by themselves.
@@ -192,16 +204,28 @@ const (
 	jsErrCodeTempUnavailable jetstream.ErrorCode = 10008 // "JetStream system temporarily unavailable"
 )
 
-// retryTransient calls create until it succeeds, fails with an error that
-// is not transient, ctx ends, or ensureRetryFor has passed.
-func retryTransient(ctx context.Context, create func() error) error {
+// retryTransient calls create, each call bounded by attempt, until it
+// succeeds, fails with an error that is not transient, ctx ends, or
+// ensureRetryFor has passed. Transient: the cluster's placement and
+// availability refusals above, and a call that went unanswered within its
+// bound (the caller's ctx still running).
+func retryTransient(ctx context.Context, attempt time.Duration, create func(context.Context) error) error {
 	deadline := time.Now().Add(ensureRetryFor)
 	wait := 100 * time.Millisecond
 	for {
-		err := create()
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		err := create(actx)
+		cancel()
+		if err == nil {
+			return nil
+		}
 		var api *jetstream.APIError
-		transient := errors.As(err, &api) && (api.ErrorCode == jsErrCodeNoSuitablePeers || api.ErrorCode == jsErrCodeTempUnavailable)
-		if !transient || time.Now().Add(wait).After(deadline) {
+		refused := errors.As(err, &api) && (api.ErrorCode == jsErrCodeNoSuitablePeers || api.ErrorCode == jsErrCodeTempUnavailable)
+		unanswered := errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil
+		if !(refused || unanswered) || time.Now().Add(wait).After(deadline) {
+			if unanswered {
+				err = fmt.Errorf("no answer within %s: %w", attempt, err)
+			}
 			return err
 		}
 		select {

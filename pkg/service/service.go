@@ -216,7 +216,10 @@ func ensureTopology(ctx context.Context, s *Service, cfg Config, topo events.Top
 	owner := s.Name == TopologyOwner || s.role == busauth.RoleOrchestrator || cfg.NATSCredsFile == ""
 	backoff := 250 * time.Millisecond
 	for {
-		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// Ensure bounds each request and asks again when one goes
+		// unanswered; this bounds a whole attempt, so a NATS that cannot be
+		// reached is reported every 20 s.
+		tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		var err error
 		if owner {
 			err = EnsureTopology(tctx, s.JS, topo)

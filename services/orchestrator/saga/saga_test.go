@@ -244,20 +244,10 @@ func newHarnessOn(t *testing.T, topo topology) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A fresh cluster may briefly report a peer offline for placement, or
-	// lose a request while its leaders settle: each attempt is bounded so a
-	// lost answer is retried instead of waited on until the test's deadline.
-	for i := 0; ; i++ {
-		actx, acancel := context.WithTimeout(ctx, 15*time.Second)
-		err := (events.Topology{Replicas: topo.replicas}).Ensure(actx, js)
-		acancel()
-		if err == nil {
-			break
-		}
-		if i == 20 {
-			t.Fatal(err)
-		}
-		time.Sleep(250 * time.Millisecond)
+	// Ensure asks again when a settling cluster refuses a placement or
+	// leaves a request unanswered.
+	if err := (events.Topology{Replicas: topo.replicas}).Ensure(ctx, js); err != nil {
+		t.Fatal(err)
 	}
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
