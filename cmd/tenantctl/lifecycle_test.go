@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,7 +66,7 @@ func startScriptedOrchestrator(t *testing.T, js jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	consumeUntilCleanup(t, cons, func(m jetstream.Msg) {
 		_ = m.Ack()
 		meta, _ := m.Metadata()
 		seq := meta.Sequence.Stream
@@ -107,10 +108,41 @@ func startScriptedOrchestrator(t *testing.T, js jetstream.JetStream) {
 			})
 		}
 	})
+}
+
+// consumeUntilCleanup consumes with handle until the test ends. A handler
+// still running then would write through the closed NATS connection and
+// report on a finished test: the cleanup stops the consumer and waits for
+// the handler in flight, and it runs before the connection's own cleanup
+// (registered earlier) closes it.
+func consumeUntilCleanup(t *testing.T, cons jetstream.Consumer, handle func(jetstream.Msg)) {
+	t.Helper()
+	var (
+		inFlight sync.WaitGroup
+		mu       sync.Mutex
+		stopped  bool
+	)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			return
+		}
+		inFlight.Add(1)
+		mu.Unlock()
+		defer inFlight.Done()
+		handle(m)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(cc.Stop)
+	t.Cleanup(func() {
+		cc.Stop()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		inFlight.Wait()
+	})
 }
 
 func lastRequest(t *testing.T, js jetstream.JetStream, subject string) []byte {

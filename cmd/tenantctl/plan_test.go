@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -51,23 +50,7 @@ func TestPlanCommands(t *testing.T) {
 		data, _ := events.Encode(ev)
 		_, _ = js.Publish(ctx, subject, data)
 	}
-	// A callback still running when the test ends would write through a
-	// closed connection: the cleanup below stops the consumer and waits
-	// for the callback in flight before the connection closes.
-	var (
-		inFlight sync.WaitGroup
-		mu       sync.Mutex
-		stopped  bool
-	)
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		mu.Lock()
-		if stopped {
-			mu.Unlock()
-			return
-		}
-		inFlight.Add(1)
-		mu.Unlock()
-		defer inFlight.Done()
+	consumeUntilCleanup(t, cons, func(m jetstream.Msg) {
 		_ = m.Ack()
 		meta, _ := m.Metadata()
 		time.Sleep(100 * time.Millisecond)
@@ -114,16 +97,6 @@ func TestPlanCommands(t *testing.T) {
 				r.Plan = req.Plan
 			})
 		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cc.Stop()
-		mu.Lock()
-		stopped = true
-		mu.Unlock()
-		inFlight.Wait()
 	})
 	url := []string{"--nats-url", n.URL, "--timeout", "20s"}
 
