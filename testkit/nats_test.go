@@ -99,11 +99,18 @@ func TestNATSClusterSurvivesNodeLossAndRejoin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:     "R3",
-		Subjects: []string{"r3.>"},
-		Storage:  jetstream.FileStorage,
-		Replicas: 3,
+	// A settling cluster can leave a create unanswered: each attempt is
+	// bounded, and asking again with the same config is idempotent.
+	if err := waitFor(30*time.Second, func() error {
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		defer ccancel()
+		_, err := js.CreateOrUpdateStream(cctx, jetstream.StreamConfig{
+			Name:     "R3",
+			Subjects: []string{"r3.>"},
+			Storage:  jetstream.FileStorage,
+			Replicas: 3,
+		})
+		return err
 	}); err != nil {
 		t.Fatalf("create R3 stream: %v", err)
 	}
@@ -136,13 +143,14 @@ func TestNATSClusterSurvivesNodeLossAndRejoin(t *testing.T) {
 	t.Logf("shut down %s (leader of R3)", victim.Name)
 
 	// Two of three replicas remain: a publish is still acked once a new
-	// stream leader is elected.
+	// stream leader is elected. A publish whose ack was lost is retried
+	// with the same message ID, so it cannot be stored twice.
 	var ack *jetstream.PubAck
 	if err := waitFor(20*time.Second, func() error {
 		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
 		defer pcancel()
 		var err error
-		ack, err = js.Publish(pctx, "r3.b", []byte("2"))
+		ack, err = js.Publish(pctx, "r3.b", []byte("2"), jetstream.WithMsgID("r3.b-1"))
 		return err
 	}); err != nil {
 		t.Fatalf("publish with one node down: %v", err)
