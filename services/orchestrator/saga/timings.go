@@ -111,7 +111,7 @@ func foldTimings(cur, next *events.TenantRecord, ev Event, p *pendingTimes, now 
 		if p != nil && !p.requestedAt.IsZero() {
 			at = p.requestedAt
 		}
-		next.Timings = &events.SagaTimings{Saga: kind, RequestedAt: at, MS: map[string]float64{}}
+		next.Timings = &events.SagaTimings{Saga: kind, RequestedAt: at.UTC(), MS: map[string]float64{}}
 	} else if next.Timings != nil {
 		next.Timings = &events.SagaTimings{Saga: next.Timings.Saga, RequestedAt: next.Timings.RequestedAt, MS: maps.Clone(next.Timings.MS)}
 		if next.Timings.MS == nil {

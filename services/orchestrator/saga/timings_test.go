@@ -19,9 +19,14 @@ func TestFoldTimings(t *testing.T) {
 		foldTimings(rec, next, ev, p, at)
 		return next
 	}
-	rec := step(nil, provisionReq(1, saga1), t0, &pendingTimes{ms: map[string]float64{events.StepQueue: 30}, requestedAt: requested})
+	// The request's time as the stream stored it, read in a zone that is
+	// not UTC: the record keeps it in UTC, as every other time it holds.
+	rec := step(nil, provisionReq(1, saga1), t0, &pendingTimes{ms: map[string]float64{events.StepQueue: 30}, requestedAt: requested.In(time.FixedZone("CET", 3600))})
 	if rec.Timings == nil || rec.Timings.Saga != "provision" || !rec.Timings.RequestedAt.Equal(requested) || rec.Timings.MS[events.StepQueue] != 30 {
 		t.Fatalf("saga start: timings %+v", rec.Timings)
+	}
+	if loc := rec.Timings.RequestedAt.Location(); loc != time.UTC {
+		t.Errorf("requested_at in %s, want UTC", loc)
 	}
 	rec = executed(rec)
 	at := t0.Add(100 * time.Millisecond)
