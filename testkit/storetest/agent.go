@@ -307,16 +307,42 @@ func (a *Agent) Send(ctx context.Context, t testing.TB, cmd *events.StoreCommand
 	a.SendRaw(ctx, t, events.CommandSubject(cmd.Store, cmd.Action), data, events.CommandMsgID(cmd))
 }
 
+// sendAttemptTimeout bounds one publish attempt: a cluster whose stream
+// leader is still settling can leave a request unanswered.
+const sendAttemptTimeout = 5 * time.Second
+
 // SendRaw publishes data on subject (a Nats-Msg-Id when msgID is not
-// empty) and waits for the PubAck.
+// empty) and waits for the PubAck. With a message ID, an attempt left
+// unanswered is sent again (the stream stores it once, as the saga's own
+// publishes do); without one, a single attempt waits for ctx.
 func (a *Agent) SendRaw(ctx context.Context, t testing.TB, subject string, data []byte, msgID string) {
 	t.Helper()
-	var opts []jetstream.PublishOpt
-	if msgID != "" {
-		opts = append(opts, jetstream.WithMsgID(msgID))
+	if msgID == "" {
+		if _, err := a.JS.Publish(ctx, subject, data); err != nil {
+			t.Fatalf("storetest: publish %s: %v", subject, err)
+		}
+		return
 	}
-	if _, err := a.JS.Publish(ctx, subject, data, opts...); err != nil {
-		t.Fatalf("storetest: publish %s: %v", subject, err)
+	for {
+		actx, cancel := context.WithTimeout(ctx, sendAttemptTimeout)
+		_, err := a.JS.Publish(actx, subject, data, jetstream.WithMsgID(msgID))
+		cancel()
+		if err == nil {
+			return
+		}
+		var api *jetstream.APIError
+		retry := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+			errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+			errors.As(err, &api) && api.ErrorCode == 10158 // Nats-Msg-Id in process on a replicated stream
+		if !retry || ctx.Err() != nil {
+			t.Fatalf("storetest: publish %s: %v", subject, err)
+		}
+		t.Logf("storetest: publish %s: %v; sending again", subject, err)
+		select {
+		case <-ctx.Done():
+			t.Fatalf("storetest: publish %s: %v", subject, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
