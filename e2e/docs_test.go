@@ -647,7 +647,7 @@ func genContract(t *testing.T, b *docBlocks) {
 
 	// minio-policy
 	var pb bytes.Buffer
-	if err := json.Indent(&pb, miniostore.TenantPolicy(id), "", "  "); err != nil {
+	if err := json.Indent(&pb, miniostore.TenantPolicy(), "", "  "); err != nil {
 		t.Fatal(err)
 	}
 	b.set("minio-policy", pb.String())

@@ -69,8 +69,26 @@ func (id TenantID) MinIOBucket() string { return "tenant-" + string(id) }
 // MinIOUser is the tenant's IAM user (its access key): tenant-<id>.
 func (id TenantID) MinIOUser() string { return "tenant-" + string(id) }
 
-// MinIOPolicy is the tenant's canned policy: tenant-<id>-rw.
-func (id TenantID) MinIOPolicy() string { return "tenant-" + string(id) + "-rw" }
+// MinIOTenantPolicy is the one canned policy every tenant's IAM user
+// holds: it grants the bucket named like the requesting user
+// (arn:aws:s3:::${aws:username}), so tenant-<id> reaches tenant-<id> and
+// nothing else. One policy for every tenant, not one each: MinIO reloads
+// every canned policy under its IAM lock whenever they are listed, so
+// per-tenant policies made every isolation check, and every IAM call
+// waiting behind it, grow with the number of tenants (docs/PERFORMANCE.md).
+// The name is in the reserved namespace.
+const MinIOTenantPolicy = ReservedPrefix + "-tenant-rw"
+
+// MinIOPolicy is the canned policy attached to the tenant's user: the
+// shared MinIOTenantPolicy (DESIGN.md §2 named a policy per tenant,
+// MinIOLegacyPolicy; see MinIOTenantPolicy for why it changed).
+func (id TenantID) MinIOPolicy() string { return MinIOTenantPolicy }
+
+// MinIOLegacyPolicy is the per-tenant canned policy tenant-<id>-rw that
+// agents before the shared policy created; the MinIO agent migrates a
+// tenant off it (attaches the shared policy, removes this one) and removes
+// it on deprovision, when the tenant's system record claims it.
+func (id TenantID) MinIOLegacyPolicy() string { return "tenant-" + string(id) + "-rw" }
 
 // PostgresDatabase is the tenant's database: tenant_<id>. Hyphens are kept,
 // so the name must always be quoted as an identifier.

@@ -92,6 +92,7 @@ func TestResourceNames(t *testing.T) {
 		"bucket":     id.MinIOBucket(),
 		"minio user": id.MinIOUser(),
 		"policy":     id.MinIOPolicy(),
+		"legacy":     id.MinIOLegacyPolicy(),
 		"database":   id.PostgresDatabase(),
 		"role":       id.PostgresRole(),
 		"collection": id.QdrantCollection(),
@@ -103,7 +104,8 @@ func TestResourceNames(t *testing.T) {
 	want := map[string]string{
 		"bucket":     "tenant-acme-corp",
 		"minio user": "tenant-acme-corp",
-		"policy":     "tenant-acme-corp-rw",
+		"policy":     "tenantprov-tenant-rw",
+		"legacy":     "tenant-acme-corp-rw",
 		"database":   "tenant_acme-corp",
 		"role":       "tenant_acme-corp",
 		"collection": "tenant_acme-corp",
@@ -117,9 +119,10 @@ func TestResourceNames(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got[k], w)
 		}
 	}
-	// A tenant's names never collide with the system's reserved names.
-	for _, n := range got {
-		if strings.HasPrefix(n, ReservedPrefix) {
+	// A tenant's names never collide with the system's reserved names;
+	// the one policy every tenant shares is the system's own.
+	for k, n := range got {
+		if strings.HasPrefix(n, ReservedPrefix) != (k == "policy") {
 			t.Errorf("%q uses the reserved prefix", n)
 		}
 	}

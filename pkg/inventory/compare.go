@@ -83,9 +83,11 @@ var Complete = map[events.TenantState]bool{
 
 // Expected lists, per store, the kinds of resource (each with tenantprov's
 // marker) a complete tenant holds. Qdrant's token record is expected only
-// when the record's isolation mode is jwt_rbac.
+// when the record's isolation mode is jwt_rbac. A MinIO tenant has no
+// policy of its own: its user holds the one policy every tenant shares
+// (which policy_exact checks); a per-tenant policy is a legacy one.
 var Expected = map[events.Store][]events.ResourceKind{
-	events.StoreMinIO:    {events.KindBucket, events.KindIAMUser, events.KindPolicy, events.KindMarker},
+	events.StoreMinIO:    {events.KindBucket, events.KindIAMUser, events.KindMarker},
 	events.StorePostgres: {events.KindDatabase, events.KindRole, events.KindMarker},
 	events.StoreQdrant:   {events.KindCollection, events.KindMarker, events.KindTokenRecord},
 	events.StoreRedis:    {events.KindACLUser, events.KindMarker},

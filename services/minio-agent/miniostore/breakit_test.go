@@ -105,12 +105,37 @@ func TestVerifyCatchesBreakage(t *testing.T) {
 			},
 		},
 		{
-			name: "the tenant's policy widened to *", want: CheckPolicyExact,
+			name: "the shared tenant policy widened to *", want: CheckPolicyExact,
 			break_: func(ctx context.Context, tn events.TenantID) error {
 				return e.admin.AddCannedPolicy(ctx, tn.MinIOPolicy(), policy(`{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::*"]}`))
 			},
 			undo: func(ctx context.Context, tn events.TenantID) error {
-				return e.admin.AddCannedPolicy(ctx, tn.MinIOPolicy(), TenantPolicy(tn))
+				return e.admin.AddCannedPolicy(ctx, tn.MinIOPolicy(), TenantPolicy())
+			},
+		},
+		{
+			name: "the shared tenant policy attached to a group", want: CheckNoForeignGrants,
+			break_: func(ctx context.Context, tn events.TenantID) error {
+				if err := e.admin.AddUser(ctx, spy, spySec); err != nil {
+					return err
+				}
+				if err := e.admin.UpdateGroupMembers(ctx, madmin.GroupAddRemove{Group: spyGroup, Members: []string{spy}}); err != nil {
+					return err
+				}
+				_, err := e.admin.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{tn.MinIOPolicy()}, Group: spyGroup})
+				return err
+			},
+			undo: func(ctx context.Context, tn events.TenantID) error {
+				if _, err := e.admin.DetachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{tn.MinIOPolicy()}, Group: spyGroup}); err != nil {
+					return err
+				}
+				if err := e.admin.UpdateGroupMembers(ctx, madmin.GroupAddRemove{Group: spyGroup, Members: []string{spy}, IsRemove: true}); err != nil {
+					return err
+				}
+				if err := e.admin.UpdateGroupMembers(ctx, madmin.GroupAddRemove{Group: spyGroup, IsRemove: true}); err != nil {
+					return err
+				}
+				return e.admin.RemoveUser(ctx, spy)
 			},
 		},
 		{

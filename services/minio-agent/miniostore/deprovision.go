@@ -18,15 +18,18 @@ import (
 // Deprovision removes what tenantprov created for the tenant: it disables
 // the user first (so the credential stops working before anything is
 // deleted), removes every service account and temporary (STS) key of the
-// user (keys the tenant could have minted for itself) and the user, then
-// the policy and — beside them — the bucket with every object, version and
+// user (keys the tenant could have minted for itself) and the user (which
+// takes its mapping to the shared tenant policy with it; that policy is
+// never removed), then a legacy policy tenant-<id>-rw the record claims
+// and — beside them — the bucket with every object, version and
 // incomplete multipart upload, and finally the system record. It returns
 // success only after it has seen that none of the tenant's keys and
 // resources is left; anything of this generation still there is an error,
 // and the command is retried. Absent resources are success. A bucket not
-// stamped in the record, a user or policy without a record, or an access
-// key held by a service account or temporary key, is foreign: left exactly
-// as it is and named in Skipped. A request for an older generation than
+// stamped in the record, a user without a record, a policy tenant-<id>-rw
+// the record does not claim, or an access key held by a service account
+// or temporary key, is foreign: left exactly as it is and named in
+// Skipped. A request for an older generation than
 // the one recorded changes nothing and says so in Warnings.
 func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (agent.DeprovisionResponse, error) {
 	t := req.Tenant
@@ -47,14 +50,15 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 	var resp agent.DeprovisionResponse
 	ownIAM := o.rec != nil
 	ownUser := ownIAM && o.key == keyUser
+	ownLegacy := o.rec.claimsLegacy()
 	switch {
 	case o.key == keySquatted:
 		resp.Skipped = append(resp.Skipped, "access key "+t.MinIOUser()+" (a service account or temporary key tenantprov did not create)")
 	case !ownIAM && o.key == keyUser:
 		resp.Skipped = append(resp.Skipped, "user "+t.MinIOUser()+" (no tenantprov record)")
 	}
-	if !ownIAM && o.policyExists {
-		resp.Skipped = append(resp.Skipped, "policy "+t.MinIOPolicy()+" (no tenantprov record)")
+	if !ownLegacy && o.legacyPolicy {
+		resp.Skipped = append(resp.Skipped, "policy "+t.MinIOLegacyPolicy()+" (not claimed by a tenantprov record)")
 	}
 	ownBucket, err := s.bucketOurs(ctx, t, o)
 	if err != nil {
@@ -109,7 +113,10 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 					return err
 				}
 			}
-			return s.removePolicy(ctx, t)
+			if !ownLegacy {
+				return nil
+			}
+			return s.removeLegacyPolicy(ctx, t)
 		},
 		func(ctx context.Context) error {
 			if !ownBucket {
@@ -121,7 +128,7 @@ func (s *Store) Deprovision(ctx context.Context, req agent.DeprovisionRequest) (
 	if err != nil {
 		return agent.DeprovisionResponse{}, err
 	}
-	if err := s.confirmGone(ctx, t, ownUser, ownIAM, ownBucket, keys); err != nil {
+	if err := s.confirmGone(ctx, t, ownUser, ownLegacy, ownBucket, keys); err != nil {
 		return agent.DeprovisionResponse{}, err
 	}
 	if o.rec != nil {
@@ -199,9 +206,9 @@ func (s *Store) revokeTemporaryKeys(ctx context.Context, t events.TenantID) erro
 }
 
 // confirmGone checks, after removal, that none of what Deprovision removed
-// can still be found: the user, every key derived from it, the policy and
-// the bucket.
-func (s *Store) confirmGone(ctx context.Context, t events.TenantID, user, iam, bucket bool, keys []string) error {
+// can still be found: the user, every key derived from it, the legacy
+// policy and the bucket.
+func (s *Store) confirmGone(ctx context.Context, t events.TenantID, user, legacy, bucket bool, keys []string) error {
 	var left []string
 	if user {
 		_, st, err := s.userInfo(ctx, t)
@@ -225,13 +232,13 @@ func (s *Store) confirmGone(ctx context.Context, t events.TenantID, user, iam, b
 			}
 		}
 	}
-	if iam {
-		exists, err := s.policyExists(ctx, t)
+	if legacy {
+		exists, err := s.legacyPolicyExists(ctx, t)
 		if err != nil {
 			return err
 		}
 		if exists {
-			left = append(left, "policy "+t.MinIOPolicy())
+			left = append(left, "policy "+t.MinIOLegacyPolicy())
 		}
 	}
 	if bucket {
@@ -269,12 +276,67 @@ func (s *Store) removeUser(ctx context.Context, t events.TenantID) error {
 	return nil
 }
 
-func (s *Store) removePolicy(ctx context.Context, t events.TenantID) error {
-	err := s.call(ctx, "policy.remove", func(ctx context.Context) error {
-		return s.admin.RemoveCannedPolicy(ctx, t.MinIOPolicy())
-	})
+// removeLegacyPolicy removes the tenant's legacy policy tenant-<id>-rw
+// (absent is success). MinIO refuses to remove a policy still attached to
+// a user or group: it is tenantprov's (the record claims it), so it is
+// first detached from everyone who holds it.
+func (s *Store) removeLegacyPolicy(ctx context.Context, t events.TenantID) error {
+	name := t.MinIOLegacyPolicy()
+	remove := func() error {
+		return s.call(ctx, "policy.remove", func(ctx context.Context) error {
+			return s.admin.RemoveCannedPolicy(ctx, name)
+		})
+	}
+	err := remove()
+	if adminCode(err) == codeIAMPolicyInUse {
+		if err := s.detachEverywhere(ctx, name); err != nil {
+			return err
+		}
+		err = remove()
+	}
 	if err != nil && adminCode(err) != codeAdminNoSuchPolicy {
-		return fmt.Errorf("remove policy %s: %w", t.MinIOPolicy(), err)
+		return fmt.Errorf("remove policy %s: %w", name, err)
+	}
+	return nil
+}
+
+// detachEverywhere detaches the canned policy name from every user and
+// group it is attached to.
+func (s *Store) detachEverywhere(ctx context.Context, name string) error {
+	var res madmin.PolicyEntitiesResult
+	err := s.call(ctx, "iam.policy_entities", func(ctx context.Context) (err error) {
+		res, err = s.admin.GetPolicyEntities(ctx, madmin.PolicyEntitiesQuery{Policy: []string{name}})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("attachments of policy %s: %w", name, err)
+	}
+	var es []policyEntity
+	for _, m := range res.PolicyMappings {
+		if m.Policy != name {
+			continue
+		}
+		for _, u := range m.Users {
+			es = append(es, policyEntity{policy: name, user: u})
+		}
+		for _, g := range m.Groups {
+			es = append(es, policyEntity{policy: name, group: g})
+		}
+	}
+	return s.detach(ctx, "policy.detach", es)
+}
+
+// detach removes each entity's policy from its user or group (one already
+// detached is success).
+func (s *Store) detach(ctx context.Context, call string, es []policyEntity) error {
+	for _, e := range es {
+		err := s.call(ctx, call, func(ctx context.Context) error {
+			_, err := s.admin.DetachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{e.policy}, User: e.user, Group: e.group})
+			return err
+		})
+		if err != nil && adminCode(err) != codeAdminPolicyApplied {
+			return fmt.Errorf("detach %s from %s: %w", e.policy, e, err)
+		}
 	}
 	return nil
 }

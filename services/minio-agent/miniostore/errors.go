@@ -39,6 +39,7 @@ const (
 	codeAdminPolicyApplied    = "XMinioAdminPolicyChangeAlreadyApplied"
 	codeAdminConfigBadJSON    = "XMinioAdminConfigBadJSON"
 	codeAdminNoSuchAccessKey  = "XMinioAdminNoSuchAccessKey"
+	codeIAMPolicyInUse        = "XMinioIAMPolicyInUse"
 	codeNoSuchBucketPolicy    = "NoSuchBucketPolicy"
 	// codeIAMActionNotAllowed is what the admin API answers a user call
 	// (user info, status, removal) on an access key that is a service

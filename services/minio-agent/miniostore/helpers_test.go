@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -274,8 +275,9 @@ func (e *env) foreignIntact(ctx context.Context, tenant events.TenantID) error {
 	return nil
 }
 
-// resources lists what exists of the tenant (bucket, user, policy, system
-// record), asked with the root credential.
+// resources lists what exists of the tenant (bucket, user, policy — the
+// user holding the shared tenant policy —, legacy policy — a policy
+// tenant-<id>-rw —, system record), asked with the root credential.
 func (e *env) resources(ctx context.Context, tenant events.TenantID) ([]string, error) {
 	var found []string
 	ok, err := e.root.BucketExists(ctx, tenant.MinIOBucket())
@@ -285,24 +287,27 @@ func (e *env) resources(ctx context.Context, tenant events.TenantID) ([]string, 
 	if ok {
 		found = append(found, "bucket")
 	}
-	_, err = e.admin.GetUserInfo(ctx, tenant.MinIOUser())
+	ui, err := e.admin.GetUserInfo(ctx, tenant.MinIOUser())
 	switch adminCode(err) {
 	case "":
 		if err != nil {
 			return nil, err
 		}
 		found = append(found, "user")
+		if slices.Contains(strings.Split(ui.PolicyName, ","), tenant.MinIOPolicy()) {
+			found = append(found, "policy")
+		}
 	case codeAdminNoSuchUser, codeIAMActionNotAllowed: // none, or a service account's key
 	default:
 		return nil, err
 	}
-	_, err = e.admin.InfoCannedPolicyV2(ctx, tenant.MinIOPolicy())
+	_, err = e.admin.InfoCannedPolicyV2(ctx, tenant.MinIOLegacyPolicy())
 	switch adminCode(err) {
 	case "":
 		if err != nil {
 			return nil, err
 		}
-		found = append(found, "policy")
+		found = append(found, "legacy policy")
 	case codeAdminNoSuchPolicy:
 	default:
 		return nil, err
@@ -334,4 +339,33 @@ func (e *env) checksByName(t testing.TB, ctx context.Context, tn events.TenantID
 		out[c.Name] = c
 	}
 	return out
+}
+
+// legacyPolicy is the per-tenant policy tenant-<id>-rw that agents before
+// the shared tenant policy wrote: TenantPolicy with the tenant's bucket in
+// place of the variable.
+func legacyPolicy(tenant events.TenantID) []byte {
+	return bytes.ReplaceAll(TenantPolicy(), []byte("${"+usernameVariable+"}"), []byte(tenant.MinIOBucket()))
+}
+
+// makeLegacy puts a provisioned tenant into the layout an agent before the
+// shared policy left: its own policy tenant-<id>-rw, mapped exactly to its
+// user, claimed by its system record.
+func (e *env) makeLegacy(t testing.TB, ctx context.Context, tenant events.TenantID) {
+	t.Helper()
+	if err := e.admin.AddCannedPolicy(ctx, tenant.MinIOLegacyPolicy(), legacyPolicy(tenant)); err != nil {
+		t.Fatal(err)
+	}
+	//lint:ignore SA1019 SetPolicy maps exactly this policy (as the agent does).
+	if err := e.admin.SetPolicy(ctx, tenant.MinIOLegacyPolicy(), tenant.MinIOUser(), false); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := e.store.readRecord(ctx, tenant)
+	if err != nil || rec == nil {
+		t.Fatalf("record of %s: %v, %v", tenant, rec, err)
+	}
+	rec.Policy = tenant.MinIOLegacyPolicy()
+	if err := e.store.writeRecord(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
 }

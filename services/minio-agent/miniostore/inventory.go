@@ -15,12 +15,14 @@ import (
 var _ agent.Inventorier = (*Store)(nil)
 
 // Inventory lists every bucket and IAM user named tenant-<id>, every canned
-// policy named tenant-<id>-rw, every service account or temporary key named
-// tenant-<id> or belonging to a tenant user, and every system record (kind
-// marker). Ownership follows owner.go: a bucket is ours when the record
-// names it by its creation time (or, unstamped, when bucketOurs vouches for
-// it as Provision would) — never by its tags; a user or policy is ours when
-// the tenant's system record exists. A service account is ours only when
+// policy named tenant-<id>-rw (the per-tenant policies before the shared
+// one, which is the system's and not listed), every service account or
+// temporary key named tenant-<id> or belonging to a tenant user, and every
+// system record (kind marker). Ownership follows owner.go: a bucket is ours
+// when the record names it by its creation time (or, unstamped, when
+// bucketOurs vouches for it as Provision would) — never by its tags; a user
+// is ours when the tenant's system record exists, and a policy
+// tenant-<id>-rw when the record claims it. A service account is ours only when
 // it is a rotated credential: under the tenant's user, its access key listed
 // in the tenant's system record; other service accounts and temporary keys
 // are never ours.
@@ -160,8 +162,8 @@ func (s *Store) Inventory(ctx context.Context, _ agent.InventoryRequest) (agent.
 			continue
 		}
 		it := events.InventoryItem{Kind: events.KindPolicy, Name: name, TenantID: strings.TrimSuffix(strings.TrimPrefix(name, "tenant-"), "-rw")}
-		if strings.HasSuffix(name, "-rw") {
-			it.Ours, it.Generation = owned(it.TenantID)
+		if id, err := events.ParseTenantID(it.TenantID); err == nil && name == id.MinIOLegacyPolicy() && recs[id].claimsLegacy() {
+			it.Ours, it.Generation = true, recs[id].Generation
 		}
 		resp.Items = append(resp.Items, it)
 	}

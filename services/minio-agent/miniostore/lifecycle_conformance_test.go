@@ -22,25 +22,44 @@ func (e *env) breakages() []storetest.Breakage {
 			Break: func(ctx context.Context, t events.TenantID, _ agent.Credential) error {
 				return e.root.SetBucketPolicy(ctx, t.MinIOBucket(), publicReadPolicy(t.MinIOBucket()))
 			}},
-		{Name: "tenant policy widened to the canary (outward)", Repairable: true,
+		{Name: "shared tenant policy widened to the canary (outward)", Repairable: true,
 			Break: func(ctx context.Context, t events.TenantID, _ agent.Credential) error {
 				return e.admin.AddCannedPolicy(ctx, t.MinIOPolicy(), []byte(fmt.Sprintf(
 					`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::%s","arn:aws:s3:::%s/*","arn:aws:s3:::%s/*"]}]}`,
 					t.MinIOBucket(), t.MinIOBucket(), events.CanaryBucket)))
 			}},
-		{Name: "tenant policy detached from the user (outward)", Repairable: true,
+		{Name: "shared tenant policy detached from the user (outward)", Repairable: true,
 			Break: func(ctx context.Context, t events.TenantID, _ agent.Credential) error {
 				_, err := e.admin.DetachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{t.MinIOPolicy()}, User: t.MinIOUser()})
 				return err
 			}},
-		{Name: "tenant policy attached to another user (inward)", Repairable: true,
+		{Name: "shared tenant policy attached to a group (inward)", Repairable: true,
 			Break: func(ctx context.Context, t events.TenantID, _ agent.Credential) error {
-				other := "intruder-" + string(t)
+				other, group := "intruder-"+string(t), "intruders-"+string(t)
 				if err := e.admin.AddUser(ctx, other, "intruder-secret-1234"); err != nil {
 					return err
 				}
-				_, err := e.admin.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{t.MinIOPolicy()}, User: other})
+				if err := e.admin.UpdateGroupMembers(ctx, madmin.GroupAddRemove{Group: group, Members: []string{other}}); err != nil {
+					return err
+				}
+				_, err := e.admin.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{t.MinIOPolicy()}, Group: group})
 				return err
+			}},
+		{Name: "tenant still on its legacy policy (outward)", Repairable: true,
+			Break: func(ctx context.Context, t events.TenantID, _ agent.Credential) error {
+				if err := e.admin.AddCannedPolicy(ctx, t.MinIOLegacyPolicy(), legacyPolicy(t)); err != nil {
+					return err
+				}
+				//lint:ignore SA1019 SetPolicy maps exactly this policy (as the agent does).
+				if err := e.admin.SetPolicy(ctx, t.MinIOLegacyPolicy(), t.MinIOUser(), false); err != nil {
+					return err
+				}
+				rec, err := e.store.readRecord(ctx, t)
+				if err != nil || rec == nil {
+					return fmt.Errorf("record of %s: %v", t, err)
+				}
+				rec.Policy = t.MinIOLegacyPolicy()
+				return e.store.writeRecord(ctx, rec)
 			}},
 		{Name: "service account minted under the tenant's user (inward)", Repairable: true,
 			Break: func(ctx context.Context, t events.TenantID, _ agent.Credential) error {

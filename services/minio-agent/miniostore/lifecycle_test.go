@@ -293,8 +293,8 @@ func TestSuspendRefusesEveryKeyAndKeepsData(t *testing.T) {
 
 // TestVerifyAcceptsOnlyRecordedKeys: during a rotation grace Verify passes
 // with either credential, and still fails no_extra_keys for a service
-// account the agent did not record and no_foreign_grants for the tenant's
-// own policy attached to another user.
+// account the agent did not record and no_foreign_grants for the shared
+// tenant policy attached to a group.
 func TestVerifyAcceptsOnlyRecordedKeys(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
@@ -330,11 +330,19 @@ func TestVerifyAcceptsOnlyRecordedKeys(t *testing.T) {
 	if err := e.admin.AddUser(ctx, "twin-user", "twin-secret-12345"); err != nil {
 		t.Fatal(err)
 	}
+	// The shared policy on another user reaches that user's bucket only.
 	if _, err := e.admin.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{tenant.MinIOPolicy()}, User: "twin-user"}); err != nil {
 		t.Fatal(err)
 	}
+	e.mustVerify(t, tenant, v2, "with the shared policy on twin-user")
+	if err := e.admin.UpdateGroupMembers(ctx, madmin.GroupAddRemove{Group: "twins", Members: []string{"twin-user"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.admin.AttachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{tenant.MinIOPolicy()}, Group: "twins"}); err != nil {
+		t.Fatal(err)
+	}
 	failed(v1, CheckNoForeignGrants)
-	if _, err := e.admin.DetachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{tenant.MinIOPolicy()}, User: "twin-user"}); err != nil {
+	if _, err := e.admin.DetachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{tenant.MinIOPolicy()}, Group: "twins"}); err != nil {
 		t.Fatal(err)
 	}
 	e.mustVerify(t, tenant, v2, "with v2 after the breakages are undone")

@@ -36,14 +36,16 @@ const (
 	// DriftUserMissing: the tenant's user is gone, with its keys. Not
 	// repairable without a new credential (rotate or re-provision).
 	DriftUserMissing = "user_missing"
-	// DriftGrantChanged: the tenant's policy document, the user's policy
-	// mapping, its groups or its status differ from what was provisioned
-	// (outward). Repaired.
+	// DriftGrantChanged: the shared tenant policy's document, the user's
+	// policy mapping, its groups or its status differ from what was
+	// provisioned, or the tenant is still on its legacy policy
+	// tenant-<id>-rw (outward). Repaired (the legacy policy by migrating
+	// the tenant to the shared one).
 	DriftGrantChanged = "grant_changed"
 	// DriftForeignGrant: another user or group reaches the bucket
-	// (inward). Repaired when the grant is tenantprov's policy attached to
-	// someone else (detached); a foreign policy on a foreign user is only
-	// reported.
+	// (inward). Repaired when the grant is tenantprov's policy (the shared
+	// one, or the tenant's legacy one) attached to someone else
+	// (detached); a foreign policy on a foreign user is only reported.
 	DriftForeignGrant = "foreign_grant"
 	// DriftExtraKey: a service account under the tenant's user that is
 	// not a recorded credential (inward). Repaired by removing it.
@@ -59,9 +61,10 @@ const (
 // Observe compares the tenant's bucket, user, policy and keys with the
 // system record, reusing Verify's inward checks (bucket_not_public,
 // no_foreign_grants, policy_exact, no_extra_keys), and with req.Repair
-// puts back what is tenantprov's: the policy document and mapping, the
-// user's status and groups, the bucket's tags and stamp; it removes a
-// bucket policy on the tenant's bucket, the tenant's policy from anyone
+// puts back what is tenantprov's: the shared policy's document and the
+// user's mapping to it, the user's status and groups, the bucket's tags
+// and stamp; it migrates a tenant off its legacy policy, and removes a
+// bucket policy on the tenant's bucket, tenantprov's policies from anyone
 // else, and service accounts under the tenant's user that are not
 // recorded credentials. It never recreates a bucket, never touches a
 // resource that is not tenantprov's, and never changes a secret.
@@ -253,10 +256,19 @@ func (ob *observation) iam(ctx context.Context, o observed) error {
 			ob.drift(d)
 		}
 		if len(gf.own) > 0 {
-			d.Detail = "tenant policy " + t.MinIOPolicy() + " attached to " + entityList(gf.own)
-			if err := ob.fix(ctx, d, func(ctx context.Context) error { return ob.detach(ctx, gf.own) }); err != nil {
+			d.Detail = "tenantprov's policy attached to " + entityList(gf.own)
+			if err := ob.fix(ctx, d, func(ctx context.Context) error { return s.detach(ctx, "observe.policy_detach", gf.own) }); err != nil {
 				return err
 			}
+		}
+	}
+	if rec.claimsLegacy() {
+		// After the mapping's repair above: the user holds the shared
+		// policy before the legacy one goes.
+		d := agent.Drift{Kind: DriftGrantChanged, Resource: t.MinIOLegacyPolicy(),
+			Detail: "tenant " + string(t) + " is on its legacy policy " + t.MinIOLegacyPolicy() + ", not the shared " + t.MinIOPolicy()}
+		if err := ob.fix(ctx, d, func(ctx context.Context) error { return ob.migrate(ctx, o.legacyPolicy) }); err != nil {
+			return err
 		}
 	}
 	if !keys.Passed && o.key == keyUser {
@@ -289,16 +301,13 @@ func (ob *observation) iam(ctx context.Context, o observed) error {
 	return nil
 }
 
-// repairGrants writes the tenant policy as provisioned and, if the user
+// repairGrants writes the shared tenant policy as provisioned and, if the user
 // exists, maps exactly that policy to it, takes it out of its groups and
 // sets the status the record says.
 func (ob *observation) repairGrants(ctx context.Context, pf policyFindings, suspended, user bool) error {
 	s, t := ob.s, ob.t
 	if pf.policyMissing || pf.document {
-		err := s.call(ctx, "observe.policy_add", func(ctx context.Context) error {
-			return s.admin.AddCannedPolicy(ctx, t.MinIOPolicy(), TenantPolicy(t))
-		})
-		if err != nil {
+		if err := s.ensureTenantPolicy(ctx, true); err != nil {
 			return err
 		}
 	}
@@ -306,9 +315,7 @@ func (ob *observation) repairGrants(ctx context.Context, pf policyFindings, susp
 		return nil
 	}
 	if pf.mapping || pf.policyMissing {
-		if err := s.call(ctx, "observe.policy_set", func(ctx context.Context) error {
-			return s.setPolicyFast(ctx, t.MinIOUser(), t.MinIOPolicy())
-		}); err != nil {
+		if err := s.mapTenantPolicy(ctx, "observe.policy_set", t); err != nil {
 			return err
 		}
 	}
@@ -326,19 +333,14 @@ func (ob *observation) repairGrants(ctx context.Context, pf policyFindings, susp
 	return nil
 }
 
-// detach removes the tenant's policy from the given users and groups.
-func (ob *observation) detach(ctx context.Context, es []policyEntity) error {
-	s, t := ob.s, ob.t
-	for _, e := range es {
-		err := s.call(ctx, "observe.policy_detach", func(ctx context.Context) error {
-			_, err := s.admin.DetachPolicy(ctx, madmin.PolicyAssociationReq{Policies: []string{t.MinIOPolicy()}, User: e.user, Group: e.group})
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("detach %s from %s: %w", t.MinIOPolicy(), e, err)
-		}
+// migrate moves the tenant off its legacy policy (migrateLegacy), from the
+// record as it is now: this Observe may have stamped the bucket into it.
+func (ob *observation) migrate(ctx context.Context, legacyExists bool) error {
+	rec, err := ob.s.readRecord(ctx, ob.t)
+	if err != nil || rec == nil {
+		return err
 	}
-	return nil
+	return ob.s.migrateLegacy(ctx, ob.t, rec, legacyExists)
 }
 
 // credential checks that cred still reaches the bucket (one listing).

@@ -23,11 +23,15 @@ import (
 // tenants/<id>.json in the bucket tenantprov-system, which no tenant policy
 // reaches and which only the agent's admin credential writes. Provision
 // writes it before it creates anything (the record states the intent "this
-// user, policy and bucket are tenantprov's"); Deprovision deletes it after
-// everything else is gone. A user or policy with the tenant's name and no
-// record is foreign, and an access key with the tenant's name that is a
-// service account or temporary key is foreign whatever the record says
-// (tenantprov creates only users).
+// user and bucket are tenantprov's"); Deprovision deletes it after
+// everything else is gone. A user with the tenant's name and no record is
+// foreign, and an access key with the tenant's name that is a service
+// account or temporary key is foreign whatever the record says (tenantprov
+// creates only users). The tenant's user holds the one shared tenant
+// policy (events.MinIOTenantPolicy, in the reserved namespace), which is
+// tenantprov's whoever made it: Provision and Observe rewrite it when it
+// differs, and nothing removes it. A per-tenant policy tenant-<id>-rw is
+// tenantprov's only while the record claims it (record.claimsLegacy).
 //
 // A bucket is tenantprov's only if the record names it by its creation
 // time: after MakeBucket succeeds, Provision stamps the bucket's
@@ -89,13 +93,17 @@ const (
 // record is a tenant's system record: tenantprov's claim on the tenant's
 // user, policy and bucket.
 type record struct {
-	Tenant     string    `json:"tenant"`
-	Generation uint64    `json:"generation"`
-	SagaID     string    `json:"saga_id,omitempty"`
-	Bucket     string    `json:"bucket"`
-	User       string    `json:"user"`
-	Policy     string    `json:"policy"`
-	CreatedAt  time.Time `json:"created_at"`
+	Tenant     string `json:"tenant"`
+	Generation uint64 `json:"generation"`
+	SagaID     string `json:"saga_id,omitempty"`
+	Bucket     string `json:"bucket"`
+	User       string `json:"user"`
+	// Policy is the shared tenant policy (events.MinIOTenantPolicy), or,
+	// in a record an agent before it wrote, the tenant's own legacy policy
+	// tenant-<id>-rw: the record claims that one until the tenant is
+	// migrated off it (migrateLegacy).
+	Policy    string    `json:"policy"`
+	CreatedAt time.Time `json:"created_at"`
 	// BucketCreated is the CreationDate of the bucket this agent made
 	// (zero until it is stamped after MakeBucket).
 	BucketCreated time.Time `json:"bucket_created,omitzero"`
@@ -157,7 +165,7 @@ func (s *Store) readRecord(ctx context.Context, t events.TenantID) (*record, err
 
 // newRecord is the record of generation, keeping the bucket stamp and
 // intent of prev (the bucket outlives a generation change only if it is
-// ours).
+// ours) and its claim on a legacy policy not yet migrated.
 func newRecord(t events.TenantID, generation uint64, sagaID string, prev *record) *record {
 	r := &record{
 		Tenant: string(t), Generation: generation, SagaID: sagaID,
@@ -167,8 +175,19 @@ func newRecord(t events.TenantID, generation uint64, sagaID string, prev *record
 	if prev != nil {
 		r.BucketCreated = prev.BucketCreated
 		r.BucketIntent = prev.BucketIntent
+		if prev.claimsLegacy() {
+			r.Policy = prev.Policy
+		}
 	}
 	return r
+}
+
+// claimsLegacy reports whether r claims the tenant's legacy policy
+// tenant-<id>-rw (written by an agent before the shared policy, and not
+// migrated since). Only a record that claims it lets the agent remove a
+// policy of that name: one made by anyone else is left alone.
+func (r *record) claimsLegacy() bool {
+	return r != nil && r.Policy == events.TenantID(r.Tenant).MinIOLegacyPolicy()
 }
 
 // withIntent is r claiming a bucket about to be created now: the intent
@@ -238,11 +257,11 @@ type observed struct {
 	rec           *record   // nil: no system record
 	user          madmin.UserInfo
 	key           keyState
-	policyExists  bool
+	legacyPolicy  bool // a canned policy tenant-<id>-rw exists
 }
 
-// look reads the tenant's bucket, system record, access key and policy
-// (concurrently, unless the sequence is Sequential).
+// look reads the tenant's bucket, system record, access key and legacy
+// policy (concurrently, unless the sequence is Sequential).
 func (s *Store) look(ctx context.Context, t events.TenantID) (observed, error) {
 	var o observed
 	err := s.steps(ctx,
@@ -252,7 +271,7 @@ func (s *Store) look(ctx context.Context, t events.TenantID) (observed, error) {
 		},
 		func(ctx context.Context) (err error) { o.rec, err = s.readRecord(ctx, t); return err },
 		func(ctx context.Context) (err error) { o.user, o.key, err = s.userInfo(ctx, t); return err },
-		func(ctx context.Context) (err error) { o.policyExists, err = s.policyExists(ctx, t); return err },
+		func(ctx context.Context) (err error) { o.legacyPolicy, err = s.legacyPolicyExists(ctx, t); return err },
 	)
 	return o, err
 }

@@ -100,8 +100,8 @@ func (s *Store) bucketQuota(ctx context.Context, bucket string) (uint64, error) 
 }
 
 // DryRun reports the admin calls a provision with req.Plan would make,
-// the names and every conflict (a foreign bucket, user, policy or access
-// key), with read-only calls only. The secret is never shown.
+// the names and every conflict (a foreign bucket, user or access key),
+// with read-only calls only. The secret is never shown.
 func (s *Store) DryRun(ctx context.Context, req agent.PlanRequest) (events.DryRun, error) {
 	t := req.Tenant
 	if _, err := events.ParseTenantID(string(t)); err != nil {
@@ -133,7 +133,6 @@ func (s *Store) DryRun(ctx context.Context, req agent.PlanRequest) (events.DryRu
 				return err
 			},
 			func(ctx context.Context) (err error) { o.user, o.key, err = s.userInfo(ctx, t); return err },
-			func(ctx context.Context) (err error) { o.policyExists, err = s.policyExists(ctx, t); return err },
 		)
 		if err != nil {
 			return events.DryRun{}, err
@@ -154,9 +153,6 @@ func (s *Store) DryRun(ctx context.Context, req agent.PlanRequest) (events.DryRu
 	if o.rec == nil && o.key == keyUser {
 		conflict("user " + user)
 	}
-	if o.rec == nil && o.policyExists {
-		conflict("policy " + policy)
-	}
 	call(fmt.Sprintf("PutObject %s/%s (system record: tenant %s, generation %d)", SystemBucket, recordKey(t), t, req.Generation), "")
 	skip := ""
 	if o.bucketExists {
@@ -169,8 +165,34 @@ func (s *Store) DryRun(ctx context.Context, req agent.PlanRequest) (events.DryRu
 	} else if req.Plan != nil {
 		call("SetBucketQuota "+bucket+" (clear)", "")
 	}
-	call("AddCannedPolicy "+policy+" (bucket "+bucket+" only: list/location; get/put/delete/multipart on its objects)", "")
+	var doc []byte
+	err = s.call(ctx, "policy.info", func(ctx context.Context) error {
+		info, err := s.admin.InfoCannedPolicyV2(ctx, policy)
+		if err != nil {
+			if adminCode(err) == codeAdminNoSuchPolicy {
+				return nil
+			}
+			return err
+		}
+		doc = info.Policy
+		return nil
+	})
+	if err != nil {
+		return events.DryRun{}, fmt.Errorf("look up policy %s: %w", policy, err)
+	}
+	skip = ""
+	if doc != nil && s.tenantPolicyExact(doc) {
+		skip = "it exists as written"
+	}
+	call("AddCannedPolicy "+policy+" (shared by every tenant: the bucket named like the requesting user only; list/location on it, get/put/delete/multipart on its objects)", skip)
 	call("AddUser "+user+" secret <redacted>", "")
-	call("AttachPolicy "+policy+" to user "+user, "")
+	skip = ""
+	if o.key == keyUser && o.user.PolicyName == policy {
+		skip = "already attached"
+	}
+	call("AttachPolicy "+policy+" to user "+user, skip)
+	if o.rec.claimsLegacy() && o.legacyPolicy {
+		call("RemoveCannedPolicy "+t.MinIOLegacyPolicy()+" (the tenant's policy before the shared one)", "")
+	}
 	return out, nil
 }

@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
-
-	"github.com/tenantprov/tenantprov/pkg/events"
 )
 
 // Actions the tenant's canned policy grants: listing and location on its
@@ -75,11 +73,20 @@ func (l *stringList) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// TenantPolicy returns the canned policy tenant-<id>-rw: BucketActions on
-// arn:aws:s3:::tenant-<id>, ObjectActions on arn:aws:s3:::tenant-<id>/*,
-// and DeniedActions.
-func TenantPolicy(tenant events.TenantID) []byte {
-	arn := "arn:aws:s3:::" + tenant.MinIOBucket()
+// TenantPolicy returns the canned policy every tenant's user holds
+// (events.MinIOTenantPolicy): BucketActions on
+// arn:aws:s3:::${aws:username}, ObjectActions on
+// arn:aws:s3:::${aws:username}/*, and DeniedActions. MinIO replaces
+// ${aws:username} with the requesting user's name — for a service account
+// or a temporary key, its parent user's — so user tenant-<id> reaches
+// bucket tenant-<id> and no other. (A client cannot choose that name:
+// MinIO matches a resource with the first value it holds for a variable,
+// its own, whatever a request adds in its query or headers;
+// TestTenantCannotForgeItsUsername.) Which users hold the policy is what
+// keeps it safe: no_foreign_grants judges it for each of them, with that
+// user's name.
+func TenantPolicy() []byte {
+	arn := "arn:aws:s3:::${" + usernameVariable + "}"
 	doc := policyDocument{
 		Version: "2012-10-17",
 		Statement: []policyStatement{

@@ -36,14 +36,15 @@ const (
 )
 
 // Provision creates, or converges on, the tenant's bucket (stamped in the
-// system record, tagged for operators, with the configured quota), its
-// canned policy, and its IAM user with req.Password as secret, the policy
-// attached. Every ownership question is answered before anything is
-// written, so a foreign bucket, user, policy or an access key squatted by
-// a service account fails with agent.ErrConflict and leaves the store
-// exactly as it was, and a request for an older generation than the one
-// recorded fails permanently with ErrStaleGeneration (reason invalid),
-// changing nothing.
+// system record, tagged for operators, with the configured quota) and its
+// IAM user with req.Password as secret, holding exactly the shared tenant
+// policy (written first if it is absent or differs). A tenant still on its
+// own legacy policy is migrated off it. Every ownership question is
+// answered before anything is written, so a foreign bucket, user or an
+// access key squatted by a service account fails with agent.ErrConflict
+// and leaves the store exactly as it was, and a request for an older
+// generation than the one recorded fails permanently with
+// ErrStaleGeneration (reason invalid), changing nothing.
 func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agent.ProvisionResponse, error) {
 	t := req.Tenant
 	if _, err := events.ParseTenantID(string(t)); err != nil {
@@ -78,9 +79,6 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 	}
 	if o.rec == nil && o.key == keyUser {
 		return agent.ProvisionResponse{}, agent.Conflict("user " + t.MinIOUser() + " (no tenantprov record)")
-	}
-	if o.rec == nil && o.policyExists {
-		return agent.ProvisionResponse{}, agent.Conflict("policy " + t.MinIOPolicy() + " (no tenantprov record)")
 	}
 	// A redelivered command of an older generation must not reset the
 	// newer generation's secret (generation 0 carries no generation and is
@@ -121,6 +119,9 @@ func (s *Store) Provision(ctx context.Context, req agent.ProvisionRequest) (agen
 		func(ctx context.Context) error { return s.provisionIAM(ctx, t, req, mapped) },
 	)
 	if err != nil {
+		return agent.ProvisionResponse{}, err
+	}
+	if err := s.migrateLegacy(ctx, t, rec, o.legacyPolicy); err != nil {
 		return agent.ProvisionResponse{}, err
 	}
 
@@ -211,21 +212,13 @@ func (s *Store) provisionBucket(ctx context.Context, t events.TenantID, generati
 	return nil
 }
 
-// provisionIAM writes the canned policy and the user (with the new secret,
-// enabled) side by side, then maps the policy to the user unless it
-// already is.
+// provisionIAM ensures the shared tenant policy and writes the user (with
+// the new secret, enabled) side by side, then maps the policy to the user
+// unless it already is.
 func (s *Store) provisionIAM(ctx context.Context, t events.TenantID, req agent.ProvisionRequest, mapped bool) error {
-	user, policy := t.MinIOUser(), t.MinIOPolicy()
+	user := t.MinIOUser()
 	err := s.steps(ctx,
-		func(ctx context.Context) error {
-			err := s.call(ctx, "policy.add", func(ctx context.Context) error {
-				return s.admin.AddCannedPolicy(ctx, policy, TenantPolicy(t))
-			})
-			if err != nil {
-				return fmt.Errorf("add policy %s: %w", policy, err)
-			}
-			return nil
-		},
+		func(ctx context.Context) error { return s.ensureTenantPolicy(ctx, false) },
 		func(ctx context.Context) error {
 			err := s.call(ctx, "user.add", func(ctx context.Context) error {
 				if s.fastIAM {
@@ -245,18 +238,111 @@ func (s *Store) provisionIAM(ctx context.Context, t events.TenantID, req agent.P
 	if err != nil || mapped {
 		return err
 	}
-	err = s.call(ctx, "policy.attach", func(ctx context.Context) error {
-		if s.fastIAM {
-			return s.setPolicyFast(ctx, user, policy)
-		}
-		return s.attachPolicy(ctx, user, policy)
-	})
+	err = s.mapTenantPolicy(ctx, "policy.attach", t)
 	if squatted(err) {
 		return squatConflict(t)
 	}
-	if err != nil {
-		return fmt.Errorf("attach policy %s to user %s: %w", policy, user, err)
+	return err
+}
+
+// attachRetries bounds how often mapTenantPolicy asks again when MinIO
+// answers that the shared policy does not exist.
+const attachRetries = 3
+
+// mapTenantPolicy maps exactly the shared tenant policy to the tenant's
+// user. MinIO has been seen refusing the mapping with "the canned policy
+// does not exist" for a policy that did (1,000 mappings at once, in two
+// runs of several): the policy is then written again and the mapping
+// asked again, a few times, before the error is returned (transient: the
+// command is retried).
+func (s *Store) mapTenantPolicy(ctx context.Context, call string, t events.TenantID) error {
+	user, policy := t.MinIOUser(), t.MinIOPolicy()
+	for i := 0; ; i++ {
+		err := s.call(ctx, call, func(ctx context.Context) error {
+			if s.fastIAM {
+				return s.setPolicyFast(ctx, user, policy)
+			}
+			return s.attachPolicy(ctx, user, policy)
+		})
+		if err == nil {
+			return nil
+		}
+		if adminCode(err) != codeAdminNoSuchPolicy || i == attachRetries {
+			return fmt.Errorf("attach policy %s to user %s: %w", policy, user, err)
+		}
+		if err := s.ensureTenantPolicy(ctx, i > 0); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(time.Duration(i+1) * 50 * time.Millisecond):
+		}
 	}
+}
+
+// ensureTenantPolicy reads the shared tenant policy and writes it when it
+// is absent or its document differs from TenantPolicy (or always, with
+// force). It is tenantprov's, in the reserved namespace: whatever is there
+// under its name is overwritten.
+func (s *Store) ensureTenantPolicy(ctx context.Context, force bool) error {
+	name := events.MinIOTenantPolicy
+	if !force {
+		var raw []byte
+		err := s.call(ctx, "policy.info", func(ctx context.Context) error {
+			info, err := s.admin.InfoCannedPolicyV2(ctx, name)
+			if err == nil {
+				raw = info.Policy // info is nil on an error
+			}
+			return err
+		})
+		switch {
+		case err == nil:
+			if s.tenantPolicyExact(raw) {
+				return nil
+			}
+		case adminCode(err) != codeAdminNoSuchPolicy:
+			return fmt.Errorf("look up policy %s: %w", name, err)
+		}
+	}
+	err := s.call(ctx, "policy.add", func(ctx context.Context) error {
+		return s.admin.AddCannedPolicy(ctx, name, TenantPolicy())
+	})
+	if err != nil {
+		return fmt.Errorf("add policy %s: %w", name, err)
+	}
+	return nil
+}
+
+// tenantPolicyExact reports whether raw, a canned policy document as MinIO
+// returns it, is TenantPolicy.
+func (s *Store) tenantPolicyExact(raw []byte) bool {
+	want, _ := parsePolicy(TenantPolicy())
+	got, err := parsePolicy(raw)
+	return err == nil && samePolicy(got, want)
+}
+
+// migrateLegacy moves a tenant whose record claims its legacy policy
+// tenant-<id>-rw (an agent before the shared policy provisioned it) off
+// that policy: once its user holds the shared policy (the caller mapped
+// it), the legacy policy is removed and the record stops claiming it, in
+// that order, so an agent cut off in between finds the claim and removes
+// the policy next time. legacyExists is whether look found the policy.
+func (s *Store) migrateLegacy(ctx context.Context, t events.TenantID, rec *record, legacyExists bool) error {
+	if !rec.claimsLegacy() {
+		return nil
+	}
+	if legacyExists {
+		if err := s.removeLegacyPolicy(ctx, t); err != nil {
+			return err
+		}
+	}
+	migrated := *rec
+	migrated.Policy = t.MinIOPolicy()
+	if err := s.writeRecord(ctx, &migrated); err != nil {
+		return err
+	}
+	*rec = migrated
 	return nil
 }
 
@@ -289,11 +375,12 @@ func (s *Store) userInfo(ctx context.Context, t events.TenantID) (madmin.UserInf
 	return info, st, nil
 }
 
-// policyExists reports whether the tenant's canned policy exists.
-func (s *Store) policyExists(ctx context.Context, t events.TenantID) (bool, error) {
+// legacyPolicyExists reports whether a canned policy tenant-<id>-rw (the
+// tenant's policy before the shared one) exists.
+func (s *Store) legacyPolicyExists(ctx context.Context, t events.TenantID) (bool, error) {
 	var exists bool
 	err := s.call(ctx, "policy.info", func(ctx context.Context) error {
-		_, err := s.admin.InfoCannedPolicyV2(ctx, t.MinIOPolicy())
+		_, err := s.admin.InfoCannedPolicyV2(ctx, t.MinIOLegacyPolicy())
 		switch adminCode(err) {
 		case "":
 			exists = err == nil
@@ -304,7 +391,7 @@ func (s *Store) policyExists(ctx context.Context, t events.TenantID) (bool, erro
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("look up policy %s: %w", t.MinIOPolicy(), err)
+		return false, fmt.Errorf("look up policy %s: %w", t.MinIOLegacyPolicy(), err)
 	}
 	return exists, nil
 }

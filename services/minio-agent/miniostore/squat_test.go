@@ -284,6 +284,7 @@ func TestConfirmGoneReportsLeftovers(t *testing.T) {
 	if _, err := e.admin.AddServiceAccount(ctx, madmin.AddServiceAccountReq{TargetUser: tenant.MinIOUser(), AccessKey: svcKey, SecretKey: "lingering-secret-1"}); err != nil {
 		t.Fatal(err)
 	}
+	e.makeLegacy(t, ctx, tenant) // a legacy policy the record claims, to be removed too
 	err := e.store.confirmGone(ctx, tenant, true, true, true, []string{"svc:" + svcKey})
 	if !errors.Is(err, errLeftInPlace) {
 		t.Fatalf("confirmGone with everything in place: %v, want errLeftInPlace", err)
@@ -291,7 +292,7 @@ func TestConfirmGoneReportsLeftovers(t *testing.T) {
 	if perm, _ := agent.Classify(err); perm {
 		t.Fatalf("leftovers classified permanent: %v", err)
 	}
-	for _, want := range []string{"user " + tenant.MinIOUser(), "access key " + svcKey, "policy " + tenant.MinIOPolicy(), "bucket " + tenant.MinIOBucket()} {
+	for _, want := range []string{"user " + tenant.MinIOUser(), "access key " + svcKey, "policy " + tenant.MinIOLegacyPolicy(), "bucket " + tenant.MinIOBucket()} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %s", err, want)
 		}

@@ -1,7 +1,8 @@
 // Package miniostore is the MinIO agent.Store (DESIGN.md §5): per tenant a
 // bucket tenant-<id> tagged as tenantprov's, an IAM user tenant-<id> whose
-// secret is the generated credential, and a canned policy tenant-<id>-rw
-// that reaches that bucket only, attached to the user. Verify proves the
+// secret is the generated credential, holding the one canned policy every
+// tenant shares (tenantprov-tenant-rw), which reaches the bucket named like
+// the requesting user only (policy.go). Verify proves the
 // isolation with the tenant's own credential; Deprovision removes only
 // what tenantprov created.
 //

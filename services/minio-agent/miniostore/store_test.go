@@ -39,7 +39,7 @@ func lifecycle(t *testing.T, e *env) {
 	if err != nil {
 		t.Fatalf("Provision: %v", err)
 	}
-	wantRes := map[string]string{"bucket": "tenant-acme", "user": "tenant-acme", "policy": "tenant-acme-rw"}
+	wantRes := map[string]string{"bucket": "tenant-acme", "user": "tenant-acme", "policy": "tenantprov-tenant-rw"}
 	if !equalMaps(resp.Resources, wantRes) {
 		t.Errorf("Resources = %v, want %v", resp.Resources, wantRes)
 	}
@@ -112,16 +112,19 @@ func TestLifecycle(t *testing.T) {
 func TestPolicyDocument(t *testing.T) {
 	tenant := events.MustTenantID("acme")
 	var doc policyDocument
-	if err := json.Unmarshal(TenantPolicy(tenant), &doc); err != nil {
+	if err := json.Unmarshal(TenantPolicy(), &doc); err != nil {
 		t.Fatal(err)
 	}
 	want := policyDocument{Version: "2012-10-17", Statement: []policyStatement{
-		{Effect: "Allow", Action: []string{"s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"}, Resource: []string{"arn:aws:s3:::tenant-acme"}},
-		{Effect: "Allow", Action: []string{"s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"}, Resource: []string{"arn:aws:s3:::tenant-acme/*"}},
+		{Effect: "Allow", Action: []string{"s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"}, Resource: []string{"arn:aws:s3:::${aws:username}"}},
+		{Effect: "Allow", Action: []string{"s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:PutObject"}, Resource: []string{"arn:aws:s3:::${aws:username}/*"}},
 		{Effect: "Deny", Action: []string{"admin:*"}},
 	}}
 	if !samePolicy(doc, want) {
-		t.Fatalf("TenantPolicy = %s", TenantPolicy(tenant))
+		t.Fatalf("TenantPolicy = %s", TenantPolicy())
+	}
+	if tenant.MinIOPolicy() != "tenantprov-tenant-rw" || tenant.MinIOUser() != tenant.MinIOBucket() {
+		t.Fatalf("policy %s, user %s, bucket %s: the shared policy reaches the bucket named like the user", tenant.MinIOPolicy(), tenant.MinIOUser(), tenant.MinIOBucket())
 	}
 
 	// What MinIO stored is exactly that, and it is what the user has.
@@ -242,7 +245,10 @@ func TestUserDisabledBeforeAnythingIsRemoved(t *testing.T) {
 		if disable < 0 {
 			t.Fatalf("sequence %d: no user.disable in %v", seq, calls)
 		}
-		for _, c := range []string{"user.remove", "policy.remove", "bucket.abort_uploads", "bucket.remove", "record.delete"} {
+		if slices.Contains(calls, "policy.remove") {
+			t.Errorf("sequence %d: Deprovision removed a policy (the shared tenant policy stays): %v", seq, calls)
+		}
+		for _, c := range []string{"user.remove", "bucket.abort_uploads", "bucket.remove", "record.delete"} {
 			if i := slices.Index(calls, c); i < disable {
 				t.Errorf("sequence %d: %s at %d, before user.disable at %d: %v", seq, c, i, disable, calls)
 			}
@@ -364,22 +370,28 @@ func TestForeignResourcesAreNeverTouched(t *testing.T) {
 		}
 	})
 
-	t.Run("policy", func(t *testing.T) {
+	// A policy named like a legacy tenant policy (tenant-<id>-rw) that no
+	// record claims is someone else's: the tenant does not use that name
+	// any more, so it is no conflict, and it is left exactly as it is.
+	t.Run("legacy-named policy", func(t *testing.T) {
 		tenant := events.MustTenantID("foreign-policy")
 		doc := []byte(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::elsewhere/*"]}]}`)
-		if err := e.admin.AddCannedPolicy(ctx, tenant.MinIOPolicy(), doc); err != nil {
+		if err := e.admin.AddCannedPolicy(ctx, tenant.MinIOLegacyPolicy(), doc); err != nil {
 			t.Fatal(err)
 		}
-		_, err := e.store.Provision(ctx, agent.ProvisionRequest{Tenant: tenant, Generation: 1, Password: mustGenerate(t)})
-		if !errors.Is(err, agent.ErrConflict) {
-			t.Fatalf("Provision over a foreign policy: %v, want ErrConflict", err)
+		if _, err := e.store.Provision(ctx, agent.ProvisionRequest{Tenant: tenant, Generation: 1, Password: mustGenerate(t)}); err != nil {
+			t.Fatalf("Provision beside a foreign legacy-named policy: %v", err)
 		}
-		if _, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1}); err != nil {
+		resp, err := e.store.Deprovision(ctx, agent.DeprovisionRequest{Tenant: tenant, Generation: 1})
+		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := e.admin.InfoCannedPolicyV2(ctx, tenant.MinIOPolicy())
+		if !slices.ContainsFunc(resp.Skipped, func(s string) bool { return strings.HasPrefix(s, "policy "+tenant.MinIOLegacyPolicy()) }) {
+			t.Errorf("Deprovision skipped %v, want the foreign policy named", resp.Skipped)
+		}
+		info, err := e.admin.InfoCannedPolicyV2(ctx, tenant.MinIOLegacyPolicy())
 		if err != nil || !strings.Contains(string(info.Policy), "elsewhere") {
-			t.Fatalf("foreign policy after Deprovision: %v", err)
+			t.Fatalf("foreign policy after Provision and Deprovision: %v", err)
 		}
 	})
 }

@@ -140,8 +140,18 @@ func TestGrantsBucket(t *testing.T) {
 			t.Errorf("grantsBucket(%s) = %v, want %v", tc.stmt, got, tc.want)
 		}
 	}
-	if other, err := parsePolicy(TenantPolicy("other")); err != nil || grantsBucket(other, arn, anyone) {
-		t.Error("another tenant's policy grants tenant-acme")
+	if other, err := parsePolicy(legacyPolicy("other")); err != nil || grantsBucket(other, arn, anyone) {
+		t.Error("another tenant's legacy policy grants tenant-acme")
+	}
+	// The shared tenant policy reaches tenant-acme for its user only.
+	shared, err := parsePolicy(TenantPolicy())
+	if err != nil || !shared.variables {
+		t.Fatalf("TenantPolicy: variables %v, err %v", shared.variables, err)
+	}
+	for user, want := range map[string]bool{"tenant-acme": true, "tenant-other": false, "tenant-acme-x": false, "tenant-*": true, anyone: true} {
+		if got := grantsBucket(shared, arn, user); got != want {
+			t.Errorf("TenantPolicy for user %q grants tenant-acme: %v, want %v", user, got, want)
+		}
 	}
 }
 
@@ -234,8 +244,8 @@ func TestSubstituteVariables(t *testing.T) {
 			t.Errorf("requestUsername(%q) = %q, want %q", user, got, want)
 		}
 	}
-	if d, err := parsePolicy(TenantPolicy("acme")); err != nil || d.variables {
-		t.Errorf("TenantPolicy has variables (%v)", err)
+	if d, err := parsePolicy(legacyPolicy("acme")); err != nil || d.variables {
+		t.Errorf("a legacy tenant policy has variables (%v)", err)
 	}
 }
 

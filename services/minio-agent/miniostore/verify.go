@@ -44,14 +44,15 @@ const (
 	CheckBucketNotPublic = "bucket_not_public"
 	// CheckNoForeignGrants passes when no canned policy that grants any S3
 	// action on the tenant's bucket or its objects (wildcards included)
-	// is attached to any user or group, and the tenant's own policy is
-	// attached to the tenant's user only. A policy with variables in its
-	// resources is judged for each user it is attached to with that
-	// user's name in ${aws:username}, and for a group (or a name MinIO
-	// would not substitute) with every variable matching anything.
+	// is attached to any user or group but the tenant's user holding the
+	// shared tenant policy. A policy with variables in its resources — the
+	// shared tenant policy among them — is judged for each user it is
+	// attached to with that user's name in ${aws:username}, and for a
+	// group (or a name MinIO would not substitute) with every variable
+	// matching anything.
 	CheckNoForeignGrants = "no_foreign_grants"
 	// CheckPolicyExact passes when the tenant's user is enabled, in no
-	// group, and has exactly the tenant's policy, whose document is
+	// group, and has exactly the shared tenant policy, whose document is
 	// exactly TenantPolicy.
 	CheckPolicyExact = "policy_exact"
 	// CheckNoExtraKeys passes when the tenant's user has no service
@@ -79,18 +80,19 @@ const (
 //
 //   - bucket_not_public: no bucket policy on the tenant's bucket, and
 //     anonymous listing and reading are refused;
-//   - no_foreign_grants: no canned policy but the tenant's that allows any
-//     S3 action on the bucket or its objects (arn:aws:s3:::*,
-//     tenant-<id>* and other wildcards included) is attached to a user or
-//     group (other than the agent's admin user), and tenant-<id>-rw is
-//     attached to nothing but the tenant's user. Policy variables are
-//     substituted as MinIO does before matching: ${aws:username} by the
-//     name of the user the policy is attached to (so "tenant-${aws:username}"
-//     on a user named <id>, or "${aws:username}" on a user named
-//     "tenant-*", fails it), every other variable, and any variable for a
-//     group, by "*";
+//   - no_foreign_grants: no canned policy that allows any S3 action on the
+//     bucket or its objects (arn:aws:s3:::*, tenant-<id>* and other
+//     wildcards included) is attached to a user or group (other than the
+//     agent's admin user), but the shared tenant policy on the tenant's
+//     own user. Policy variables are substituted as MinIO does before
+//     matching: ${aws:username} by the name of the user the policy is
+//     attached to (so the shared policy on any other tenant's user passes,
+//     and "tenant-${aws:username}" on a user named <id>, or the shared
+//     policy on a user named "tenant-*" or on any group, fails it), every
+//     other variable, and any variable for a group, by "*";
 //   - policy_exact: the tenant's user is enabled, in no group, mapped to
-//     exactly tenant-<id>-rw, and that policy is exactly TenantPolicy;
+//     exactly the shared tenant policy, and that policy is exactly
+//     TenantPolicy;
 //   - no_extra_keys: the tenant's user has no service accounts but the
 //     rotated credentials of its system record (lifecycle.go), each
 //     enabled.
@@ -377,6 +379,7 @@ func (s *Store) checkBucketNotPublic(ctx context.Context, anonymous *minio.Clien
 
 // policyEntity is a user or a group a policy is attached to.
 type policyEntity struct {
+	policy      string
 	user, group string
 }
 
@@ -389,9 +392,10 @@ func (e policyEntity) String() string {
 
 // grantFindings is what checkNoForeignGrants found, for Observe's repair.
 type grantFindings struct {
-	// own are the users and groups other than the tenant's user that the
-	// tenant's own policy is attached to (Observe may detach it: the
-	// policy is tenantprov's).
+	// own are the users and groups, other than the tenant's user, that
+	// hold one of tenantprov's policies reaching the bucket — the shared
+	// tenant policy, or the tenant's legacy policy — (Observe may detach
+	// it: the policy is tenantprov's).
 	own []policyEntity
 	// foreign counts foreign policies on users or groups that reach the
 	// bucket (reported only).
@@ -402,9 +406,18 @@ type grantFindings struct {
 // policy without variables is matched once, whoever holds it; only one
 // with a variable in a resource that reaches the bucket for anyone is
 // matched again per attached user.
+//
+// Two policies are tenantprov's: the shared tenant policy, which reaches
+// the bucket for the tenant's user only, and the tenant's legacy policy
+// tenant-<id>-rw (an agent before the shared policy made it; policy_exact
+// fails until the tenant is migrated off it). On the tenant's own user
+// they are the tenant's grant; on anyone else they are reported as
+// tenantprov's policy attached where it must not be (Observe detaches
+// them).
 func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (events.Check, grantFindings, error) {
 	check := events.Check{Name: CheckNoForeignGrants}
 	arn := "arn:aws:s3:::" + t.MinIOBucket()
+	ours := func(name string) bool { return name == t.MinIOPolicy() || name == t.MinIOLegacyPolicy() }
 	var (
 		granting []string // reach the bucket whoever holds them
 		perUser  []string // reach it for some users only (policy variables)
@@ -420,7 +433,6 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 		}
 		for name, p := range snap.policies {
 			switch {
-			case name == t.MinIOPolicy():
 			case p.err:
 				unread = append(unread, name)
 				granting = append(granting, name)
@@ -435,24 +447,27 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 		}
 		slices.Sort(granting)
 		slices.Sort(perUser)
-		// The tenant's own policy: attached to its user only.
-		for _, u := range snap.entities[t.MinIOPolicy()].Users {
-			if u != t.MinIOUser() {
-				own = append(own, policyEntity{user: u})
+		// found records that the policy name on e reaches the bucket.
+		found := func(name string, e policyEntity) {
+			switch {
+			case e.user == t.MinIOUser() && ours(name):
+				// The tenant's own grant.
+			case ours(name):
+				e.policy = name
+				own = append(own, e)
+			default:
+				grants = append(grants, "policy "+name+" on "+e.String())
 			}
-		}
-		for _, g := range snap.entities[t.MinIOPolicy()].Groups {
-			own = append(own, policyEntity{group: g})
 		}
 		for _, name := range granting {
 			m := snap.entities[name]
 			for _, u := range m.Users {
 				if u != s.cfg.RootUser {
-					grants = append(grants, "policy "+name+" on user "+u)
+					found(name, policyEntity{user: u})
 				}
 			}
 			for _, g := range m.Groups {
-				grants = append(grants, "policy "+name+" on group "+g)
+				found(name, policyEntity{group: g})
 			}
 		}
 		// A policy with variables is evaluated for each user it is
@@ -461,16 +476,16 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 		// anyone.
 		for _, name := range perUser {
 			m, doc := snap.entities[name], snap.policies[name].doc
-			n := len(grants)
+			n, o := len(grants), len(own)
 			for _, u := range m.Users {
 				if u != s.cfg.RootUser && grantsBucket(doc, arn, requestUsername(u)) {
-					grants = append(grants, "policy "+name+" on user "+u)
+					found(name, policyEntity{user: u})
 				}
 			}
 			for _, g := range m.Groups {
-				grants = append(grants, "policy "+name+" on group "+g)
+				found(name, policyEntity{group: g})
 			}
-			if len(grants) == n && len(m.Users) > 0 {
+			if len(grants) == n && len(own) == o && len(m.Users) > 0 {
 				spared = append(spared, name)
 			}
 		}
@@ -481,7 +496,7 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 	}
 	found := grantFindings{own: own, foreign: len(grants)}
 	for _, e := range own {
-		grants = append(grants, "policy "+t.MinIOPolicy()+" on "+e.String())
+		grants = append(grants, "policy "+e.policy+" on "+e.String())
 	}
 	slices.Sort(grants)
 	if len(grants) > 0 {
@@ -492,9 +507,9 @@ func (s *Store) checkNoForeignGrants(ctx context.Context, t events.TenantID) (ev
 		return check, found, nil
 	}
 	check.Passed = true
-	check.Detail = fmt.Sprintf("no user or group but the tenant's has a policy naming %s (%d other policies name it, none attached", t.MinIOBucket(), len(granting)+len(perUser))
+	check.Detail = fmt.Sprintf("no user or group but the tenant's has a policy reaching %s (%d policies could name it", t.MinIOBucket(), len(granting)+len(perUser))
 	if len(spared) > 0 {
-		check.Detail += " except " + strings.Join(spared, ", ") + ", whose policy variables do not name it for the users they are attached to"
+		check.Detail += "; " + strings.Join(spared, ", ") + " reaches it, through policy variables, for no user holding it but " + t.MinIOUser()
 	}
 	check.Detail += ")"
 	return check, found, nil
@@ -530,11 +545,13 @@ func (s *Store) checkPolicyExact(ctx context.Context, t events.TenantID, suspend
 		if uerr != nil && !answered(uerr) {
 			return uerr
 		}
-		info, err := s.admin.InfoCannedPolicyV2(ctx, t.MinIOPolicy())
+		info, err := s.admin.InfoCannedPolicyV2(ctx, events.MinIOTenantPolicy)
 		if err != nil && !answered(err) {
 			return err
 		}
-		doc, perr = info.Policy, err
+		if perr = err; err == nil {
+			doc = info.Policy // info is nil on an error
+		}
 		return nil
 	})
 	if err != nil {
@@ -565,18 +582,14 @@ func (s *Store) checkPolicyExact(ctx context.Context, t events.TenantID, suspend
 	if perr != nil {
 		f.policyMissing = true
 		problems = append(problems, "policy "+t.MinIOPolicy()+" unreadable: "+describe(perr))
-	} else {
-		wantDoc, _ := parsePolicy(TenantPolicy(t))
-		got, err := parsePolicy(doc)
-		if err != nil || !samePolicy(got, wantDoc) {
-			f.document = true
-			var compact bytes.Buffer
-			if json.Compact(&compact, doc) != nil {
-				compact.Reset()
-				compact.Write(doc)
-			}
-			problems = append(problems, "policy "+t.MinIOPolicy()+" differs from the tenant policy: "+truncate(compact.String(), 300))
+	} else if !s.tenantPolicyExact(doc) {
+		f.document = true
+		var compact bytes.Buffer
+		if json.Compact(&compact, doc) != nil {
+			compact.Reset()
+			compact.Write(doc)
 		}
+		problems = append(problems, "policy "+t.MinIOPolicy()+" differs from the tenant policy: "+truncate(compact.String(), 300))
 	}
 	if len(problems) > 0 {
 		check.Detail = strings.Join(problems, "; ")
